@@ -1,0 +1,184 @@
+"""The base experiment config and its validation.
+
+Every file under `experiments/` starts from `base_config()` and fills in `model` and `data`.
+The base config is locked: a typo such as `config.train.num_step = 10` fails at load time, and
+ml-collections rejects unknown `--config.x=y` overrides and values of the wrong type. `validate`
+checks what locking cannot: names that must exist in a registry, keys a model or dataset does
+not accept, and numbers that must divide each other.
+"""
+
+import dataclasses
+import json
+
+import ml_collections
+
+from fmjax.errors import UserError
+
+# Logical axis name -> mesh axes. Models name axes; this table decides the parallelism.
+DEFAULT_SHARDING_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
+    ("classes", None),
+    ("length", None),
+    ("conv_window", None),
+)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key an experiment may set, with its default. `model` and `data` are per-experiment."""
+    c = ml_collections.ConfigDict()
+    c.task = "classification"
+    c.model = ml_collections.ConfigDict({"name": "", "dtype": "float32"})
+    c.data = ml_collections.ConfigDict({"name": ""})
+
+    c.train = ml_collections.ConfigDict(dict(
+        num_steps=1000,
+        batch_size=128,          # global, over all hosts and devices
+        seed=0,
+        log_every=100,
+        eval_every=500,
+        eval_batch_size=1000,    # global; the eval set is padded to a multiple of it
+        steps_per_call=1,        # optimizer steps fused into one device call (lax.scan)
+        grad_accum_steps=1,      # micro-batches per step (lax.scan); batch_size must divide
+        clip_grad_norm=0.0,      # 0 disables global-norm clipping
+        nan_policy="stop",       # "stop": abort on a non-finite loss
+    ))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="adam",             # sgd | adam | adamw | rmsprop | adafactor
+        learning_rate=1e-3,
+        schedule="constant",     # constant | warmup_cosine | warmup_linear | step
+        warmup_steps=0,
+        end_learning_rate=0.0,   # where cosine/linear decay ends
+        decay_boundaries=(),     # step schedule: steps at which lr is multiplied by decay_factor
+        decay_factor=0.1,
+        momentum=0.9,            # sgd (0 = plain sgd), rmsprop
+        nesterov=False,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,        # decoupled (adamw, adafactor) or L2-free masks for sgd/adam
+        decay_biases_and_norms=False,
+    ))
+    c.checkpoint = ml_collections.ConfigDict(dict(
+        every=1000,
+        keep=3,                  # the last N checkpoints ...
+        best_metric="eval/accuracy",  # ... plus the best by this metric ("" to disable)
+        best_mode="max",
+        async_save=True,
+    ))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_SHARDING_RULES))
+    c.lock()
+    return c
+
+
+def experiment(**sections) -> ml_collections.ConfigDict:
+    """`base_config()` with `sections` applied, e.g. `experiment(model=dict(name='mlp'), ...)`.
+
+    `model` and `data` replace the base's (their keys are checked by `validate`); every other
+    section updates the locked base, so a misspelt key fails here.
+    """
+    c = base_config()
+    for section, values in sections.items():
+        if section in ("model", "data"):
+            c[section] = with_fields(c[section], **values)
+        elif isinstance(values, dict):
+            for key, value in values.items():
+                if key not in c[section]:
+                    raise UserError(f"unknown config key {section}.{key}")
+                c[section][key] = value
+        else:
+            c[section] = values
+    return c
+
+
+def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """Shared variants: "" (as written) and "runlocal" (300 steps, for a quick local check)."""
+    if variant == "runlocal":
+        config.train.update(num_steps=300, log_every=50, eval_every=150, steps_per_call=50)
+        config.checkpoint.every = 150
+    elif variant:
+        raise UserError(f"unknown config variant '{variant}' (known: runlocal)")
+    return config
+
+
+def from_json_dict(d: dict) -> ml_collections.ConfigDict:
+    """Rebuild a locked config from `config.json` (JSON turned tuples into lists)."""
+    def tuples(x):
+        if isinstance(x, list):
+            return tuple(tuples(v) for v in x)
+        return {k: tuples(v) for k, v in x.items()} if isinstance(x, dict) else x
+    return experiment(**tuples(d))
+
+
+def with_fields(section: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
+    """Return an unlocked copy of `section` with `fields` added; for `model` and `data`."""
+    out = ml_collections.ConfigDict(section.to_dict())
+    out.update(fields)
+    return out
+
+
+def _check_positive(config):
+    for key in ("num_steps", "batch_size", "log_every", "eval_every", "eval_batch_size",
+                "steps_per_call", "grad_accum_steps"):
+        if config.train[key] <= 0:
+            raise UserError(f"config.train.{key} must be positive, got {config.train[key]}")
+    if config.checkpoint.every <= 0 or config.checkpoint.keep <= 0:
+        raise UserError("config.checkpoint.every and config.checkpoint.keep must be positive")
+
+
+def _check_divisibility(config):
+    spc = config.train.steps_per_call
+    for key, value in (("train.num_steps", config.train.num_steps),
+                       ("train.log_every", config.train.log_every),
+                       ("train.eval_every", config.train.eval_every),
+                       ("checkpoint.every", config.checkpoint.every)):
+        if value % spc:
+            raise UserError(f"config.{key}={value} is not a multiple of "
+                            f"config.train.steps_per_call={spc}; make it one")
+    if config.train.batch_size % config.train.grad_accum_steps:
+        raise UserError(f"config.train.batch_size={config.train.batch_size} is not divisible by "
+                        f"config.train.grad_accum_steps={config.train.grad_accum_steps}")
+
+
+def check_fields(section_name: str, section, cls) -> None:
+    """Every key of `config.<section_name>` except `name` must be a field of dataclass `cls`."""
+    allowed = {f.name for f in dataclasses.fields(cls)} - {"parent"} | {"name"}
+    unknown = sorted(set(section.keys()) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed - {"name"}))
+        raise UserError(f"unknown key config.{section_name}.{unknown[0]} for "
+                        f"{section_name} '{section.name}' (known: {known})")
+
+
+def lookup(kind: str, name: str, registry: dict):
+    """registry[name], or a UserError listing the known names."""
+    if name not in registry:
+        raise UserError(f"unknown {kind} '{name}' (known: {', '.join(sorted(registry))})")
+    return registry[name]
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise UserError for any problem that can be seen without devices or data."""
+    from fmjax import data, models, optim, tasks  # late: registries import jax/flax
+
+    _check_positive(config)
+    _check_divisibility(config)
+    lookup("task", config.task, tasks.TASKS)
+    check_fields("model", config.model, lookup("model", config.model.name, models.MODELS))
+    check_fields("data", config.data, lookup("dataset", config.data.name, data.SOURCES))
+    optim.validate(config.optimizer)
+    if config.train.nan_policy not in ("stop",):
+        raise UserError(f"unknown config.train.nan_policy '{config.train.nan_policy}' "
+                        "(known: stop)")
+    if config.checkpoint.best_mode not in ("max", "min"):
+        raise UserError("config.checkpoint.best_mode must be 'max' or 'min'")
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    """The resolved config as stable JSON (written to `workdir/config.json`)."""
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)

@@ -1,0 +1,28 @@
+"""scikit-learn's bundled 8x8 handwritten digits (1797 real images, no download)."""
+
+import dataclasses
+
+import numpy as np
+
+from fmjax.data.augment import crop_and_flip
+from fmjax.data.pipeline import Arrays, ArrayPipeline
+
+
+@dataclasses.dataclass
+class Digits:
+    """config.data for `name='digits'`: a stratified train/test split with a fixed seed."""
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    crop_padding: int = 0      # random-crop augmentation (0 = off); digits must not be flipped
+
+    def pipeline(self, seed: int) -> ArrayPipeline:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        x = (digits.images / 16.0).astype(np.float32)[..., None]   # [N, 8, 8, 1] in [0, 1]
+        y = digits.target.astype(np.int32)
+        x_tr, x_te, y_tr, y_te = train_test_split(
+            x, y, test_size=self.test_fraction, random_state=self.split_seed, stratify=y)
+        return ArrayPipeline(Arrays(x_tr, y_tr, x_te, y_te, 10), seed,
+                             crop_and_flip(self.crop_padding, flip=False))

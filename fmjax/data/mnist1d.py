@@ -1,0 +1,60 @@
+"""MNIST-1D (Greydanus & Kobak), generated offline by the `mnist1d` package and cached."""
+
+import dataclasses
+import os
+import pathlib
+
+import numpy as np
+
+from fmjax.data.pipeline import Arrays, ArrayPipeline
+
+
+def cache_dir() -> pathlib.Path:
+    """Where generated datasets are kept: $FMJAX_CACHE_DIR or ~/.cache/fmjax."""
+    return pathlib.Path(os.environ.get("FMJAX_CACHE_DIR", pathlib.Path.home() / ".cache/fmjax"))
+
+
+def _generate(num_samples: int, train_split: float, seed: int) -> dict:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.train_split, args.seed = num_samples, train_split, seed
+    state = np.random.get_state()  # make_dataset reseeds numpy's global RNG; leave it as it was
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    return {k: d[k] for k in ("x", "y", "x_test", "y_test")}
+
+
+def load_arrays(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -> dict:
+    """The paper's dataset (`make_dataset(get_dataset_args())`: 4000 train / 1000 test) by default.
+
+    Generation takes seconds, so the result is cached under `cache_dir()` (written atomically).
+    """
+    name = "mnist1d.npz" if (num_samples, train_split, seed) == (5000, 0.8, 42) else \
+        f"mnist1d_{num_samples}_{train_split}_{seed}.npz"
+    path = cache_dir() / name
+    if path.exists():
+        with np.load(path) as f:
+            return dict(f)
+    d = _generate(num_samples, train_split, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **d)
+    os.replace(tmp, path)
+    return d
+
+
+@dataclasses.dataclass
+class MNIST1D:
+    """config.data for `name='mnist1d'`; the defaults reproduce the paper's split."""
+    num_samples: int = 5000
+    train_split: float = 0.8
+    dataset_seed: int = 42
+
+    def pipeline(self, seed: int) -> ArrayPipeline:
+        d = load_arrays(self.num_samples, self.train_split, self.dataset_seed)
+        arrays = Arrays(d["x"].astype(np.float32), d["y"].astype(np.int32),
+                        d["x_test"].astype(np.float32), d["y_test"].astype(np.int32), 10)
+        return ArrayPipeline(arrays, seed)

@@ -1,0 +1,49 @@
+"""`fmjax inspect`: the parameter table of an experiment on the chosen mesh."""
+
+import math
+
+import jax
+import numpy as np
+
+
+def _bytes_per_device(leaf) -> int:
+    return math.prod(leaf.sharding.shard_shape(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+
+
+def _row(path, leaf, logical):
+    return (jax.tree_util.keystr(path, simple=True, separator="/"), str(tuple(leaf.shape)),
+            str(tuple(logical) if logical is not None else ()), str(tuple(leaf.sharding.spec)),
+            f"{_bytes_per_device(leaf):,}")
+
+
+def param_table(exp) -> str:
+    """One row per parameter, per-module counts, and per-device bytes of params and optimizer."""
+    import flax.linen as nn
+
+    from fmjax import state as state_lib
+    with nn.logical_axis_rules(exp.rules):
+        boxed = jax.eval_shape(lambda: state_lib.init_boxed(exp.task, exp.tx, 0))
+    logical = nn.get_partition_spec(boxed.params)
+    params = exp.abstract_state.params
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_logical = jax.tree.leaves(logical, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    rows = [("parameter", "shape", "logical axes", "mesh sharding", "bytes/device")]
+    rows += [_row(p, leaf, spec) for (p, leaf), spec in zip(flat, flat_logical)]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+
+    per_module: dict[str, int] = {}
+    for path, leaf in flat:
+        module = jax.tree_util.keystr(path[:1], simple=True, separator="/")
+        per_module[module] = per_module.get(module, 0) + math.prod(leaf.shape)
+    total = sum(per_module.values())
+    param_bytes = sum(_bytes_per_device(x) for x in jax.tree.leaves(params))
+    opt_bytes = sum(_bytes_per_device(x) for x in jax.tree.leaves(exp.abstract_state.opt_state))
+    lines += ["", "parameters per module: " + ", ".join(f"{m}={n:,}" for m, n in per_module.items()),
+              f"total parameters: {total:,}",
+              f"mesh: {dict(exp.mesh.shape)} on {exp.mesh.devices.size} {jax.devices()[0].platform} "
+              f"device(s)",
+              f"bytes per device: params {param_bytes:,}, optimizer state {opt_bytes:,}, "
+              f"total {param_bytes + opt_bytes:,}"]
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""The `fmjax` command line: train | eval | inspect.
+
+    fmjax train   --config experiments/mnist1d/cnn.py[:variant] --workdir runs/cnn [--config.a.b=v]
+    fmjax eval    --workdir runs/cnn [--step N]
+    fmjax inspect --config experiments/mnist1d/cnn.py [--config.mesh.fsdp=4]
+
+Bad input (unknown key, wrong type, impossible mesh, indivisible batch, unknown name, missing
+dataset, a checkpoint that does not fit) prints one line and exits with status 2 before any work.
+"""
+
+import json
+import pathlib
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+COMMANDS = ("train", "eval", "inspect")
+USAGE = "usage: fmjax {train|eval|inspect} [--config FILE[:variant]] [--workdir DIR] ..."
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
+flags.DEFINE_integer("step", None, "eval: the checkpoint step (default: the latest).")
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+
+
+def fail(message: str, status: int = 2):
+    print(f"fmjax: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _parse(argv: list[str]) -> str:
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        fail(USAGE)
+    try:
+        FLAGS([argv[0]] + argv[2:])
+    except flags.Error as e:
+        fail(str(e).strip().splitlines()[0])
+    except Exception as e:  # an experiment file that raised while building its config
+        fail(f"cannot load the config: {e}".strip().splitlines()[0])
+    return argv[1]
+
+
+def _require(name: str):
+    value = getattr(FLAGS, name)
+    if value is None:
+        fail(f"--{name} is required for this command")
+    return value
+
+
+def cmd_train():
+    from fmjax.train import train_and_evaluate
+    metrics = train_and_evaluate(_require("config"), _require("workdir"),
+                                 show_progress=FLAGS.progress)
+    print(json.dumps(metrics, sort_keys=True))
+
+
+def cmd_eval():
+    from fmjax import checkpoint, configs
+    from fmjax.train import evaluate, prepare
+    from fmjax.step import make_eval_step
+
+    workdir = pathlib.Path(_require("workdir"))
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        fail(f"{workdir} holds no fmjax run (no config.json)")
+    config = configs.from_json_dict(json.loads(config_path.read_text()))
+    exp = prepare(config, workdir)
+    manager = checkpoint.read_only_manager(workdir)
+    steps = manager.all_steps() if manager else []
+    step = FLAGS.step if FLAGS.step is not None else exp.latest_step
+    if step not in steps:
+        fail(f"no checkpoint at step {step} in {workdir} (have: {sorted(steps)})")
+    import jax
+    with jax.set_mesh(exp.mesh):
+        state = checkpoint.restore(manager, step, exp.abstract_state)
+        metrics = evaluate(exp, state, make_eval_step(exp.task, exp.mesh, exp.state_shardings))
+    print(json.dumps({"step": step, **metrics}, sort_keys=True))
+
+
+def cmd_inspect():
+    from fmjax.inspect_params import param_table
+    from fmjax.train import prepare
+    print(param_table(prepare(_require("config"), pathlib.Path("/nonexistent-fmjax-workdir"))))
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Entry point of the `fmjax` script."""
+    from fmjax.errors import NonFiniteLoss, UserError
+
+    command = _parse(sys.argv if argv is None else argv)
+    try:
+        {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect}[command]()
+    except UserError as e:
+        fail(str(e))
+    except NonFiniteLoss as e:
+        fail(str(e), status=1)
+
+
+if __name__ == "__main__":
+    run()

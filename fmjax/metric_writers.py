@@ -1,0 +1,81 @@
+"""Where logged metrics go: `metrics.jsonl`, TensorBoard, and a console progress bar.
+
+Only process 0 writes. On resume, lines for steps after the restored checkpoint are dropped from
+`metrics.jsonl`, so the file of a resumed run equals that of a run that never stopped.
+"""
+
+import json
+import math
+import pathlib
+import time
+
+import jax
+from tqdm import tqdm
+
+# Keys that measure the machine, not the model; they differ between otherwise identical runs.
+TIMING_KEYS = ("perf/steps_per_sec",)
+
+
+def _truncate_after(path: pathlib.Path, step: int) -> None:
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_jsonl(path) -> list[dict]:
+    """All records of a `metrics.jsonl` file."""
+    return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+
+
+class MetricWriters:
+    """Writes one record per logged step to every sink; shows step, loss, steps/s and ETA."""
+
+    def __init__(self, workdir, start_step: int, num_steps: int, show_progress: bool = True):
+        self.active = jax.process_index() == 0
+        self.jsonl_path = pathlib.Path(workdir) / "metrics.jsonl"
+        self.tensorboard = None
+        self.progress = None
+        if not self.active:
+            return
+        _truncate_after(self.jsonl_path, start_step)
+        from tensorboardX import SummaryWriter
+        self.tensorboard = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"),
+                                         purge_step=start_step + 1 if start_step else None)
+        self.progress = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                             disable=not show_progress, mininterval=1.0)
+        self._last = (start_step, time.perf_counter())
+
+    def steps_per_sec(self, step: int) -> float:
+        """Throughput since the previous call."""
+        last_step, last_time = self._last
+        now = time.perf_counter()
+        self._last = (step, now)
+        return (step - last_step) / max(now - last_time, 1e-9)
+
+    def write(self, step: int, record: dict) -> None:
+        if not self.active or not record:
+            return
+        record = {k: (float(v) if not isinstance(v, str) else v) for k, v in record.items()}
+        with self.jsonl_path.open("a") as f:
+            f.write(json.dumps({"step": step, **record}) + "\n")
+        for key, value in record.items():
+            if isinstance(value, float) and math.isfinite(value):
+                self.tensorboard.add_scalar(key, value, step)
+        shown = {k.split("/")[-1]: f"{v:.4g}" for k, v in record.items()
+                 if k in ("train/loss", "eval/loss", "eval/accuracy")}
+        self.progress.set_postfix(shown, refresh=False)
+
+    def advance(self, step: int) -> None:
+        if self.active:
+            self.progress.update(step - self.progress.n)
+
+    def message(self, text: str) -> None:
+        if self.active:
+            tqdm.write(text)
+
+    def close(self) -> None:
+        if self.active:
+            self.tensorboard.close()
+            self.progress.close()

@@ -1,0 +1,29 @@
+"""Model registry: `config.model.name` -> a pure `flax.linen` module class.
+
+Every other key of `config.model` must be a field of that class; `num_classes` (or the family's
+equivalent) comes from the dataset.
+"""
+
+from fmjax.models.cnn import CNN1D, CNN2D
+from fmjax.models.gru import GRUClassifier
+from fmjax.models.mlp import MLP, LogisticRegression
+from fmjax.models.resnet import ResNet
+
+MODELS = {
+    "logreg": LogisticRegression,
+    "mlp": MLP,
+    "cnn1d": CNN1D,
+    "cnn2d": CNN2D,
+    "gru": GRUClassifier,
+    "resnet": ResNet,
+}
+
+
+def build_model(model_config, **from_data):
+    """Instantiate `config.model` (dtype given as a string) with dataset-derived fields."""
+    import jax.numpy as jnp
+
+    kwargs = {k: v for k, v in model_config.items() if k != "name"}
+    kwargs["dtype"] = jnp.dtype(kwargs.get("dtype", "float32"))
+    kwargs.update(from_data)
+    return MODELS[model_config.name](**kwargs)

@@ -1,0 +1,54 @@
+"""Convolutional classifiers: the MNIST-1D paper's 1D CNN and a small 2D CNN for images."""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fmjax.models.layers import constrain_batch, conv, dense
+
+
+class CNN1D(nn.Module):
+    """Strided 1D convolutions + a linear head: x_BL -> logits_BC.
+
+    Defaults are the MNIST-1D paper's ConvBase: 25 channels, kernels (5, 3, 3), stride 2,
+    padding 1, ReLU; 40 -> 19 -> 10 -> 5 positions, then 125 features into the head.
+    """
+    num_classes: int
+    features: int = 25
+    kernel_sizes: Sequence[int] = (5, 3, 3)
+    stride: int = 2
+    padding: int = 1
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h_BLC = x.reshape(x.shape[0], x.shape[1], -1).astype(self.dtype)
+        for i, k in enumerate(self.kernel_sizes):
+            h_BLC = conv(self.features, (k,), self.stride, [(self.padding, self.padding)],
+                         self.dtype, name=f"conv_{i}")(h_BLC)
+            h_BLC = constrain_batch(nn.relu(h_BLC))
+        h_BF = h_BLC.reshape(h_BLC.shape[0], -1)
+        h_BF = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BF)
+        return dense(self.num_classes, ("embed", "classes"), self.dtype, name="head")(h_BF)
+
+
+class CNN2D(nn.Module):
+    """Conv-ReLU-maxpool blocks, a hidden dense layer and dropout: x_BHWC -> logits_BC."""
+    num_classes: int
+    features: Sequence[int] = (32, 64)
+    hidden_size: int = 256
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = x.astype(self.dtype)
+        for i, f in enumerate(self.features):
+            h = nn.relu(conv(f, (3, 3), dtype=self.dtype, name=f"conv_{i}")(h))
+            h = constrain_batch(nn.max_pool(h, (2, 2), strides=(2, 2), padding="SAME"))
+        h = h.reshape(h.shape[0], -1)
+        h = nn.relu(dense(self.hidden_size, ("embed", "mlp"), self.dtype, name="hidden")(h))
+        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        return dense(self.num_classes, ("mlp", "classes"), self.dtype, name="head")(h)

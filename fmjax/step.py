@@ -1,0 +1,77 @@
+"""The one jitted, sharded train step (and the eval step) shared by every task.
+
+`train_call(state, batches_K) -> (state, metrics_K)` runs K = steps_per_call optimizer steps in
+one device call (`lax.scan`), each optionally over micro-batches (a second `lax.scan`), with the
+state donated so parameters are updated in place.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from fmjax import sharding
+
+
+def _micro_batches(batch: dict, num: int) -> dict:
+    """[B, ...] -> [num, B/num, ...], micro-batch i taking rows i, i+num, ... so that every
+    device holds an equal part of each micro-batch (no resharding)."""
+    def split(x):
+        return x.reshape(x.shape[0] // num, num, *x.shape[1:]).swapaxes(0, 1)
+    return jax.tree.map(split, batch)
+
+
+def _grads(task, params, extra, batch, rng, accum_steps: int, mesh):
+    """Mean gradient, metrics and updated extra collections over `accum_steps` micro-batches."""
+    grad_fn = jax.value_and_grad(task.loss_fn, has_aux=True)
+    if accum_steps == 1:
+        (_, (metrics, extra)), grads = grad_fn(params, extra, batch, rng)
+        return grads, metrics, extra
+
+    def body(carry, xs):
+        grads_sum, extra = carry
+        index, micro = xs
+        micro = jax.lax.with_sharding_constraint(micro, sharding.batch_sharding(mesh))
+        (_, (metrics, extra)), grads = grad_fn(params, extra, micro, jax.random.fold_in(rng, index))
+        return (jax.tree.map(jnp.add, grads_sum, grads), extra), metrics
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (grads_sum, extra), metrics_A = jax.lax.scan(
+        body, (zeros, extra), (jnp.arange(accum_steps), _micro_batches(batch, accum_steps)))
+    grads = jax.tree.map(lambda g: g / accum_steps, grads_sum)
+    return grads, jax.tree.map(lambda m: m.mean(0), metrics_A), extra
+
+
+def make_train_call(task, tx: optax.GradientTransformation, lr_schedule, config, mesh,
+                    state_shardings):
+    """Jitted (state, batches with leading axis K) -> (state, metrics with leading axis K)."""
+    base_key = jax.random.key(config.train.seed)
+    accum_steps = config.train.grad_accum_steps
+
+    def one_step(state, batch):
+        rng = jax.random.fold_in(base_key, state.step)   # per-step randomness, history-free
+        grads, metrics, extra = _grads(task, state.params, state.extra, batch, rng, accum_steps,
+                                       mesh)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "grad_norm": optax.global_norm(grads),
+                   "learning_rate": lr_schedule(state.step)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                             extra=extra), metrics
+
+    def train_call(state, batches):
+        return jax.lax.scan(one_step, state, batches)
+
+    return jax.jit(train_call,
+                   in_shardings=(state_shardings, sharding.batch_sharding(mesh, leading_dims=1)),
+                   out_shardings=(state_shardings, sharding.replicated(mesh)),
+                   donate_argnums=0)
+
+
+def make_eval_step(task, mesh, state_shardings):
+    """Jitted (params, extra, batch) -> per-example outputs, still split over the batch axes."""
+    batch_sharding = sharding.batch_sharding(mesh)
+    return jax.jit(task.eval_outputs,
+                   in_shardings=(state_shardings.params, state_shardings.extra, batch_sharding),
+                   out_shardings=batch_sharding)

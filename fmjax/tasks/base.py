@@ -1,0 +1,58 @@
+"""What a model family provides to the one train loop.
+
+The loop never branches on the family: it asks the task to init variables, compute a loss (with
+metrics and updated non-parameter collections such as batch statistics), produce per-example eval
+outputs on the device, and reduce those on the host to eval metrics.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from fmjax.data import DataInfo
+
+Batch = dict[str, Any]
+
+
+class Task:
+    """Base class; subclasses set `self.model` and implement the methods below."""
+
+    model: nn.Module
+    # The metric whose improvement the best-checkpoint policy tracks by default.
+    default_best_metric = "eval/loss"
+
+    def __init__(self, config, info: DataInfo):
+        self.config = config
+        self.info = info
+
+    def example_batch(self) -> Batch:
+        """A batch of one with the right shapes and dtypes, for `init` and `eval_shape`."""
+        raise NotImplementedError
+
+    def init(self, rng: jax.Array) -> dict:
+        """All variables: {'params': ..., plus any collection the model keeps (batch_stats)}."""
+        batch = self.example_batch()
+        params_rng, dropout_rng = jax.random.split(rng)
+        return self.model.init({"params": params_rng, "dropout": dropout_rng}, batch["inputs"],
+                               train=False)
+
+    def loss_fn(self, params, extra: dict, batch: Batch, rng: jax.Array):
+        """Training loss -> (loss, (metrics: dict of scalars, new extra collections))."""
+        raise NotImplementedError
+
+    def eval_outputs(self, params, extra: dict, batch: Batch) -> dict:
+        """Per-example arrays (leading batch axis) that `eval_metrics` reduces on the host."""
+        raise NotImplementedError
+
+    def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """Host-side reduction of the concatenated, unpadded eval outputs."""
+        raise NotImplementedError
+
+    def apply_train(self, params, extra: dict, inputs, rng: jax.Array):
+        """model.apply in training mode: -> (outputs, new extra collections)."""
+        variables = {"params": params, **extra}
+        out, updates = self.model.apply(variables, inputs, train=True, rngs={"dropout": rng},
+                                        mutable=list(extra))
+        return out, {**extra, **updates}

@@ -1,0 +1,63 @@
+"""Classification metrics on host arrays: accuracy, macro precision/recall/F1, one-vs-rest AUC.
+
+Written from the confusion matrix and rank statistics (tests check them against scikit-learn);
+classes are 0..num_classes-1 whether or not they occur.
+"""
+
+import numpy as np
+from scipy.stats import rankdata
+
+
+def confusion_matrix(labels_N: np.ndarray, preds_N: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts_CC[true, predicted]."""
+    return np.bincount(labels_N * num_classes + preds_N,
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _safe_divide(num, den):
+    return np.divide(num, den, out=np.zeros_like(num, dtype=np.float64), where=den > 0)
+
+
+def macro_precision_recall_f1(counts_CC: np.ndarray) -> tuple[float, float, float]:
+    """Unweighted means over classes; a class with a zero denominator scores 0 (sklearn's rule)."""
+    tp = np.diag(counts_CC).astype(np.float64)
+    precision = _safe_divide(tp, counts_CC.sum(axis=0))
+    recall = _safe_divide(tp, counts_CC.sum(axis=1))
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    return float(precision.mean()), float(recall.mean()), float(f1.mean())
+
+
+def roc_auc_ovr(labels_N: np.ndarray, probs_NC: np.ndarray) -> float:
+    """Macro one-vs-rest ROC-AUC (Mann-Whitney U with tied ranks); classes without both a
+    positive and a negative example are left out."""
+    aucs = []
+    for c in range(probs_NC.shape[1]):
+        positive = labels_N == c
+        n_pos, n_neg = positive.sum(), (~positive).sum()
+        if n_pos == 0 or n_neg == 0:
+            continue
+        ranks = rankdata(probs_NC[:, c])
+        aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def log_softmax(logits_NC: np.ndarray) -> np.ndarray:
+    shifted = logits_NC - logits_NC.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def classification_metrics(logits_NC: np.ndarray, labels_N: np.ndarray) -> dict[str, float]:
+    """All eval metrics of a classifier from its logits and the true labels."""
+    num_classes = logits_NC.shape[-1]
+    logp_NC = log_softmax(logits_NC.astype(np.float64))
+    preds_N = logp_NC.argmax(axis=-1)
+    precision, recall, f1 = macro_precision_recall_f1(
+        confusion_matrix(labels_N, preds_N, num_classes))
+    return {
+        "loss": float(-logp_NC[np.arange(len(labels_N)), labels_N].mean()),
+        "accuracy": float((preds_N == labels_N).mean()),
+        "precision_macro": precision,
+        "recall_macro": recall,
+        "f1_macro": f1,
+        "roc_auc_ovr": roc_auc_ovr(labels_N, np.exp(logp_NC)),
+    }

@@ -1,0 +1,162 @@
+"""`train_and_evaluate(config, workdir)`: the one train loop for every model family.
+
+Everything that can be wrong with the input is checked in `prepare` before the workdir is touched;
+`train_and_evaluate` then restores or initialises the sharded state and runs fused multi-step device
+calls, logging, evaluating and checkpointing on the configured boundaries.
+"""
+
+import contextlib
+import dataclasses
+import json
+import pathlib
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from fmjax import checkpoint, configs, data, optim, sharding, state as state_lib, tasks
+from fmjax.errors import NonFiniteLoss, UserError
+from fmjax.metric_writers import MetricWriters
+from fmjax.step import make_eval_step, make_train_call
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything built from a config, before any array is allocated or file written."""
+    config: ml_collections.ConfigDict
+    mesh: jax.sharding.Mesh
+    rules: tuple
+    pipeline: Any
+    task: tasks.Task
+    tx: Any
+    lr_schedule: Callable
+    abstract_state: Any
+    state_shardings: Any
+    latest_step: int | None     # newest checkpoint in the workdir, if any
+
+
+def prepare(config: ml_collections.ConfigDict, workdir) -> Experiment:
+    """Build and check the whole experiment; raises UserError and writes nothing."""
+    configs.validate(config)
+    mesh = sharding.make_mesh(config.mesh)
+    sharding.check_batch_size(config.train.batch_size // config.train.grad_accum_steps, mesh,
+                              "config.train.batch_size / grad_accum_steps")
+    sharding.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
+    rules = tuple(tuple(r) for r in config.sharding.rules)
+    pipeline = data.build_pipeline(config.data, config.train.seed)
+    task = tasks.build_task(config, pipeline.info)
+    lr_schedule = optim.schedule(config.optimizer, config.train.num_steps)
+    tx = optim.build(config.optimizer, config.train.num_steps, config.train.clip_grad_norm)
+    abstract_state, state_shardings = state_lib.abstract_and_shardings(
+        task, tx, config.train.seed, mesh, rules)
+    latest_step = None
+    manager = checkpoint.read_only_manager(workdir)
+    if manager is not None:
+        latest_step = manager.latest_step()
+        if latest_step is not None:
+            checkpoint.check_compatible(manager, latest_step, abstract_state)
+        manager.close()
+    return Experiment(config, mesh, rules, pipeline, task, tx, lr_schedule, abstract_state,
+                      state_shardings, latest_step)
+
+
+def evaluate(exp: Experiment, state, eval_step) -> dict[str, float]:
+    """Run the task's eval over the whole eval split; metrics keyed 'eval/...'."""
+    outputs, masks = [], []
+    for batch in exp.pipeline.eval_batches(exp.config.train.eval_batch_size):
+        mask = batch.pop("mask")
+        out = eval_step(state.params, state.extra, sharding.global_batch(batch, exp.mesh))
+        outputs.append(multihost_utils.process_allgather(out, tiled=True))
+        masks.append(multihost_utils.process_allgather(mask, tiled=True))
+    keep = np.concatenate(masks)
+    merged = {k: np.concatenate([o[k] for o in outputs])[keep] for k in outputs[0]}
+    return {f"eval/{k}": v for k, v in exp.task.eval_metrics(merged).items()}
+
+
+def restore_or_init(exp: Experiment, manager, writers_message=print):
+    """The latest checkpoint's state if the workdir has one, else a fresh sharded init."""
+    if exp.latest_step is None:
+        return state_lib.init_state(exp.task, exp.tx, exp.config.train.seed, exp.mesh, exp.rules,
+                                    exp.state_shardings)
+    writers_message(f"resuming from the checkpoint at step {exp.latest_step}")
+    return checkpoint.restore(manager, exp.latest_step, exp.abstract_state)
+
+
+def _check_finite(metrics_K: dict, first_step: int) -> None:
+    losses = np.asarray(metrics_K["loss"])
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise NonFiniteLoss(f"non-finite loss {losses[bad[0]]} at step {first_step + bad[0] + 1}; "
+                            "stopped (the last good checkpoint is kept)")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
+                       show_progress: bool = True) -> dict[str, float]:
+    """Train (or resume) the experiment in `workdir`; returns the last eval metrics."""
+    exp = prepare(config, workdir)
+    tc, k = config.train, config.train.steps_per_call
+
+    # ---- From here on the workdir is written. -------------------------------------------------
+    workdir = pathlib.Path(workdir)
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(configs.to_json(config))
+    config_dict = json.loads(configs.to_json(config))
+    manager = checkpoint.open_manager(workdir, config.checkpoint)
+    step = exp.latest_step or 0
+    writers = MetricWriters(workdir, step, tc.num_steps, show_progress)
+    state = restore_or_init(exp, manager, writers.message)
+    train_call = make_train_call(exp.task, exp.tx, exp.lr_schedule, config, exp.mesh,
+                                 exp.state_shardings)
+    eval_step = make_eval_step(exp.task, exp.mesh, exp.state_shardings)
+    batches = exp.pipeline.train_iterator(step, tc.batch_size)
+
+    def fetch(end_step: int, metrics_K) -> dict:
+        """A finished call's metrics -> the train record for `end_step` (empty if not logged)."""
+        metrics_K = jax.device_get(metrics_K)
+        _check_finite(metrics_K, end_step - k)
+        writers.advance(end_step)
+        if end_step % tc.log_every:
+            return {}
+        return {**{f"train/{name}": v[-1] for name, v in metrics_K.items()},
+                "perf/steps_per_sec": writers.steps_per_sec(end_step)}
+
+    # ---- The loop: one device call = k optimizer steps. ----------------------------------------
+    eval_metrics: dict[str, float] = {}
+    pending = None   # the previous call, fetched one call late so logging never stalls the device
+    with jax.set_mesh(exp.mesh), _finally_close(manager, writers):
+        while step < tc.num_steps:
+            local = [next(batches) for _ in range(k)]
+            stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
+            state, metrics_K = train_call(state, sharding.global_batch(stacked, exp.mesh, 1))
+            step += k
+            if pending is not None:
+                writers.write(pending[0], fetch(*pending))
+                pending = None
+            is_last = step == tc.num_steps
+            do_eval = step % tc.eval_every == 0 or is_last
+            do_save = step % config.checkpoint.every == 0 or is_last
+            if not (do_eval or do_save):
+                pending = (step, metrics_K)
+                continue
+            record = fetch(step, metrics_K)   # before saving: never checkpoint a NaN state
+            if do_eval:
+                eval_metrics = evaluate(exp, state, eval_step)
+                record.update(eval_metrics)
+            writers.write(step, record)
+            if do_save:
+                checkpoint.save(manager, step, state, config_dict, eval_metrics if do_eval else None)
+    return eval_metrics
+
+
+@contextlib.contextmanager
+def _finally_close(manager, writers):
+    """Even when training stops early (NaN), let async checkpoint writes finish and flush logs."""
+    try:
+        yield
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writers.close()
