@@ -29,12 +29,17 @@ def _preservation(ckpt_config):
     return policies.AnyPreservationPolicy(keep)
 
 
+def _handlers() -> dict:
+    return {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()}
+
+
 def open_manager(workdir, ckpt_config) -> ocp.CheckpointManager:
     """A manager that writes (creating the directory on first save)."""
     options = ocp.CheckpointManagerOptions(
         preservation_policy=_preservation(ckpt_config),
         enable_async_checkpointing=ckpt_config.async_save, create=True)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                                 item_handlers=_handlers())
 
 
 def read_only_manager(workdir) -> ocp.CheckpointManager | None:
@@ -43,22 +48,26 @@ def read_only_manager(workdir) -> ocp.CheckpointManager | None:
     if not directory.is_dir():
         return None
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-        read_only=True, create=False))
+        read_only=True, create=False), item_handlers=_handlers())
+
+
+def _path_name(path) -> str:
+    """'params/conv_0/kernel' for dict keys, dataclass fields and sequence indices alike."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 def check_compatible(manager, step: int, abstract_state) -> None:
     """UserError naming the first array whose saved shape differs from the config's model."""
     saved = manager.item_metadata(step)["state"]
-    want = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-    have = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
+    want = [(_path_name(p), x) for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]]
+    have = {_path_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
     where = manager.directory
     if len(have) != len(want):
         raise UserError(f"checkpoint {where}/{step} holds {len(have)} arrays but the config's "
                         f"model has {len(want)}; use a new --workdir or the config it was "
                         f"trained with")
-    for path, leaf in want:
-        saved_leaf = have.get(path)
-        name = jax.tree_util.keystr(path)
+    for name, leaf in want:
+        saved_leaf = have.get(name)
         if saved_leaf is None:
             raise UserError(f"checkpoint {where}/{step} has no array {name}; use a new "
                             f"--workdir or the config it was trained with")

@@ -24,7 +24,6 @@ DEFAULT_SHARDING_RULES = (
     ("vocab", "tensor"),
     ("classes", None),
     ("length", None),
-    ("conv_window", None),
 )
 
 

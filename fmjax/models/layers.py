@@ -25,7 +25,7 @@ def conv(features: int, kernel_size: Sequence[int], strides: Sequence[int] | int
          padding: Any = "SAME", dtype: Dtype = jnp.float32, use_bias: bool = True,
          name: str | None = None) -> nn.Conv:
     """nn.Conv with kernel axes (window..., embed, mlp): input channels FSDP, output channels TP."""
-    axes = ("conv_window",) * len(kernel_size) + ("embed", "mlp")
+    axes = (None,) * len(kernel_size) + ("embed", "mlp")
     return nn.Conv(features, tuple(kernel_size), strides=strides, padding=padding, dtype=dtype,
                    use_bias=use_bias, name=name,
                    kernel_init=partitioned(nn.initializers.lecun_normal(), axes),

@@ -1,0 +1,104 @@
+"""The train loop learns, and its knobs (grad accumulation, fused steps, resume) change nothing
+they should not."""
+
+import jax
+import numpy as np
+import pytest
+
+from fmjax import checkpoint, configs
+from fmjax.metric_writers import TIMING_KEYS
+from fmjax.train import prepare, train_and_evaluate
+from conftest import read_metrics
+
+
+def final_params(workdir, config):
+    """The parameters of the newest checkpoint in `workdir`, as numpy arrays."""
+    exp = prepare(config, workdir)
+    manager = checkpoint.read_only_manager(workdir)
+    state = checkpoint.restore(manager, exp.latest_step, exp.abstract_state)
+    return jax.tree.map(np.asarray, state.params)
+
+
+def model_metrics(workdir):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(workdir)]
+
+
+@pytest.mark.parametrize("model, data, steps, min_accuracy, max_loss_ratio", [
+    (dict(name="cnn1d"), dict(name="mnist1d"), 400, 0.6, 0.5),
+    (dict(name="mlp", dropout_rate=0.1), dict(name="mnist1d"), 400, 0.3, 0.7),
+    (dict(name="gru"), dict(name="mnist1d"), 400, 0.3, 0.7),
+    (dict(name="logreg"), dict(name="mnist1d"), 400, 0.2, 0.9),
+    (dict(name="cnn2d", features=(16, 32), hidden_size=64), dict(name="digits"), 200, 0.85, 0.3),
+    (dict(name="resnet", stage_sizes=(1, 1), features=(16, 32)), dict(name="digits", crop_padding=1),
+     200, 0.85, 0.3),
+])
+def test_models_learn(tmp_path, model, data, steps, min_accuracy, max_loss_ratio):
+    """Eval accuracy beats chance (10%) by the stated margin, and the train loss (mean of the last
+    three logs) ends below `max_loss_ratio` times ln(10), the loss of guessing uniformly."""
+    config = configs.experiment(
+        model=model, data=data,
+        train=dict(num_steps=steps, batch_size=64, eval_batch_size=500, log_every=50,
+                   eval_every=steps, steps_per_call=50),
+        optimizer=dict(name="adam", learning_rate=5e-3), checkpoint=dict(every=steps))
+    final = train_and_evaluate(config, tmp_path, show_progress=False)
+    losses = [r["train/loss"] for r in read_metrics(tmp_path) if "train/loss" in r]
+    assert final["eval/accuracy"] >= min_accuracy, final
+    assert np.mean(losses[-3:]) < max_loss_ratio * np.log(10), losses
+
+
+def test_grad_accumulation_matches_full_batch(tmp_path, small_config):
+    """4 micro-batches of 8 give the same updates as one batch of 32 (float tolerance)."""
+    small_config.optimizer.name = "sgd"
+    small_config.train.num_steps = small_config.train.eval_every = 30
+    train_and_evaluate(small_config, tmp_path / "full", show_progress=False)
+    small_config.train.grad_accum_steps = 4
+    train_and_evaluate(small_config, tmp_path / "accum", show_progress=False)
+    full, accum = model_metrics(tmp_path / "full"), model_metrics(tmp_path / "accum")
+    np.testing.assert_allclose([r["train/loss"] for r in accum], [r["train/loss"] for r in full],
+                               rtol=1e-4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 final_params(tmp_path / "accum", small_config),
+                 final_params(tmp_path / "full", small_config))
+
+
+def test_steps_per_call_does_not_change_training(tmp_path, small_config):
+    """Fusing 10 steps into one device call gives bit-identical parameters to 1 step per call."""
+    train_and_evaluate(small_config, tmp_path / "fused", show_progress=False)
+    small_config.train.steps_per_call = 1
+    train_and_evaluate(small_config, tmp_path / "single", show_progress=False)
+    jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "fused", small_config),
+                 final_params(tmp_path / "single", small_config))
+    assert model_metrics(tmp_path / "fused") == model_metrics(tmp_path / "single")
+
+
+def test_resume_is_exact(tmp_path):
+    """Stopped after 30 steps and resumed to 60: bit-identical parameters and identical metrics to
+    an uninterrupted run, with dropout (per-step randomness) and a schedule in play."""
+    def config(num_steps):
+        c = configs.experiment(
+            model=dict(name="mlp", dropout_rate=0.2), data=dict(name="mnist1d"),
+            train=dict(num_steps=num_steps, batch_size=32, eval_batch_size=200, log_every=10,
+                       eval_every=30, steps_per_call=10),
+            optimizer=dict(name="adamw", learning_rate=3e-3, schedule="step",
+                           decay_boundaries=(20, 45), weight_decay=0.01),
+            checkpoint=dict(every=30, keep=5))
+        return c
+
+    train_and_evaluate(config(60), tmp_path / "straight", show_progress=False)
+    train_and_evaluate(config(30), tmp_path / "resumed", show_progress=False)   # "stops" at 30
+    assert checkpoint.read_only_manager(tmp_path / "resumed").latest_step() == 30
+    train_and_evaluate(config(60), tmp_path / "resumed", show_progress=False)   # same command again
+    jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "straight", config(60)),
+                 final_params(tmp_path / "resumed", config(60)))
+    assert model_metrics(tmp_path / "straight") == model_metrics(tmp_path / "resumed")
+
+
+def test_best_checkpoint_is_kept_beside_the_last(tmp_path, small_config):
+    """keep=1 plus best-by-accuracy: the best eval step survives even when it is not the last."""
+    small_config.checkpoint.update(every=10, keep=1)
+    small_config.train.update(eval_every=10, num_steps=60)
+    train_and_evaluate(small_config, tmp_path, show_progress=False)
+    evals = {r["step"]: r["eval/accuracy"] for r in read_metrics(tmp_path) if "eval/accuracy" in r}
+    best = max(evals, key=lambda s: (evals[s], -s))
+    kept = set(checkpoint.read_only_manager(tmp_path).all_steps())
+    assert kept == {best, 60}, (kept, evals)
