@@ -31,15 +31,48 @@ def fail(message: str, status: int = 2):
     sys.exit(status)
 
 
+def _config_error(error: BaseException, argv: list[str]) -> str:
+    """One readable line for an error raised while parsing flags or loading the config file.
+
+    config_flags wraps errors (sometimes with a traceback inside the message), so look for the
+    user-facing part: our own UserError, an unknown override key, or the innermost message.
+    """
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    texts = [str(e) for e in chain]
+    for text in texts:
+        if "UserError: " in text:
+            return text.rsplit("UserError: ", 1)[1].strip().splitlines()[0]
+    overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+    unknown = [str(e.args[0]) if isinstance(e, KeyError) else str(e).split("'")[1]
+               for e in chain if isinstance(e, (KeyError, flags.UnrecognizedFlagError))]
+    if unknown:
+        key = unknown[-1]
+        flag = next((o for o in overrides if key in o.split(".") or o == f"--{key}"), key)
+        return f"unknown config key {flag}: the experiment's config has no such key"
+    if isinstance(chain[0], flags.Error):
+        return texts[0].strip().splitlines()[0]
+    lines = [line.strip() for line in texts[-1].splitlines() if line.strip()]
+    return lines[-1] if lines else type(chain[-1]).__name__
+
+
 def _parse(argv: list[str]) -> str:
+    """Parse flags and load the config file now, so every config error is reported here."""
     if len(argv) < 2 or argv[1] not in COMMANDS:
         fail(USAGE)
+    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if config_arg is None and "--config" in argv[:-1]:
+        config_arg = argv[argv.index("--config") + 1]
+    if config_arg is not None and not pathlib.Path(config_arg.split(":")[0]).is_file():
+        fail(f"config file not found: {config_arg.split(':')[0]}")
     try:
         FLAGS([argv[0]] + argv[2:])
-    except flags.Error as e:
-        fail(str(e).strip().splitlines()[0])
-    except Exception as e:  # an experiment file that raised while building its config
-        fail(f"cannot load the config: {e}".strip().splitlines()[0])
+        if FLAGS.config is not None:
+            FLAGS.config.keys()   # config_flags loads the file lazily; load it now
+    except Exception as e:  # flag errors, and experiment files that raise while building
+        fail(_config_error(e, argv))
     return argv[1]
 
 
@@ -88,8 +121,11 @@ def cmd_inspect():
 
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fmjax` script."""
+    from absl import logging
+
     from fmjax.errors import NonFiniteLoss, UserError
 
+    logging.set_verbosity(logging.ERROR)   # keep library chatter (orbax) off the console
     command = _parse(sys.argv if argv is None else argv)
     try:
         {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect}[command]()

@@ -12,7 +12,7 @@ from fmjax import configs
 
 def get_config(variant: str = ""):
     config = configs.experiment(
-        model=dict(name="mlp", hidden_size=100, num_layers=2, residual=True),
+        model=dict(name="mlp", hidden_size=100, num_layers=2, residual=True, dropout_rate=0.0),
         data=dict(name="mnist1d"),
         train=dict(num_steps=6000, batch_size=100, eval_batch_size=1000, log_every=250,
                    eval_every=1000, steps_per_call=250, seed=0),

@@ -1,0 +1,111 @@
+"""The `fmjax` command line: train/eval/inspect work end to end, and bad input gets one line,
+exit status 2, and an untouched workdir."""
+
+import json
+
+import pytest
+
+from conftest import read_metrics, run_cli
+
+TINY = ["--config.train.num_steps=40", "--config.train.log_every=10",
+        "--config.train.eval_every=20", "--config.train.steps_per_call=10",
+        "--config.checkpoint.every=20", "--noprogress"]
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cli") / "run"
+    run_cli("train", "--config", "experiments/mnist1d/cnn.py", "--workdir", workdir, *TINY)
+    return workdir
+
+
+def test_train_writes_metrics_config_tensorboard_and_checkpoints(trained_workdir):
+    records = read_metrics(trained_workdir)
+    assert [r["step"] for r in records] == [10, 20, 30, 40]
+    assert {"train/loss", "train/accuracy", "eval/loss", "eval/accuracy", "eval/f1_macro",
+            "eval/roc_auc_ovr"} <= set(records[1])
+    config = json.loads((trained_workdir / "config.json").read_text())
+    assert config["train"]["num_steps"] == 40 and config["model"]["name"] == "cnn1d"
+    assert list((trained_workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (trained_workdir / "checkpoints").iterdir()) == ["20", "40"]
+
+
+def test_rerun_says_it_resumed(trained_workdir):
+    proc = run_cli("train", "--config", "experiments/mnist1d/cnn.py", "--workdir",
+                   trained_workdir, *TINY)
+    assert "resuming from the checkpoint at step 40" in proc.stderr + proc.stdout
+
+
+def test_eval_reproduces_the_logged_metrics(trained_workdir):
+    logged = read_metrics(trained_workdir)
+    for step in (20, None):
+        args = ["eval", "--workdir", trained_workdir] + ([f"--step={step}"] if step else [])
+        out = json.loads(run_cli(*args).stdout.strip().splitlines()[-1])
+        expected = next(r for r in logged if r["step"] == (step or 40))
+        assert out["step"] == (step or 40)
+        assert out["eval/accuracy"] == pytest.approx(expected["eval/accuracy"], abs=1e-6)
+        assert out["eval/loss"] == pytest.approx(expected["eval/loss"], rel=1e-5)
+
+
+def test_inspect_prints_the_parameter_table():
+    out = run_cli("inspect", "--config", "experiments/mnist1d/cnn.py").stdout
+    assert "conv_0/kernel" in out and "(5, 1, 25)" in out and "(None, 'embed', 'mlp')" in out
+    assert "total parameters: 5,210" in out
+
+
+def _assert_clean_failure(proc, workdir, *fragments):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("fmjax: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert not workdir.exists()
+
+
+CNN = ["--config", "experiments/mnist1d/cnn.py"]
+
+
+@pytest.mark.parametrize("args, devices, fragments", [
+    (CNN + ["--config.train.foo=1"], 1, ["unknown config key --config.train.foo"]),
+    (CNN + ["--config.trainx.foo=1"], 1, ["unknown config key --config.trainx.foo"]),
+    (CNN + ["--config.train.num_steps=abc"], 1, ["num_steps"]),
+    (CNN + ["--config.model.name=transformer9"], 1, ["unknown model 'transformer9'", "cnn1d"]),
+    (CNN + ["--config.data.name=imagenet9"], 1, ["unknown dataset 'imagenet9'"]),
+    (CNN + ["--config.optimizer.name=lion9"], 1, ["unknown optimizer 'lion9'", "adamw"]),
+    (CNN + ["--config.mesh.data=3"], 1, ["needs 3 devices but 1 are available"]),
+    (CNN + ["--config.mesh.data=8"], 8, ["batch_size", "not divisible by the data-parallel size 8"]),
+    (CNN + ["--config.mesh.data=3"], 8, ["needs 3 devices but 8 are available"]),
+    (CNN + ["--config.mesh.fsdp=3", "--config.mesh.data=-1"], 8, ["does not fit 8 devices"]),
+    (["--config", "experiments/mnist1d/cnn.py:huge"], 1, ["unknown config variant 'huge'"]),
+    (["--config", "experiments/nope.py"], 1, ["nope.py"]),
+    (CNN + ["--config.train.steps_per_call=7"], 1, ["not a multiple of"]),
+    (CNN + ["--config.data.name=tfds", "--config.train.steps_per_call=10"], 1, ["TFDS"]),
+])
+def test_bad_input_fails_before_any_work(tmp_path, args, devices, fragments):
+    workdir = tmp_path / "never_created"
+    proc = run_cli("train", "--workdir", workdir, *args, devices=devices, check=False)
+    _assert_clean_failure(proc, workdir, *fragments)
+
+
+def test_unknown_model_key_in_an_experiment_file(tmp_path):
+    experiment = tmp_path / "typo.py"
+    experiment.write_text(
+        "from fmjax import configs\n"
+        "def get_config():\n"
+        "    return configs.experiment(model=dict(name='mlp', hiden_size=3),\n"
+        "                              data=dict(name='mnist1d'))\n")
+    proc = run_cli("train", "--config", experiment, "--workdir", tmp_path / "w", check=False)
+    _assert_clean_failure(proc, tmp_path / "w", "unknown key config.model.hiden_size",
+                          "hidden_size")
+
+
+def test_checkpoint_that_does_not_fit_the_config(trained_workdir):
+    ckpt = trained_workdir / "checkpoints"
+    before = {p: p.stat().st_mtime_ns for p in ckpt.rglob("*")}
+    proc = run_cli("train", "--config", "experiments/mnist1d/cnn.py", "--workdir", trained_workdir,
+                   "--config.model.features=16", *TINY, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "does not fit the config" in lines[0] and "conv_0" in lines[0], lines[0]
+    assert {p: p.stat().st_mtime_ns for p in ckpt.rglob("*")} == before
