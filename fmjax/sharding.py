@@ -79,16 +79,28 @@ def logical_to_sharding(logical_spec, shape, mesh: Mesh, rules) -> NamedSharding
     return NamedSharding(mesh, _fit_spec(mesh_spec, tuple(shape), mesh))
 
 
-def tree_shardings(abstract_boxed_tree, mesh: Mesh, rules):
-    """Shardings for a tree whose leaves may be `nn.LogicallyPartitioned` boxes (unboxed shape).
+def unbox(tree):
+    """Strip logical-axis boxes without adding sharding constraints (the shardings are explicit)."""
+    return jax.tree.map(lambda x: x.unbox(apply_constraint=False) if isinstance(
+        x, nn.LogicallyPartitioned) else x, tree,
+        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
-    Unannotated leaves (optimizer counters, RNG keys) are replicated.
+
+def tree_shardings(abstract_boxed_tree, mesh: Mesh, rules):
+    """Shardings for every array of a tree that may hold `nn.LogicallyPartitioned` boxes.
+
+    Unannotated leaves (optimizer counters) are replicated, and so is anything inside a box whose
+    rank differs from its names (e.g. Adafactor's factored second moments).
     """
-    logical_specs = nn.get_partition_spec(abstract_boxed_tree)
-    shapes = nn.unbox(abstract_boxed_tree)
-    return jax.tree.map(
-        lambda spec, leaf: logical_to_sharding(spec, leaf.shape, mesh, rules),
-        logical_specs, shapes, is_leaf=lambda x: isinstance(x, P))
+    def shard_subtree(spec, subtree):
+        def one(leaf):
+            if len(spec) != leaf.ndim:
+                return replicated(mesh)
+            return logical_to_sharding(spec, leaf.shape, mesh, rules)
+        return jax.tree.map(one, subtree)
+
+    return jax.tree.map(shard_subtree, nn.get_partition_spec(abstract_boxed_tree),
+                        unbox(abstract_boxed_tree), is_leaf=lambda x: isinstance(x, P))
 
 
 def batch_sharding(mesh: Mesh, leading_dims: int = 0) -> NamedSharding:

@@ -33,12 +33,12 @@ def abstract_and_shardings(task, tx, seed: int, mesh, rules):
         boxed = jax.eval_shape(lambda: init_boxed(task, tx, seed))
     shardings = sharding.tree_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            nn.unbox(boxed), shardings)
+                            sharding.unbox(boxed), shardings)
     return abstract, shardings
 
 
 def init_state(task, tx, seed: int, mesh, rules, shardings) -> TrainState:
     """Initialise directly into `shardings`: each device computes only its own shards."""
-    init = jax.jit(lambda: nn.unbox(init_boxed(task, tx, seed)), out_shardings=shardings)
+    init = jax.jit(lambda: sharding.unbox(init_boxed(task, tx, seed)), out_shardings=shardings)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         return init()

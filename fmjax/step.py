@@ -55,7 +55,7 @@ def make_train_call(task, tx: optax.GradientTransformation, lr_schedule, config,
                                        mesh)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "grad_norm": optax.global_norm(grads),
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads),
                    "learning_rate": lr_schedule(state.step)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                              extra=extra), metrics

@@ -1,0 +1,68 @@
+"""Optimizers and schedules built from config do what their names say."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fmjax import configs, optim
+from fmjax.train import train_and_evaluate
+
+
+def opt_config(**overrides):
+    c = configs.base_config().optimizer
+    c.update(overrides)
+    return c
+
+
+def test_warmup_cosine_schedule():
+    lr = optim.schedule(opt_config(learning_rate=1.0, schedule="warmup_cosine", warmup_steps=10,
+                                   end_learning_rate=0.1), num_steps=110)
+    np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)],
+                               [0.0, 0.5, 1.0, 0.55, 0.1], rtol=1e-5, atol=1e-7)
+
+
+def test_warmup_linear_and_step_schedules():
+    lin = optim.schedule(opt_config(learning_rate=2.0, schedule="warmup_linear", warmup_steps=10),
+                         num_steps=30)
+    np.testing.assert_allclose([lin(5), lin(10), lin(20), lin(30)], [1.0, 2.0, 1.0, 0.0],
+                               atol=1e-6)
+    step = optim.schedule(opt_config(learning_rate=1.0, schedule="step",
+                                     decay_boundaries=(10, 20), decay_factor=0.1), num_steps=30)
+    np.testing.assert_allclose([step(9), step(10), step(19), step(25)], [1.0, 0.1, 0.1, 0.01],
+                               rtol=1e-6)
+
+
+def test_weight_decay_skips_biases_and_norm_parameters():
+    params = {"dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
+              "norm": {"scale": jnp.ones(4)}}
+    tx = optim.build(opt_config(name="adamw", learning_rate=0.0, weight_decay=1.0), 10)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    assert jnp.all(updates["dense"]["bias"] == 0) and jnp.all(updates["norm"]["scale"] == 0)
+    tx = optim.build(opt_config(name="sgd", learning_rate=1.0, momentum=0.0, weight_decay=0.5), 10)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    np.testing.assert_allclose(updates["dense"]["kernel"], -0.5)   # L2 on kernels
+    assert jnp.all(updates["dense"]["bias"] == 0)
+
+
+def test_clipping_bounds_the_update():
+    tx = optim.build(opt_config(name="sgd", learning_rate=1.0, momentum=0.0), 10,
+                     clip_grad_norm=1.0)
+    params = {"w": jnp.zeros(4)}
+    updates, _ = tx.update({"w": jnp.full(4, 10.0)}, tx.init(params), params)
+    np.testing.assert_allclose(optax.tree.norm(updates), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, lr", [("sgd", 0.05), ("adam", 3e-3), ("adamw", 3e-3),
+                                      ("rmsprop", 1e-3), ("adafactor", 1e-2)])
+def test_every_optimizer_trains_the_mlp(tmp_path, name, lr):
+    """Each optimizer, through the full sharded loop, beats chance on MNIST-1D by 15 points."""
+    config = configs.experiment(
+        model=dict(name="mlp"), data=dict(name="mnist1d"),
+        train=dict(num_steps=200, batch_size=64, log_every=100, eval_every=200,
+                   steps_per_call=100, clip_grad_norm=1.0),
+        optimizer=dict(name=name, learning_rate=lr, schedule="warmup_cosine", warmup_steps=20,
+                       weight_decay=1e-4),
+        checkpoint=dict(every=200))
+    assert train_and_evaluate(config, tmp_path, show_progress=False)["eval/accuracy"] > 0.25
