@@ -78,13 +78,18 @@ def base_config() -> ml_collections.ConfigDict:
 def experiment(**sections) -> ml_collections.ConfigDict:
     """`base_config()` with `sections` applied, e.g. `experiment(model=dict(name='mlp'), ...)`.
 
-    `model` and `data` replace the base's (their keys are checked by `validate`); every other
-    section updates the locked base, so a misspelt key fails here.
+    `model` and `data` get every field of the named model/dataset class with its default, so
+    each can be overridden from the command line (`validate` rejects names the class lacks);
+    every other section updates the locked base, so a misspelt key fails here.
     """
+    from fmjax import data, models  # late: registries import jax/flax
+
     c = base_config()
+    registries = {"model": models.MODELS, "data": data.SOURCES}
     for section, values in sections.items():
-        if section in ("model", "data"):
-            c[section] = with_fields(c[section], **values)
+        if section in registries:
+            cls = registries[section].get(values.get("name"))
+            c[section] = with_fields(c[section], **{**_field_defaults(cls), **values})
         elif isinstance(values, dict):
             for key, value in values.items():
                 if key not in c[section]:
@@ -112,6 +117,14 @@ def from_json_dict(d: dict) -> ml_collections.ConfigDict:
             return tuple(tuples(v) for v in x)
         return {k: tuples(v) for k, v in x.items()} if isinstance(x, dict) else x
     return experiment(**tuples(d))
+
+
+def _field_defaults(cls) -> dict:
+    """Fields of a model/dataset dataclass that have defaults (not `dtype`: configs use names)."""
+    if cls is None:
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING and f.name not in ("parent", "name", "dtype")}
 
 
 def with_fields(section: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:

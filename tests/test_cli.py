@@ -80,7 +80,8 @@ CNN = ["--config", "experiments/mnist1d/cnn.py"]
     (["--config", "experiments/mnist1d/cnn.py:huge"], 1, ["unknown config variant 'huge'"]),
     (["--config", "experiments/nope.py"], 1, ["nope.py"]),
     (CNN + ["--config.train.steps_per_call=7"], 1, ["not a multiple of"]),
-    (CNN + ["--config.data.name=tfds", "--config.train.steps_per_call=10"], 1, ["TFDS"]),
+    (["--config", "experiments/images/cnn_tfds.py", "--config.data.download=False",
+      "--config.data.data_dir=/nonexistent/tfds"], 1, ["TFDS", "mnist"]),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, args, devices, fragments):
     workdir = tmp_path / "never_created"

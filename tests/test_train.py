@@ -102,3 +102,14 @@ def test_best_checkpoint_is_kept_beside_the_last(tmp_path, small_config):
     best = max(evals, key=lambda s: (evals[s], -s))
     kept = set(checkpoint.read_only_manager(tmp_path).all_steps())
     assert kept == {best, 60}, (kept, evals)
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tmp_path, small_config):
+    """model.dtype=bfloat16 computes in bf16, stores fp32 parameters, and still learns."""
+    small_config.model.dtype = "bfloat16"
+    small_config.train.update(num_steps=200, eval_every=200, log_every=50, steps_per_call=50)
+    small_config.checkpoint.every = 200
+    final = train_and_evaluate(small_config, tmp_path, show_progress=False)
+    assert final["eval/accuracy"] > 0.4, final
+    dtypes = {x.dtype for x in jax.tree.leaves(final_params(tmp_path, small_config))}
+    assert dtypes == {np.dtype("float32")}

@@ -53,9 +53,12 @@ class TFDSImages:
         x_eval, y_eval = _to_numpy(eval_ds)
         num_classes = info.features["label"].num_classes
         arrays = Arrays(x_eval[:0], y_eval[:0], x_eval, y_eval, num_classes)
+        try:
+            num_train = info.splits[self.train_split].num_examples
+        except KeyError:   # not recorded (e.g. under tfds.testing.mock_data)
+            num_train = 0
         return TFDSPipeline(self, ArrayPipeline(arrays, seed),
-                            DataInfo(num_classes, x_eval.shape[1:],
-                                     info.splits[self.train_split].num_examples, len(x_eval)), seed)
+                            DataInfo(num_classes, x_eval.shape[1:], num_train, len(x_eval)), seed)
 
 
 def _to_numpy(ds):
