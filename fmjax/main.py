@@ -116,7 +116,7 @@ def cmd_eval():
 def cmd_inspect():
     from fmjax.inspect_params import param_table
     from fmjax.train import prepare
-    print(param_table(prepare(_require("config"), pathlib.Path("/nonexistent-fmjax-workdir"))))
+    print(param_table(prepare(_require("config"))))
 
 
 def run(argv: list[str] | None = None) -> None:

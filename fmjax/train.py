@@ -17,7 +17,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fmjax import checkpoint, configs, data, optim, sharding, state as state_lib, tasks
-from fmjax.errors import NonFiniteLoss, UserError
+from fmjax.errors import NonFiniteLoss
 from fmjax.metric_writers import MetricWriters
 from fmjax.step import make_eval_step, make_train_call
 
@@ -37,8 +37,9 @@ class Experiment:
     latest_step: int | None     # newest checkpoint in the workdir, if any
 
 
-def prepare(config: ml_collections.ConfigDict, workdir) -> Experiment:
-    """Build and check the whole experiment; raises UserError and writes nothing."""
+def prepare(config: ml_collections.ConfigDict, workdir=None) -> Experiment:
+    """Build and check the whole experiment (and `workdir`'s checkpoint, if any); raises
+    UserError and writes nothing."""
     configs.validate(config)
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.train.batch_size // config.train.grad_accum_steps, mesh,
@@ -52,7 +53,7 @@ def prepare(config: ml_collections.ConfigDict, workdir) -> Experiment:
     abstract_state, state_shardings = state_lib.abstract_and_shardings(
         task, tx, config.train.seed, mesh, rules)
     latest_step = None
-    manager = checkpoint.read_only_manager(workdir)
+    manager = checkpoint.read_only_manager(workdir) if workdir is not None else None
     if manager is not None:
         latest_step = manager.latest_step()
         if latest_step is not None:
@@ -112,6 +113,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                                  exp.state_shardings)
     eval_step = make_eval_step(exp.task, exp.mesh, exp.state_shardings)
     batches = exp.pipeline.train_iterator(step, tc.batch_size)
+    if step >= tc.num_steps:   # already done: report the final metrics again
+        writers.close()
+        manager.close()
+        with jax.set_mesh(exp.mesh):
+            return evaluate(exp, state, eval_step)
 
     def fetch(end_step: int, metrics_K) -> dict:
         """A finished call's metrics -> the train record for `end_step` (empty if not logged)."""
