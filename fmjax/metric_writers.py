@@ -7,6 +7,7 @@ Only process 0 writes. On resume, lines for steps after the restored checkpoint 
 import json
 import math
 import pathlib
+import sys
 import time
 
 import jax
@@ -22,6 +23,20 @@ def _truncate_after(path: pathlib.Path, step: int) -> None:
     kept = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in kept))
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, kept from importing torch (over a second on machines that
+    have it, e.g. Colab) only to accept torch tensors: fmjax logs floats."""
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None   # `import torch` raises ImportError inside tensorboardX
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide_torch:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def read_jsonl(path) -> list[dict]:
@@ -40,8 +55,7 @@ class MetricWriters:
         if not self.active:
             return
         _truncate_after(self.jsonl_path, start_step)
-        from tensorboardX import SummaryWriter
-        self.tensorboard = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"),
+        self.tensorboard = _summary_writer_class()(str(pathlib.Path(workdir) / "tensorboard"),
                                          purge_step=start_step + 1 if start_step else None)
         self.progress = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True,
                              disable=not show_progress, mininterval=1.0)

@@ -1,5 +1,6 @@
 """The train state and how it is born: sharded from the start, never whole on one device."""
 
+import math
 from typing import Any
 
 import flax
@@ -37,8 +38,21 @@ def abstract_and_shardings(task, tx, seed: int, mesh, rules):
     return abstract, shardings
 
 
-def init_state(task, tx, seed: int, mesh, rules, shardings) -> TrainState:
+# Below this many state elements, CPU init is compiled without LLVM optimisation: for the MNIST-1D
+# CNN that cuts init's compile from 0.84 s to 0.21 s, while running the unoptimised RNG stays well
+# under 0.1 s (at 12M elements it would cost 0.3 s more than it saves).
+_UNOPTIMISED_CPU_INIT_MAX_ELEMENTS = 2**22
+
+
+def _init_compiler_options(abstract_state) -> dict | None:
+    elements = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state))
+    if jax.default_backend() == "cpu" and elements <= _UNOPTIMISED_CPU_INIT_MAX_ELEMENTS:
+        return {"xla_backend_optimization_level": 0}
+    return None
+
+
+def init_state(task, tx, seed: int, mesh, rules, abstract_state, shardings) -> TrainState:
     """Initialise directly into `shardings`: each device computes only its own shards."""
     init = jax.jit(lambda: sharding.unbox(init_boxed(task, tx, seed)), out_shardings=shardings)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return init()
+        return init.lower().compile(_init_compiler_options(abstract_state))()

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
-from fmjax.tasks.classification_metrics import classification_metrics, confusion_matrix
+from fmjax.tasks.classification_metrics import (average_ranks, classification_metrics,
+                                                 confusion_matrix)
 
 
 @pytest.fixture
@@ -45,3 +47,8 @@ def test_confusion_matrix_matches_sklearn(logits_and_labels):
     logits, labels = logits_and_labels
     np.testing.assert_array_equal(confusion_matrix(labels, logits.argmax(1), 5),
                                   skm.confusion_matrix(labels, logits.argmax(1), labels=range(5)))
+
+
+def test_average_ranks_match_scipy_with_ties():
+    x = np.random.default_rng(1).integers(0, 7, size=200).astype(np.float64)   # many ties
+    np.testing.assert_array_equal(average_ranks(x), rankdata(x))

@@ -59,7 +59,10 @@ class ArrayPipeline:
         positions = step * global_batch_size + np.arange(global_batch_size)[
             _host_slice(global_batch_size)]
         epochs, offsets = np.divmod(positions, self.info.num_train)
-        index = np.array([self._permutation(e)[o] for e, o in zip(epochs, offsets)])
+        index = np.empty_like(positions)
+        for epoch in np.unique(epochs):   # one epoch, or two where the batch crosses a boundary
+            in_epoch = epochs == epoch
+            index[in_epoch] = self._permutation(epoch)[offsets[in_epoch]]
         x = self.arrays.x_train[index]
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, step, jax.process_index(), 1])

@@ -7,6 +7,7 @@ eval batches.
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from fmjax.errors import UserError
 
 def import_tfds():
     """(tf, tfds), or a UserError that says how to install them."""
+    # Keep TF's C++ start-up lines off stderr (errors must stay one line): the log level for older
+    # TF, and for TF >= 2.20 the oneDNN notice, which tf.data's input ops never needed.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         import tensorflow as tf
         import tensorflow_datasets as tfds

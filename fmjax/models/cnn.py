@@ -5,7 +5,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fmjax.models.layers import constrain_batch, conv, dense
+from fmjax.models.layers import Conv1D, constrain_batch, conv, dense
 
 
 class CNN1D(nn.Module):
@@ -26,8 +26,8 @@ class CNN1D(nn.Module):
     def __call__(self, x, train: bool = False):
         h_BLC = x.reshape(x.shape[0], x.shape[1], -1).astype(self.dtype)
         for i, k in enumerate(self.kernel_sizes):
-            h_BLC = conv(self.features, (k,), self.stride, [(self.padding, self.padding)],
-                         self.dtype, name=f"conv_{i}")(h_BLC)
+            h_BLC = Conv1D(self.features, k, self.stride, (self.padding, self.padding),
+                           self.dtype, name=f"conv_{i}")(h_BLC)
             h_BLC = constrain_batch(nn.relu(h_BLC))
         h_BF = h_BLC.reshape(h_BLC.shape[0], -1)
         h_BF = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BF)

@@ -32,6 +32,36 @@ def conv(features: int, kernel_size: Sequence[int], strides: Sequence[int] | int
                    bias_init=partitioned(nn.initializers.zeros_init(), ("mlp",)))
 
 
+class Conv1D(nn.Module):
+    """1D convolution as one matmul over gathered windows (im2col): x_BLC -> y_BMF.
+
+    Same parameters as `conv(features, (kernel_size,), ...)` (kernel_KCF, bias_F). XLA's CPU
+    convolution is dominated by per-call overhead at the channel counts of small sequence models
+    (6x slower for the MNIST-1D CNN); one dot over the K shifted windows is not.
+    """
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: tuple[int, int] = (0, 0)
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BLC):
+        k, c = self.kernel_size, x_BLC.shape[-1]
+        kernel_KCF = self.param("kernel", partitioned(nn.initializers.lecun_normal(),
+                                                      (None, "embed", "mlp")), (k, c, self.features))
+        bias_F = self.param("bias", partitioned(nn.initializers.zeros_init(), ("mlp",)),
+                            (self.features,))
+        x_BLC, kernel_KCF, bias_F = nn.dtypes.promote_dtype(x_BLC, kernel_KCF, bias_F,
+                                                            dtype=self.dtype)
+        x_BLC = jnp.pad(x_BLC, ((0, 0), self.padding, (0, 0)))
+        m = (x_BLC.shape[1] - k) // self.stride + 1        # output positions
+        span = self.stride * (m - 1) + 1
+        windows_BMX = jnp.concatenate(
+            [x_BLC[:, i:i + span:self.stride] for i in range(k)], axis=-1)   # X = K * C
+        return windows_BMX @ kernel_KCF.reshape(k * c, self.features) + bias_F
+
+
 def batch_norm(train: bool, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.BatchNorm:
     """BatchNorm over the global batch (under jit the mean is taken across all shards)."""
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,

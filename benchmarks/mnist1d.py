@@ -1,0 +1,167 @@
+"""MNIST-1D, fmjax vs plain PyTorch: whole-process wall time and final test accuracy.
+
+For each model, runs the paper recipe (Adam 1e-2, batch 100, default 6000 steps) with each
+framework, each run a fresh subprocess timed from start to exit, `--repeats` times (the table gives
+the median wall time; accuracy is the same in every repeat since both sides are seeded), so the numbers include interpreter start-up, imports,
+dataset loading, compilation, evaluation and (for fmjax) checkpointing and metric writing:
+
+  fmjax:   python -m fmjax.main train --config experiments/mnist1d/<model>.py --workdir <tmp>
+           --config.train.num_steps=<steps>   (XLA_FLAGS unset; accuracy = last eval/accuracy
+           in <tmp>/metrics.jsonl)
+  PyTorch: python benchmarks/mnist1d_torch.py --model <model> --steps <steps>   (CPU, 2 threads)
+
+Both read the dataset cached by fmjax ($FMJAX_CACHE_DIR or ~/.cache/fmjax/mnist1d.npz) when it
+exists. Runs are sequential; run it on an otherwise idle machine.
+
+    python benchmarks/mnist1d.py [--models cnn,gru,mlp,logreg] [--steps 6000] [--repeats 3]
+                                 [--out benchmarks/RESULTS.md]
+
+Prints a markdown table; with --out, replaces (or appends) this benchmark's section of that file.
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def timed(cmd, env=None):
+    """Runs `cmd` from the repo root; returns (wall seconds, stdout). Raises on failure."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return wall, proc.stdout
+
+
+def run_fmjax(model, steps):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = pathlib.Path(tmp) / "workdir"
+        wall, _ = timed([sys.executable, "-m", "fmjax.main", "train",
+                         "--config", f"experiments/mnist1d/{model}.py", "--workdir", str(workdir),
+                         f"--config.train.num_steps={steps}"], env)
+        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+                   if line.strip()]
+    evals = [r for r in records if "eval/accuracy" in r]
+    if not evals:
+        raise RuntimeError(f"fmjax {model}: no eval/accuracy in metrics.jsonl")
+    return wall, evals[-1]["eval/accuracy"]
+
+
+def run_torch(model, steps):
+    wall, stdout = timed([sys.executable, "benchmarks/mnist1d_torch.py", "--model", model,
+                          "--steps", str(steps)])
+    return wall, json.loads(stdout.strip().splitlines()[-1])["test_accuracy"]
+
+
+def version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_name():
+    """platform.processor() is often empty on Linux; /proc/cpuinfo names the CPU model."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fmt(x, spec):
+    return "failed" if x is None else format(x, spec)
+
+
+def table(rows):
+    lines = ["| model | fmjax wall s | fmjax test acc | PyTorch wall s | PyTorch test acc "
+             "| fmjax/PyTorch time ratio |", "|---|---:|---:|---:|---:|---:|"]
+    for model, (fj_s, fj_acc), (pt_s, pt_acc) in rows:
+        ratio = fj_s / pt_s if fj_s is not None and pt_s is not None else None
+        lines.append(f"| {model} | {fmt(fj_s, '.1f')} | {fmt(fj_acc, '.3f')} | {fmt(pt_s, '.1f')} "
+                     f"| {fmt(pt_acc, '.3f')} | {fmt(ratio, '.2f')} |")
+    return "\n".join(lines)
+
+
+def write_section(path, heading, body):
+    """Replaces the `## ` section titled `heading` in the markdown file `path`, or appends it."""
+    path = pathlib.Path(path)
+    text = path.read_text() if path.exists() else ""
+    section = f"{heading}\n\n{body}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^#{{1,2}} |\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
+    path.write_text(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="cnn,gru,mlp,logreg")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", help="markdown file whose benchmark section to replace or append")
+    args = parser.parse_args()
+
+    cache = pathlib.Path(os.environ.get("FMJAX_CACHE_DIR", pathlib.Path.home() / ".cache/fmjax"))
+    cached = (cache / "mnist1d.npz").exists()
+    note = (f"Both sides read the same cached dataset ({cache / 'mnist1d.npz'})." if cached else
+            f"No cached dataset at {cache / 'mnist1d.npz'}: the first fmjax run generates and caches "
+            "it (inside its timing); later runs of both sides read that copy.")
+    print(note, file=sys.stderr)
+
+    rows, failed = [], False
+    for model in args.models.split(","):
+        results = []
+        for name, run in (("fmjax", run_fmjax), ("pytorch", run_torch)):
+            try:
+                runs = [run(model, args.steps) for _ in range(args.repeats)]
+                results.append((statistics.median(w for w, _ in runs), runs[-1][1]))
+                print(f"{name} {model}: wall times {[round(w, 1) for w, _ in runs]}",
+                      file=sys.stderr)
+            except Exception as e:  # report, and go on with the other runs
+                print(f"{name} {model} failed: {e}", file=sys.stderr)
+                results.append((None, None))
+                failed = True
+            wall, acc = results[-1]
+            print(f"{name} {model}: median wall {fmt(wall, '.1f')} s, test accuracy {fmt(acc, '.3f')}",
+                  file=sys.stderr)
+        rows.append((model, *results))
+
+    md = table(rows)
+    print(md)
+    if args.out and failed:
+        print(f"Some runs failed; {args.out} left as it was.", file=sys.stderr)
+    elif args.out:
+        command = shlex.join(["python", "benchmarks/mnist1d.py", *sys.argv[1:]])
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        machine = f"{cpu_name()}, {os.cpu_count()} CPUs"
+        body = (f"Command: `{command}`  \nDate: {now}  \nMachine: {machine}  \n"
+                f"Versions: jax {version('jax')}, torch {version('torch')}\n\n"
+                f"Median over {args.repeats} runs of the wall time of each whole process, start to "
+                "exit (start-up, imports, compilation, evaluation and checkpointing included), "
+                f"{args.steps} steps. {note}\n\n{md}")
+        write_section(args.out, f"## MNIST-1D: fmjax vs PyTorch (whole {args.steps}-step runs)", body)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Layers written for speed compute what the library layer they replace computes."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from fmjax.models.layers import Conv1D
+
+
+def test_conv1d_equals_flax_conv_with_the_same_parameters():
+    x_BLC = jax.random.normal(jax.random.key(0), (3, 40, 4))
+    for kernel_size, stride, padding in [(5, 2, (1, 1)), (3, 1, (0, 2)), (4, 3, (2, 0))]:
+        ours = Conv1D(6, kernel_size, stride, padding)
+        reference = nn.Conv(6, (kernel_size,), stride, [padding])
+        variables = nn.unbox(ours.init(jax.random.key(1), x_BLC))
+        variables["params"]["bias"] = jax.random.normal(jax.random.key(2), (6,))
+        np.testing.assert_allclose(ours.apply(variables, x_BLC),
+                                   reference.apply(variables, x_BLC), rtol=1e-5, atol=1e-5)
