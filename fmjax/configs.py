@@ -44,6 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
         steps_per_call=1,        # optimizer steps fused into one device call (lax.scan)
         grad_accum_steps=1,      # micro-batches per step (lax.scan); batch_size must divide
         clip_grad_norm=0.0,      # 0 disables global-norm clipping
+        z_loss=0.0,              # language models: weight of mean(logsumexp(logits)^2)
+        peak_tflops_per_device=0.0,   # MFU denominator; 0 = look up the device kind
         nan_policy="stop",       # "stop": abort on a non-finite loss
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
@@ -184,6 +186,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check_fields("model", config.model, lookup("model", config.model.name, models.MODELS))
     check_fields("data", config.data, lookup("dataset", config.data.name, data.SOURCES))
     optim.validate(config.optimizer)
+    if (config.optimizer.schedule in ("warmup_cosine", "warmup_linear")
+            and config.optimizer.warmup_steps >= config.train.num_steps):
+        raise UserError(f"config.optimizer.warmup_steps={config.optimizer.warmup_steps} leaves no "
+                        f"steps to decay over in config.train.num_steps={config.train.num_steps}")
     if config.train.nan_policy not in ("stop",):
         raise UserError(f"unknown config.train.nan_policy '{config.train.nan_policy}' "
                         "(known: stop)")

@@ -8,5 +8,11 @@ class UserError(ValueError):
     """Bad input: unknown key, impossible mesh, missing dataset, incompatible checkpoint, ..."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of a library's error message (or its type's name if it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN/Inf loss; the last good checkpoint is kept, nothing newer saved."""

@@ -16,6 +16,24 @@ def _row(path, leaf, logical):
             f"{_bytes_per_device(leaf):,}")
 
 
+def compiled_step_memory(exp) -> dict[str, int]:
+    """XLA's own per-device accounting of one train step (`steps_per_call=1`), compiled ahead
+    of time from shapes: nothing is allocated, so it answers "will this fit?" before a run."""
+    from fmjax.step import make_train_call
+    config = exp.config.copy_and_resolve_references()
+    config.train.steps_per_call = 1
+    call = make_train_call(exp.task, exp.tx, exp.lr_schedule, config, exp.mesh,
+                           exp.state_shardings)
+    batch = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((1, config.train.batch_size, *x.shape[1:]), x.dtype),
+        exp.task.example_batch())
+    with jax.set_mesh(exp.mesh):
+        analysis = call.lower(exp.abstract_state, batch).compile().memory_analysis()
+    names = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
+             "temp_size_in_bytes")
+    return {n.removesuffix("_size_in_bytes"): int(getattr(analysis, n)) for n in names}
+
+
 def param_table(exp) -> str:
     """One row per parameter, per-module counts, and per-device bytes of params and optimizer."""
     import flax.linen as nn
@@ -46,4 +64,8 @@ def param_table(exp) -> str:
               f"device(s)",
               f"bytes per device: params {param_bytes:,}, optimizer state {opt_bytes:,}, "
               f"total {param_bytes + opt_bytes:,}"]
+    m = compiled_step_memory(exp)
+    lines.append(f"compiled train step, bytes per device: arguments {m['argument']:,} (state + "
+                 f"batch), temporaries {m['temp']:,} (activations, gradients, workspace), "
+                 f"outputs {m['output']:,} of which {m['alias']:,} reuse donated arguments")
     return "\n".join(lines)

@@ -1,8 +1,10 @@
-"""The `fmjax` command line: train | eval | inspect.
+"""The `fmjax` command line: train | eval | inspect | sample.
 
     fmjax train   --config experiments/mnist1d/cnn.py[:variant] --workdir runs/cnn [--config.a.b=v]
     fmjax eval    --workdir runs/cnn [--step N]
     fmjax inspect --config experiments/mnist1d/cnn.py [--config.mesh.fsdp=4]
+    fmjax sample  --workdir runs/gpt --prompt "ROMEO:" [--max_new_tokens 500 --temperature 0.8
+                  --top_k 40 --top_p 1.0 --seed 0 --num_samples 1 --step N]
 
 Bad input (unknown key, wrong type, impossible mesh, indivisible batch, unknown name, missing
 dataset, a checkpoint that does not fit) prints one line and exits with status 2 before any work.
@@ -15,8 +17,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-COMMANDS = ("train", "eval", "inspect")
-USAGE = "usage: fmjax {train|eval|inspect} [--config FILE[:variant]] [--workdir DIR] ..."
+COMMANDS = ("train", "eval", "inspect", "sample")
+USAGE = "usage: fmjax {train|eval|inspect|sample} [--config FILE[:variant]] [--workdir DIR] ..."
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
@@ -24,6 +26,13 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
 flags.DEFINE_integer("step", None, "eval: the checkpoint step (default: the latest).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("prompt", "\n", "sample: the text to continue.")
+flags.DEFINE_integer("max_new_tokens", 500, "sample: tokens to generate.")
+flags.DEFINE_float("temperature", 0.8, "sample: softmax temperature (0 = greedy).")
+flags.DEFINE_integer("top_k", 200, "sample: keep the k most likely tokens (0 = all).")
+flags.DEFINE_float("top_p", 1.0, "sample: keep the smallest set with this much mass.")
+flags.DEFINE_integer("seed", 0, "sample: the same seed gives the same text.")
+flags.DEFINE_integer("num_samples", 1, "sample: independent continuations of the prompt.")
 
 
 def fail(message: str, status: int = 2):
@@ -119,6 +128,15 @@ def cmd_inspect():
     print(param_table(prepare(_require("config"))))
 
 
+def cmd_sample():
+    from fmjax import sampling
+    model, params, tokenizer, _ = sampling.restore_language_model(_require("workdir"), FLAGS.step)
+    tokens = sampling.generate(model, params, tokenizer.encode(FLAGS.prompt), FLAGS.max_new_tokens,
+                               FLAGS.seed, FLAGS.num_samples, FLAGS.temperature, FLAGS.top_k,
+                               FLAGS.top_p)
+    print("\n---------------\n".join(tokenizer.decode(row) for row in tokens))
+
+
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fmjax` script."""
     from absl import logging
@@ -128,7 +146,8 @@ def run(argv: list[str] | None = None) -> None:
     logging.set_verbosity(logging.ERROR)   # keep library chatter (orbax) off the console
     command = _parse(sys.argv if argv is None else argv)
     try:
-        {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect}[command]()
+        {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect,
+         "sample": cmd_sample}[command]()
     except UserError as e:
         fail(str(e))
     except NonFiniteLoss as e:

@@ -1,6 +1,7 @@
 """Optax optimizers and learning-rate schedules built from `config.optimizer`."""
 
 import flax
+import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
@@ -36,9 +37,11 @@ def schedule(opt, num_steps: int) -> optax.Schedule:
 
 
 def decay_mask(params):
-    """True for weights that should decay: matrices and kernels, not biases or norm scales."""
+    """True for weights that should decay: matrices, kernels and embeddings; not biases (even
+    per-head ones, which are 2-D) or norm scales."""
     flat = flax.traverse_util.flatten_dict(params)
-    return flax.traverse_util.unflatten_dict({k: jnp.ndim(v) > 1 for k, v in flat.items()})
+    return flax.traverse_util.unflatten_dict(
+        {k: jnp.ndim(nn.unbox(v)) > 1 and not k[-1].endswith("bias") for k, v in flat.items()})
 
 
 def _base(opt, lr, mask) -> optax.GradientTransformation:

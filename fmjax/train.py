@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from fmjax import checkpoint, configs, data, optim, sharding, state as state_lib, tasks
+from fmjax import checkpoint, configs, data, optim, perf, sharding, state as state_lib, tasks
 from fmjax.errors import NonFiniteLoss
 from fmjax.metric_writers import MetricWriters
 from fmjax.step import make_eval_step, make_train_call
@@ -46,7 +46,7 @@ def prepare(config: ml_collections.ConfigDict, workdir=None) -> Experiment:
                               "config.train.batch_size / grad_accum_steps")
     sharding.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
     rules = tuple(tuple(r) for r in config.sharding.rules)
-    pipeline = data.build_pipeline(config.data, config.train.seed)
+    pipeline = data.build_pipeline(config.data, config.train.seed, workdir)
     task = tasks.build_task(config, pipeline.info)
     lr_schedule = optim.schedule(config.optimizer, config.train.num_steps)
     tx = optim.build(config.optimizer, config.train.num_steps, config.train.clip_grad_norm)
@@ -104,6 +104,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(configs.to_json(config))
+        for name, content in exp.pipeline.assets().items():
+            (workdir / name).write_bytes(content)
     config_dict = json.loads(configs.to_json(config))
     manager = checkpoint.open_manager(workdir, config.checkpoint)
     step = exp.latest_step or 0
@@ -113,6 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                                  exp.state_shardings)
     eval_step = make_eval_step(exp.task, exp.mesh, exp.state_shardings)
     batches = exp.pipeline.train_iterator(step, tc.batch_size)
+    throughput = perf.throughput_fn(exp.task, exp.abstract_state.params, config)
     if step >= tc.num_steps:   # already done: report the final metrics again
         writers.close()
         manager.close()
@@ -127,7 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
         if end_step % tc.log_every:
             return {}
         return {**{f"train/{name}": v[-1] for name, v in metrics_K.items()},
-                "perf/steps_per_sec": writers.steps_per_sec(end_step)}
+                **throughput(writers.steps_per_sec(end_step))}
 
     # ---- The loop: one device call = k optimizer steps. ----------------------------------------
     eval_metrics: dict[str, float] = {}

@@ -43,3 +43,34 @@ def small_config():
                    eval_every=30, steps_per_call=10, seed=0),
         optimizer=dict(name="adam", learning_rate=3e-3),
         checkpoint=dict(every=30, keep=2))
+
+
+def generated_text(num_sentences: int = 4000, seed: int = 0) -> str:
+    """English-like sentences from a small grammar: offline text a character model can learn."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    parts = [["the", "a", "my", "your"], ["red", "small", "old", "quick", "quiet"],
+             ["cat", "dog", "king", "horse", "friend"], ["sees", "likes", "follows", "finds"]]
+    sentences = []
+    for _ in range(num_sentences):
+        det, adj, noun, verb = (p[rng.integers(len(p))] for p in parts)
+        det2, noun2 = parts[0][rng.integers(4)], parts[2][rng.integers(5)]
+        sentences.append(f"{det} {adj} {noun} {verb} {det2} {noun2}.")
+    return "\n".join(sentences) + "\n"
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "corpus.txt"
+    path.write_text(generated_text())
+    return path
+
+
+def gpt_flags(text_file, num_steps: int = 40) -> list[str]:
+    """A small character GPT on `text_file` (the :runlocal model: 4 layers, 128 wide, context 64)."""
+    return ["--config", "experiments/shakespeare/gpt_char.py:runlocal",
+            f"--config.data.path={text_file}", f"--config.train.num_steps={num_steps}",
+            "--config.train.log_every=10", "--config.train.steps_per_call=10",
+            f"--config.train.eval_every={num_steps}", f"--config.checkpoint.every={num_steps}",
+            "--config.optimizer.warmup_steps=5", "--config.train.batch_size=16",
+            "--config.data.eval_windows=64", "--noprogress"]

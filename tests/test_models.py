@@ -16,3 +16,15 @@ def test_conv1d_equals_flax_conv_with_the_same_parameters():
         variables["params"]["bias"] = jax.random.normal(jax.random.key(2), (6,))
         np.testing.assert_allclose(ours.apply(variables, x_BLC),
                                    reference.apply(variables, x_BLC), rtol=1e-5, atol=1e-5)
+
+
+def test_einsum_attention_equals_jax_dot_product_attention():
+    from fmjax.models.transformer import einsum_attention
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 7, 3, 8)) for i in range(3))
+    np.testing.assert_allclose(einsum_attention(q, k, v, causal=True),
+                               jax.nn.dot_product_attention(q, k, v, is_causal=True),
+                               rtol=1e-5, atol=1e-6)
+    mask = jax.random.bernoulli(jax.random.key(3), 0.7, (2, 1, 7, 7)).at[..., 0].set(True)
+    np.testing.assert_allclose(einsum_attention(q, k, v, mask),
+                               jax.nn.dot_product_attention(q, k, v, mask=mask),
+                               rtol=1e-5, atol=1e-6)

@@ -36,10 +36,13 @@ def test_warmup_linear_and_step_schedules():
 
 def test_weight_decay_skips_biases_and_norm_parameters():
     params = {"dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)},
-              "norm": {"scale": jnp.ones(4)}}
-    tx = optim.build(opt_config(name="adamw", learning_rate=0.0, weight_decay=1.0), 10)
+              "norm": {"scale": jnp.ones(4)},
+              "attention": {"query_bias": jnp.ones((2, 3))}}   # per-head bias: 2-D, no decay
+    tx = optim.build(opt_config(name="adamw", learning_rate=1.0, weight_decay=0.5), 10)
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    np.testing.assert_allclose(updates["dense"]["kernel"], -0.5)   # zero gradient: decay only
     assert jnp.all(updates["dense"]["bias"] == 0) and jnp.all(updates["norm"]["scale"] == 0)
+    assert jnp.all(updates["attention"]["query_bias"] == 0)
     tx = optim.build(opt_config(name="sgd", learning_rate=1.0, momentum=0.0, weight_decay=0.5), 10)
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     np.testing.assert_allclose(updates["dense"]["kernel"], -0.5)   # L2 on kernels

@@ -41,9 +41,18 @@ def test_loss_curves_agree_across_meshes(tmp_path, experiment, extra):
                                    rtol=2e-4)
 
 
+def _inspect_bytes(inspect_output: str, pattern: str) -> int:
+    return int(re.search(pattern, inspect_output).group(1).replace(",", ""))
+
+
 def _state_bytes_per_device(inspect_output: str) -> int:
-    return int(re.search(r"total ([\d,]+)", inspect_output.splitlines()[-1]).group(1)
-               .replace(",", ""))
+    """`fmjax inspect`'s own count: parameters + optimizer state on one device."""
+    return _inspect_bytes(inspect_output, r"optimizer state [\d,]+, total ([\d,]+)")
+
+
+def _compiled_argument_bytes(inspect_output: str) -> int:
+    """XLA's count for the compiled train step: its arguments (state + batch) on one device."""
+    return _inspect_bytes(inspect_output, r"arguments ([\d,]+)")
 
 
 def test_fsdp_divides_state_bytes_per_device():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fmjax import checkpoint, configs
-from fmjax.metric_writers import TIMING_KEYS
+from fmjax.metric_writers import PERF_PREFIX
 from fmjax.train import prepare, train_and_evaluate
 from conftest import read_metrics
 
@@ -20,7 +20,7 @@ def final_params(workdir, config):
 
 
 def model_metrics(workdir):
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(workdir)]
+    return [{k: v for k, v in r.items() if not k.startswith(PERF_PREFIX)} for r in read_metrics(workdir)]
 
 
 @pytest.mark.parametrize("model, data, steps, min_accuracy, max_loss_ratio", [

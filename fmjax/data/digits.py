@@ -15,7 +15,7 @@ class Digits:
     split_seed: int = 0
     crop_padding: int = 0      # random-crop augmentation (0 = off); digits must not be flipped
 
-    def pipeline(self, seed: int) -> ArrayPipeline:
+    def pipeline(self, seed: int, workdir=None) -> ArrayPipeline:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 

@@ -53,7 +53,7 @@ class MNIST1D:
     train_split: float = 0.8
     dataset_seed: int = 42
 
-    def pipeline(self, seed: int) -> ArrayPipeline:
+    def pipeline(self, seed: int, workdir=None) -> ArrayPipeline:
         d = load_arrays(self.num_samples, self.train_split, self.dataset_seed)
         arrays = Arrays(d["x"].astype(np.float32), d["y"].astype(np.int32),
                         d["x_test"].astype(np.float32), d["y_test"].astype(np.int32), 10)

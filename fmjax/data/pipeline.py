@@ -75,6 +75,9 @@ class ArrayPipeline:
             yield self.train_batch(step, global_batch_size)
             step += 1
 
+    def assets(self) -> dict[str, bytes]:
+        return {}
+
     def eval_batches(self, global_batch_size: int) -> Iterator[dict]:
         """The eval split in global batches of `global_batch_size`; padding has mask False."""
         n = self.info.num_eval

@@ -13,7 +13,7 @@ import numpy as np
 
 from fmjax.data.augment import crop_and_flip
 from fmjax.data.pipeline import Arrays, ArrayPipeline, DataInfo, _host_slice
-from fmjax.errors import UserError
+from fmjax.errors import UserError, first_line
 
 
 def import_tfds():
@@ -49,11 +49,11 @@ class TFDSImages:
             ds, info = tfds.load(self.dataset, split=split, as_supervised=True, with_info=True,
                                  data_dir=self.data_dir or None, download=self.download)
         except Exception as e:  # tfds raises many types; the user needs the first line only
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             raise UserError(f"cannot load TFDS dataset '{self.dataset}' split '{split}': {reason}")
         return tf, tfds, ds, info
 
-    def pipeline(self, seed: int) -> "TFDSPipeline":
+    def pipeline(self, seed: int, workdir=None) -> "TFDSPipeline":
         _, _, eval_ds, info = self._load(self.eval_split)
         x_eval, y_eval = _to_numpy(eval_ds)
         num_classes = info.features["label"].num_classes
@@ -101,3 +101,6 @@ class TFDSPipeline:
 
     def eval_batches(self, global_batch_size: int):
         return self.eval_pipeline.eval_batches(global_batch_size)
+
+    def assets(self) -> dict[str, bytes]:
+        return {}

@@ -5,6 +5,7 @@ equivalent) comes from the dataset.
 """
 
 from fmjax.models.cnn import CNN1D, CNN2D
+from fmjax.models.gpt import GPT
 from fmjax.models.gru import GRUClassifier
 from fmjax.models.mlp import MLP, LogisticRegression
 from fmjax.models.resnet import ResNet
@@ -16,6 +17,7 @@ MODELS = {
     "cnn2d": CNN2D,
     "gru": GRUClassifier,
     "resnet": ResNet,
+    "gpt": GPT,
 }
 
 

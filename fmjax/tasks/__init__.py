@@ -2,8 +2,9 @@
 
 from fmjax.tasks.base import Task
 from fmjax.tasks.classification import Classification
+from fmjax.tasks.lm import LanguageModel
 
-TASKS = {"classification": Classification}
+TASKS = {"classification": Classification, "lm": LanguageModel}
 
 
 def build_task(config, info) -> Task:

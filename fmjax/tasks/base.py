@@ -50,6 +50,14 @@ class Task:
         """Host-side reduction of the concatenated, unpadded eval outputs."""
         raise NotImplementedError
 
+    def tokens_per_step(self) -> int | None:
+        """Tokens in one global batch, for tokens/s (None: not a token model)."""
+        return None
+
+    def flops_per_step(self, num_params: int) -> float | None:
+        """Model FLOPs of one training step (forward + backward), for TFLOP/s and MFU."""
+        return None
+
     def apply_train(self, params, extra: dict, inputs, rng: jax.Array):
         """model.apply in training mode: -> (outputs, new extra collections)."""
         variables = {"params": params, **extra}

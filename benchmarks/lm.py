@@ -1,0 +1,224 @@
+"""Character GPT on CPU, fmjax vs plain PyTorch: training throughput (tokens/s) at the same shape.
+
+The model is that of `experiments/shakespeare/gpt_char.py:cpu` (nanoGPT's CPU settings: 4 layers,
+4 heads, 128 wide, MLP 4x with exact GELU, context 64, batch 12, learned positions, tied
+embeddings, biases, pre-LN, dropout 0; AdamW lr 1e-3 betas (0.9, 0.99), weight decay 0.1, clip
+1.0), trained for `--steps` steps on the same text, one fresh subprocess per run, each pinned to
+the same `--threads` CPUs (when the machine has more), runs sequential:
+
+  fmjax:   python -m fmjax.main train --config experiments/shakespeare/gpt_char.py:cpu
+           --config.data.path=<text> --workdir <tmp> --config.train.num_steps=<steps>
+           --config.train.eval_every=<steps> --config.checkpoint.every=<steps>
+           --config.train.log_every=50 --config.train.steps_per_call=50 --noprogress
+           --config.optimizer.warmup_steps=<warmup_steps>
+           [--config.model.use_bias=False]   (XLA_FLAGS unset)
+           tokens/s = median of `perf/tokens_per_sec` over the records of <tmp>/metrics.jsonl
+           but the first (which includes compilation); loss = the last record's `train/loss`.
+  PyTorch: python benchmarks/lm_torch.py --text <text> --steps <steps> --log_every 50
+           --threads <threads> --warmup_steps <warmup_steps> [--no_bias] [--compile]
+           (eager, and torch.compile unless --no_compile; the same median over 50-step windows,
+           the first left out)
+
+Both sides draw the same training windows (the first 90% of the text, offsets from
+`numpy.random.default_rng([0, step])`), so their final train losses are comparable.
+Goal: fmjax >= 1.5x PyTorch's tokens/s. Run it on an otherwise idle machine.
+
+    python benchmarks/lm.py --text /work/shared/data/tinyshakespeare.txt [--steps 1000]
+                            [--repeats 1] [--threads 2] [--warmup_steps 100] [--no_bias]
+                            [--no_compile]
+                            [--out benchmarks/RESULTS.md]
+
+Prints a markdown table; with --out, replaces (or appends) this benchmark's section of that file.
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+HEADING = "## Character GPT on CPU: fmjax vs PyTorch tokens/s"
+LOG_EVERY = 50
+
+
+def pin(threads):
+    """A preexec_fn pinning the child to the first `threads` CPUs this process may use (None when
+    there are no more than that), so both frameworks get the same cores."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) <= threads:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus[:threads])
+
+
+def run(cmd, threads, env=None):
+    """Runs `cmd` from the repo root; returns its stdout. Raises on failure."""
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          preexec_fn=pin(threads))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def run_fmjax(args):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    n = args.steps
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = pathlib.Path(tmp) / "workdir"
+        cmd = [sys.executable, "-m", "fmjax.main", "train",
+               "--config", "experiments/shakespeare/gpt_char.py:cpu",
+               f"--config.data.path={args.text}", "--workdir", str(workdir),
+               f"--config.train.num_steps={n}", f"--config.train.eval_every={n}",
+               f"--config.checkpoint.every={n}", f"--config.train.log_every={LOG_EVERY}",
+               f"--config.train.steps_per_call={LOG_EVERY}",
+               f"--config.optimizer.warmup_steps={args.warmup_steps}", "--noprogress"]
+        if args.no_bias:
+            cmd.append("--config.model.use_bias=False")
+        run(cmd, args.threads, env)
+        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
+                   if line.strip()]
+    perf = [r for r in records if "perf/tokens_per_sec" in r]
+    if len(perf) < 2:
+        raise RuntimeError(f"fmjax: {len(perf)} perf/tokens_per_sec records in metrics.jsonl; "
+                           "need 2 or more (the first includes compilation)")
+    rates = [r["perf/tokens_per_sec"] for r in perf[1:]]
+    return statistics.median(rates), perf[-1]["train/loss"], rates
+
+
+def run_torch(args, compile_):
+    cmd = [sys.executable, "benchmarks/lm_torch.py", "--text", args.text, "--steps",
+           str(args.steps), "--log_every", str(LOG_EVERY), "--threads", str(args.threads),
+           "--warmup_steps", str(args.warmup_steps)]
+    cmd += ["--no_bias"] * args.no_bias + ["--compile"] * compile_
+    out = json.loads(run(cmd, args.threads).strip().splitlines()[-1])
+    return out["tokens_per_sec"], out["final_train_loss"], out["tokens_per_sec_windows"]
+
+
+def version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_name():
+    """platform.processor() is often empty on Linux; /proc/cpuinfo names the CPU model."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fmt(x, spec):
+    return "failed" if x is None else format(x, spec)
+
+
+def table(rows):
+    """rows: (name, tokens/s or None, final loss or None); the first row is fmjax."""
+    fmjax_rate = rows[0][1]
+    lines = ["| framework | tokens/s | fmjax/this tokens/s | final train loss |",
+             "|---|---:|---:|---:|"]
+    for i, (name, rate, loss) in enumerate(rows):
+        if i == 0:
+            ratio = "—"
+        else:
+            ratio = fmt(fmjax_rate / rate if fmjax_rate and rate else None, ".2f")
+        lines.append(f"| {name} | {fmt(rate, ',.0f')} | {ratio} | {fmt(loss, '.4f')} |")
+    return "\n".join(lines)
+
+
+def write_section(path, heading, body):
+    """Replaces the `## ` section titled `heading` in the markdown file `path`, or appends it."""
+    path = pathlib.Path(path)
+    text = path.read_text() if path.exists() else ""
+    section = f"{heading}\n\n{body}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^#{{1,2}} |\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
+    path.write_text(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--text", required=True, help="UTF-8 text file (tinyshakespeare)")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup_steps", type=int, default=100,
+                        help="learning-rate warm-up (the config's 100; fmjax needs fewer than --steps)")
+    parser.add_argument("--no_bias", action="store_true", help="linear layers without biases")
+    parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile run")
+    parser.add_argument("--out", help="markdown file whose benchmark section to replace or append")
+    args = parser.parse_args()
+    if args.steps < 2 * LOG_EVERY or args.steps % LOG_EVERY:
+        parser.error(f"--steps must be a multiple of {LOG_EVERY}, at least {2 * LOG_EVERY}")
+    if not 0 <= args.warmup_steps < args.steps:
+        parser.error("--warmup_steps must be less than --steps")
+    args.text = str(pathlib.Path(args.text).expanduser().resolve())
+    if not pathlib.Path(args.text).is_file():
+        parser.error(f"--text: no such file: {args.text}")
+
+    runners = [("fmjax", lambda: run_fmjax(args)),
+               ("PyTorch eager", lambda: run_torch(args, False))]
+    if not args.no_compile:
+        runners.append(("PyTorch torch.compile", lambda: run_torch(args, True)))
+    rows, failed, notes = [], False, []
+    for name, runner in runners:
+        try:
+            runs = [runner() for _ in range(args.repeats)]
+            rate, loss = statistics.median(r for r, _, _ in runs), runs[-1][1]
+            for _, _, windows in runs:
+                print(f"{name}: tokens/s per {LOG_EVERY}-step window "
+                      f"{[round(w) for w in windows]}", file=sys.stderr)
+        except Exception as e:  # report, and go on with the other runs
+            print(f"{name} failed: {e}", file=sys.stderr)
+            rate = loss = None
+            if "compile" in name:   # an optional extra: note it, keep the other results
+                first = next((l for l in reversed(str(e).strip().splitlines()) if l.strip()), "")
+                notes.append(f"torch.compile failed on this machine ({first[:200]}); skipped.")
+            else:
+                failed = True
+        print(f"{name}: {fmt(rate, ',.0f')} tokens/s, final train loss {fmt(loss, '.4f')}",
+              file=sys.stderr)
+        rows.append((name, rate, loss))
+
+    md = table(rows)
+    print(md)
+    for note in notes:
+        print(note)
+    if args.out and failed:
+        print(f"Some runs failed; {args.out} left as it was.", file=sys.stderr)
+    elif args.out:
+        command = shlex.join(["python", "benchmarks/lm.py", *sys.argv[1:]])
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        machine = f"{cpu_name()}, {os.cpu_count()} CPUs"
+        bias = "without biases" if args.no_bias else "with biases"
+        body = (f"Command: `{command}`  \nDate: {now}  \nMachine: {machine}  \n"
+                f"Versions: jax {version('jax')}, flax {version('flax')}, "
+                f"torch {version('torch')}\n\n"
+                f"`gpt_char.py:cpu` shape ({bias}), batch 12 x context 64 = 768 tokens per step, "
+                f"{args.steps} steps (lr warm-up {args.warmup_steps}, then cosine to 1e-4), "
+                f"{args.threads} threads each, the same training windows. "
+                f"tokens/s: median over {LOG_EVERY}-step windows, the first (compilation, "
+                f"warm-up) left out; median over {args.repeats} run(s). Final train loss: the "
+                f"loss of step {args.steps}. Goal: fmjax >= 1.5x PyTorch.\n\n{md}"
+                + "".join(f"\n\n{note}" for note in notes))
+        write_section(args.out, HEADING, body)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Language-model text: one long token stream, split like nanoGPT (first 90% train, rest val).
+
+The text is a local UTF-8 file (`path`) or TFDS `tiny_shakespeare` (its train, validation and test
+texts joined back into the original file, then split the same way). The tokenizer is trained on
+the training part, or reloaded from the workdir when the run already has one, and saved there.
+
+Training windows start at offsets drawn from `default_rng([seed, step])`, so the batch at step s
+is a pure function of (seed, s) and resume is exact. Eval uses non-overlapping windows of the
+validation part (all of it by default), so `eval/loss` is the loss on the whole split.
+"""
+
+import dataclasses
+import pathlib
+from typing import Iterator
+
+import numpy as np
+
+from fmjax.data import tokenizers
+from fmjax.data.pipeline import DataInfo, _host_slice
+from fmjax.errors import UserError, first_line
+
+
+@dataclasses.dataclass
+class Text:
+    """config.data for `name='text'`."""
+    path: str = ""                      # local UTF-8 text file; "" = TFDS `tfds_name`
+    tfds_name: str = "tiny_shakespeare"
+    data_dir: str = ""                  # TFDS data_dir ("" = TFDS's default)
+    val_fraction: float = 0.1
+    seq_len: int = 256                  # tokens per training window
+    tokenizer: str = "char"             # char | sentencepiece
+    vocab_size: int = 0                 # sentencepiece: size of the vocabulary to train
+    eval_windows: int = 0               # validation windows per eval (0 = the whole split)
+
+    def read_text(self) -> str:
+        if self.path:
+            path = pathlib.Path(self.path).expanduser()
+            if not path.is_file():
+                raise UserError(f"config.data.path: no such text file: {self.path}")
+            return path.read_text(encoding="utf-8")
+        from fmjax.data.tfds_images import import_tfds
+        _, tfds = import_tfds()
+        try:
+            splits = tfds.load(self.tfds_name, data_dir=self.data_dir or None)
+        except Exception as e:  # tfds raises many types; the user needs the first line only
+            reason = first_line(e)
+            raise UserError(f"cannot load TFDS dataset '{self.tfds_name}': {reason} "
+                            "(offline: set config.data.path to a local text file)")
+        return "".join(ex["text"].decode("utf-8") for name in ("train", "validation", "test")
+                       if name in splits for ex in splits[name].as_numpy_iterator())
+
+    def pipeline(self, seed: int, workdir=None) -> "TextPipeline":
+        if self.tokenizer not in tokenizers.TOKENIZERS:
+            raise UserError(f"unknown config.data.tokenizer '{self.tokenizer}' "
+                            f"(known: {', '.join(tokenizers.TOKENIZERS)})")
+        if self.tokenizer == "sentencepiece" and self.vocab_size <= 0:
+            raise UserError("config.data.vocab_size must be set (> 0) for the sentencepiece "
+                            "tokenizer")
+        text = self.read_text()
+        split = int(len(text) * (1 - self.val_fraction))
+        stored = tokenizers.load_from_workdir(workdir) if workdir else None
+        if stored is not None and (stored.kind != self.tokenizer or (
+                self.tokenizer == "sentencepiece" and stored.vocab_size != self.vocab_size)):
+            raise UserError(f"the workdir's tokenizer ({stored.kind}, {stored.vocab_size} tokens) "
+                            f"does not match config.data (tokenizer '{self.tokenizer}', "
+                            f"vocab_size {self.vocab_size}); use a new workdir")
+        tokenizer = stored or tokenizers.TOKENIZERS[self.tokenizer].train(text[:split],
+                                                                         self.vocab_size)
+        if stored is not None and self.tokenizer == "char" and \
+                tokenizer.chars != tokenizers.CharTokenizer.train(text[:split]).chars:
+            raise UserError("the workdir's character vocabulary differs from this text's; "
+                            "the checkpoint was trained on other data: use a new workdir")
+        train_ids = tokenizer.encode_corpus(text[:split])
+        val_ids = tokenizer.encode_corpus(text[split:])
+        if min(len(train_ids), len(val_ids)) <= self.seq_len:
+            raise UserError(f"config.data.seq_len={self.seq_len} is longer than the train or "
+                            "validation text; use a shorter window or more text")
+        return TextPipeline(train_ids, val_ids, tokenizer, self.seq_len, seed, self.eval_windows)
+
+
+class TokenWindows:
+    """What every token-stream pipeline shares: windows of seq_len + 1 tokens become inputs and
+    targets; eval runs over fixed windows `eval_starts` of `eval_ids`, padded and masked per
+    global batch; the tokenizer is the workdir asset."""
+    tokenizer: tokenizers.CharTokenizer | tokenizers.SentencePieceTokenizer
+    seq_len: int
+    eval_ids: np.ndarray
+    eval_starts: np.ndarray
+
+    def assets(self) -> dict[str, bytes]:
+        """Files the workdir keeps so resume, eval and sampling reload this exact tokenizer."""
+        return dict([self.tokenizer.asset()])
+
+    def _windows(self, ids: np.ndarray, starts: np.ndarray) -> dict:
+        window_NT = ids[starts[:, None] + np.arange(self.seq_len + 1)]
+        return {"inputs": window_NT[:, :-1], "targets": window_NT[:, 1:]}
+
+    def eval_batches(self, global_batch_size: int) -> Iterator[dict]:
+        n = len(self.eval_starts)
+        for first in range(0, n, global_batch_size):
+            index = np.arange(first, first + global_batch_size)[_host_slice(global_batch_size)]
+            batch = self._windows(self.eval_ids, self.eval_starts[np.minimum(index, n - 1)])
+            yield {**batch, "mask": index < n}
+
+
+class TextPipeline(TokenWindows):
+    """Random training windows of one in-memory token stream; non-overlapping eval windows."""
+
+    def __init__(self, train_ids, eval_ids, tokenizer, seq_len: int, seed: int,
+                 eval_windows: int):
+        self.train_ids, self.eval_ids = train_ids, eval_ids
+        self.tokenizer, self.seq_len, self.seed = tokenizer, seq_len, seed
+        starts = np.arange(0, len(eval_ids) - seq_len, seq_len)
+        self.eval_starts = starts[:eval_windows] if eval_windows else starts
+        self.info = DataInfo(num_classes=tokenizer.vocab_size, input_shape=(seq_len,),
+                             num_train=len(train_ids), num_eval=len(self.eval_starts))
+
+    def train_batch(self, step: int, global_batch_size: int) -> dict:
+        rng = np.random.default_rng([self.seed, step])
+        starts = rng.integers(0, len(self.train_ids) - self.seq_len, size=global_batch_size)
+        return self._windows(self.train_ids, starts[_host_slice(global_batch_size)])
+
+    def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:
+        step = start_step
+        while True:
+            yield self.train_batch(step, global_batch_size)
+            step += 1

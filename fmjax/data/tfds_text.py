@@ -1,0 +1,187 @@
+"""Sentence-per-example text from TensorFlow Datasets (lm1b by default), as a packed token stream.
+
+Tokenizer: a unigram SentencePiece model trained on the first `tokenizer_sentences` sentences of
+the training split (the whole split, in its stored order, so every host trains the same model),
+or reloaded from the workdir's `tokenizer.model` when the run already has one. Unlike the `text`
+source's tokenizer it has an end-of-sentence control piece, `</s>` (id 1; `<unk>` is 0), so the
+model sees where sentences end. `fmjax sample` decodes `</s>` to nothing (it is a control piece).
+
+Packing: each sentence is encoded and followed by `</s>`; the stream also starts with `</s>`, so
+every sentence is predicted from the same "sentence start" context. The stream is cut into
+windows of `seq_len + 1` tokens with stride `seq_len` (one token of overlap), so every token but
+the first is a target exactly once: inputs = window[:-1], targets = window[1:]. Windows cross
+sentence boundaries; attention is not reset at `</s>` (as in GPT-2 / nanoGPT packing).
+
+Training: this host's shard of the split (`tfds.split_for_jax_process`), sentences shuffled by a
+seeded tf.data buffer (deterministic, reshuffled every epoch), tokenized and packed in numpy; each
+step takes the next `batch_size / process_count` windows of the host's stream. The stream is a
+pure function of (seed, host), so resuming at step s regenerates it and drops the first s
+batches: the batches after resume are bit-identical to an uninterrupted run (the cost is
+re-tokenizing the skipped text, about what tf.data's `skip` costs the image source).
+
+Eval: the windows of the whole eval split (or the first `eval_windows`), packed the same way,
+read once into memory and padded + masked per global batch, so `eval/loss` is the mean over every
+evaluated token and every host runs the same number of eval batches.
+
+TensorFlow is imported only when this source is used.
+"""
+
+import dataclasses
+import io
+from typing import Iterator
+
+import numpy as np
+
+from fmjax.data import tokenizers
+from fmjax.data.pipeline import DataInfo, _host_slice
+from fmjax.data.text import TokenWindows
+from fmjax.errors import UserError, first_line
+
+UNK_ID, EOS_ID = 0, 1
+SENTENCES_PER_READ = 1024     # sentences tokenized per numpy chunk
+
+
+@dataclasses.dataclass
+class TFDSText:
+    """config.data for `name='tfds_text'`."""
+    dataset: str = "lm1b"
+    text_key: str = "text"
+    train_split: str = "train"
+    eval_split: str = "test"
+    data_dir: str = ""               # "" = TFDS's default (~/tensorflow_datasets)
+    download: bool = True            # False: fail at once when the dataset is not prepared
+    seq_len: int = 128               # tokens per window
+    vocab_size: int = 8000           # SentencePiece vocabulary (with <unk> and </s>)
+    tokenizer_sentences: int = 100_000   # training sentences the tokenizer is trained on
+    eval_windows: int = 0            # eval windows (0 = the whole eval split)
+    shuffle_buffer: int = 10_000     # sentences
+
+    def _load(self, split: str, with_info: bool = False):
+        from fmjax.data.tfds_images import import_tfds
+        _, tfds = import_tfds()
+        try:
+            out = tfds.load(self.dataset, split=split, with_info=with_info, shuffle_files=False,
+                            data_dir=self.data_dir or None, download=self.download)
+        except Exception as e:  # tfds raises many types; the user needs the first line only
+            reason = first_line(e)
+            raise UserError(f"cannot load TFDS dataset '{self.dataset}' split '{split}': "
+                            f"{reason}")
+        ds, info = out if with_info else (out, None)
+        if self.text_key not in ds.element_spec:
+            raise UserError(f"TFDS dataset '{self.dataset}' has no feature "
+                            f"config.data.text_key='{self.text_key}' "
+                            f"(features: {', '.join(sorted(ds.element_spec))})")
+        return ds.map(lambda ex: ex[self.text_key]), info
+
+    def _sentences(self, split: str, limit: int = 0) -> Iterator[str]:
+        ds, _ = self._load(split)
+        if limit:
+            ds = ds.take(limit)
+        for text in ds.as_numpy_iterator():
+            yield text.decode("utf-8")
+
+    def train_tokenizer(self) -> tokenizers.SentencePieceTokenizer:
+        import sentencepiece as spm
+        # Read first: the trainer calls the iterator holding the GIL, which a tf.data generator
+        # (e.g. under tfds.testing.mock_data) needs too.
+        sentences = list(self._sentences(self.train_split, self.tokenizer_sentences))
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(sentences),
+                model_writer=model, vocab_size=self.vocab_size, model_type="unigram",
+                character_coverage=0.9995, num_threads=1, minloglevel=2,
+                unk_id=UNK_ID, eos_id=EOS_ID, bos_id=-1, pad_id=-1)
+        except RuntimeError as e:   # e.g. "Vocabulary size too high (8000). Please set it to ..."
+            reason = first_line(e)
+            raise UserError(f"cannot train the tokenizer on the first "
+                            f"{self.tokenizer_sentences} sentences of '{self.dataset}': {reason} "
+                            "(config.data.vocab_size / tokenizer_sentences)")
+        return tokenizers.SentencePieceTokenizer(model.getvalue())
+
+    def pipeline(self, seed: int, workdir=None) -> "TFDSTextPipeline":
+        if self.seq_len <= 0 or self.vocab_size <= 2:
+            raise UserError("config.data.seq_len must be positive and config.data.vocab_size > 2")
+        tokenizer = tokenizers.load_from_workdir(workdir) if workdir else None
+        if tokenizer is None:
+            tokenizer = self.train_tokenizer()
+        elif (tokenizer.kind != "sentencepiece" or tokenizer.sp.eos_id() != EOS_ID
+              or tokenizer.vocab_size != self.vocab_size):
+            raise UserError(f"the workdir's tokenizer ({tokenizer.kind}, "
+                            f"{tokenizer.vocab_size} tokens) is not a {self.vocab_size}-token "
+                            "SentencePiece model with </s>; use a new workdir")
+        eval_ids = pack(tokenizer, self._sentences(self.eval_split),
+                        self.eval_windows * self.seq_len + 1 if self.eval_windows else 0)
+        eval_starts = np.arange(0, len(eval_ids) - self.seq_len, self.seq_len)
+        if self.eval_windows:
+            eval_starts = eval_starts[:self.eval_windows]
+        if not len(eval_starts):
+            raise UserError(f"config.data.seq_len={self.seq_len} is longer than the eval split "
+                            f"'{self.eval_split}' ({len(eval_ids)} tokens)")
+        _, info = self._load(self.train_split, with_info=True)
+        try:
+            num_train = info.splits[self.train_split].num_examples   # sentences
+        except KeyError:   # not recorded (e.g. under tfds.testing.mock_data)
+            num_train = 0
+        data_info = DataInfo(num_classes=tokenizer.vocab_size, input_shape=(self.seq_len,),
+                             num_train=num_train, num_eval=len(eval_starts))
+        return TFDSTextPipeline(self, tokenizer, eval_ids, eval_starts, data_info, seed)
+
+
+def encode_chunk(tokenizer, texts) -> np.ndarray:
+    """Sentences -> one int32 stream, each sentence followed by </s>."""
+    ids = tokenizer.sp.encode(list(texts), add_eos=True)
+    return np.fromiter((t for sentence in ids for t in sentence), np.int32)
+
+
+def pack(tokenizer, sentences: Iterator[str], max_tokens: int = 0) -> np.ndarray:
+    """</s> s1 </s> s2 </s> ... as one array (stops once it holds `max_tokens`, if given)."""
+    chunks, total, batch = [np.array([EOS_ID], np.int32)], 1, []
+    for text in sentences:
+        batch.append(text)
+        if len(batch) == SENTENCES_PER_READ:
+            chunks.append(encode_chunk(tokenizer, batch))
+            total, batch = total + len(chunks[-1]), []
+            if max_tokens and total >= max_tokens:
+                break
+    if batch:
+        chunks.append(encode_chunk(tokenizer, batch))
+    ids = np.concatenate(chunks)
+    return ids[:max_tokens] if max_tokens else ids
+
+
+class TFDSTextPipeline(TokenWindows):
+    """This host's packed sentence stream, consumed `batch / process_count` windows per step."""
+
+    def __init__(self, source: TFDSText, tokenizer, eval_ids: np.ndarray,
+                 eval_starts: np.ndarray, info: DataInfo, seed: int):
+        self.source, self.tokenizer, self.seed, self.info = source, tokenizer, seed, info
+        self.seq_len = source.seq_len
+        self.eval_ids, self.eval_starts = eval_ids, eval_starts
+
+    def _train_chunks(self) -> Iterator[np.ndarray]:
+        """This host's packed training stream, in chunks (a pure function of seed and host)."""
+        from fmjax.data.tfds_images import import_tfds
+        tf, tfds = import_tfds()
+        source = self.source
+        ds, _ = source._load(tfds.split_for_jax_process(source.train_split))
+        ds = ds.shuffle(source.shuffle_buffer, seed=self.seed, reshuffle_each_iteration=True)
+        ds = ds.repeat().batch(SENTENCES_PER_READ)
+        options = tf.data.Options()
+        options.deterministic = True
+        ds = ds.with_options(options).prefetch(2)
+        yield np.array([EOS_ID], np.int32)
+        for texts in ds.as_numpy_iterator():
+            yield encode_chunk(self.tokenizer, (t.decode("utf-8") for t in texts))
+
+    def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:
+        local_batch = len(range(global_batch_size)[_host_slice(global_batch_size)])
+        stride = local_batch * self.seq_len   # tokens one step consumes (windows overlap by one)
+        starts = np.arange(local_batch) * self.seq_len
+        buffer, step = np.zeros(0, np.int32), 0
+        for chunk in self._train_chunks():
+            buffer = np.concatenate([buffer, chunk])
+            while len(buffer) > stride:   # a step needs stride + 1 tokens
+                if step >= start_step:
+                    yield self._windows(buffer, starts)
+                buffer, step = buffer[stride:], step + 1

@@ -1,0 +1,116 @@
+"""Tokenizers for text sources, saved as a workdir asset so eval and sampling reload exactly the
+vocabulary the model was trained with.
+
+- `char`: one token per distinct character of the training text (nanoGPT's shakespeare_char).
+- `sentencepiece`: a subword model trained locally on the training text.
+"""
+
+import io
+import json
+import pathlib
+
+import numpy as np
+
+from fmjax.errors import UserError, first_line
+
+CHAR_FILE = "tokenizer_char.json"
+SENTENCEPIECE_FILE = "tokenizer.model"
+
+
+class CharTokenizer:
+    kind = "char"
+
+    def __init__(self, chars: str):
+        self.chars = chars
+        self._index = {c: i for i, c in enumerate(chars)}
+        self.vocab_size = len(chars)
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int = 0) -> "CharTokenizer":
+        return cls("".join(sorted(set(text))))
+
+    def encode(self, text: str) -> np.ndarray:
+        unknown = sorted(set(text) - self._index.keys())
+        if unknown:
+            raise UserError(f"characters not in the model's vocabulary: {''.join(unknown)!r}")
+        return np.array([self._index[c] for c in text], np.int32)
+
+    def encode_corpus(self, text: str) -> np.ndarray:
+        lookup = np.zeros(max(map(ord, self.chars)) + 1, np.int32)
+        lookup[[ord(c) for c in self.chars]] = np.arange(self.vocab_size)
+        return lookup[np.frombuffer(text.encode("utf-32-le"), np.uint32)]
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def asset(self) -> tuple[str, bytes]:
+        return CHAR_FILE, json.dumps({"chars": self.chars}).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "CharTokenizer":
+        return cls(json.loads(data)["chars"])
+
+
+def _line_chunks(text: str, lines_per_chunk: int = 64) -> list[str]:
+    """`text` cut at line ends into chunks that concatenate back to exactly `text`."""
+    lines = text.splitlines(keepends=True)
+    return ["".join(lines[i:i + lines_per_chunk]) for i in range(0, len(lines), lines_per_chunk)]
+
+
+class SentencePieceTokenizer:
+    """Unigram SentencePiece that keeps text as it is: newlines are a piece of their own,
+    whitespace is not normalised, so decode(encode(text)) == text for every character the
+    training text contains; other characters become <unk> (id 0), never an error."""
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece as spm
+        self.proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.vocab_size = self.sp.get_piece_size()
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> "SentencePieceTokenizer":
+        import sentencepiece as spm
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(_line_chunks(text)), model_writer=model,
+                vocab_size=vocab_size, model_type="unigram", character_coverage=1.0,
+                user_defined_symbols=["\n"], normalization_rule_name="identity",
+                remove_extra_whitespaces=False, add_dummy_prefix=False,
+                max_sentence_length=1 << 20, num_threads=1, minloglevel=2,
+                bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0)
+        except RuntimeError as e:   # e.g. "Vocabulary size too high (8000). Please set it to ..."
+            raise UserError(f"cannot train a {vocab_size}-piece SentencePiece model on this text: "
+                            f"{first_line(e)} (config.data.vocab_size)")
+        return cls(model.getvalue())
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.array(self.sp.encode(text), np.int32)
+
+    def encode_corpus(self, text: str) -> np.ndarray:
+        ids = self.sp.encode(_line_chunks(text))
+        return np.fromiter((i for chunk in ids for i in chunk), np.int32)
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in ids])
+
+    def asset(self) -> tuple[str, bytes]:
+        return SENTENCEPIECE_FILE, self.proto
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "SentencePieceTokenizer":
+        return cls(data)
+
+
+TOKENIZERS = {"char": CharTokenizer, "sentencepiece": SentencePieceTokenizer}
+
+
+def load_from_workdir(workdir) -> CharTokenizer | SentencePieceTokenizer | None:
+    """The tokenizer a run stored in `workdir`, or None."""
+    for file, cls in ((CHAR_FILE, CharTokenizer), (SENTENCEPIECE_FILE, SentencePieceTokenizer)):
+        path = pathlib.Path(workdir) / file
+        if path.exists():
+            return cls.from_bytes(path.read_bytes())
+    return None

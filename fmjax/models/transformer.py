@@ -1,0 +1,187 @@
+"""Transformer layers shared by every family that attends: pre-LN blocks, attention with an
+optional KV cache, GELU or SwiGLU MLPs, learned or rotary positions.
+
+Shapes: B batch, T query length, S key length, D embed, N heads, H head dim, F MLP width.
+Parameters carry logical axes ('embed', 'heads', 'kv', 'mlp', 'vocab'); activations are
+constrained to ('batch', 'length', ...), so one rules table in the config decides data, FSDP and
+tensor (Megatron: heads and MLP columns split, their outputs summed) parallelism.
+"""
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fmjax.models.layers import partitioned
+
+Dtype = Any
+REMAT_POLICIES = {
+    "none": None,                                                   # keep every activation
+    "full": jax.checkpoint_policies.nothing_saveable,               # recompute the whole block
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
+
+
+def constrain(x, *axes: str | None):
+    return nn.with_logical_constraint(x, axes)
+
+
+def layer_norm(dtype: Dtype, name: str | None = None, use_bias: bool = True) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=1e-5, dtype=dtype, name=name, use_bias=use_bias,
+                        scale_init=partitioned(nn.initializers.ones_init(), ("embed",)),
+                        bias_init=partitioned(nn.initializers.zeros_init(), ("embed",)))
+
+
+def rotary(x_BTNH, positions_BT, base: float = 10000.0):
+    """Rotary position embedding (Su et al.): rotate feature pairs (i, i + H/2) by position."""
+    half = x_BTNH.shape[-1] // 2
+    inv_freq_K = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle_BTK = positions_BT[..., None].astype(jnp.float32) * inv_freq_K
+    sin, cos = jnp.sin(angle_BTK)[:, :, None], jnp.cos(angle_BTK)[:, :, None]
+    x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BTNH.dtype)
+
+
+def einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None, causal: bool = False):
+    """softmax(q k^T / sqrt(H)) v as two einsums: what `jax.nn.dot_product_attention` computes."""
+    scale = 1.0 / math.sqrt(q_BTNH.shape[-1])
+    logits_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BSNH).astype(jnp.float32) * scale
+    if causal:
+        t, s = logits_BNTS.shape[-2:]
+        mask_B1TS = jnp.tril(jnp.ones((t, s), bool))[None, None]
+    if mask_B1TS is not None:
+        logits_BNTS = jnp.where(mask_B1TS, logits_BNTS, jnp.finfo(jnp.float32).min)
+    probs_BNTS = jax.nn.softmax(logits_BNTS, axis=-1).astype(v_BSNH.dtype)
+    return jnp.einsum("bnts,bsnh->btnh", probs_BNTS, v_BSNH)
+
+
+def attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None, causal: bool = False):
+    """`jax.nn.dot_product_attention`, which uses a fused kernel where the backend has one. CPUs
+    have none, and there the plain einsums are faster (the :cpu char GPT trains 10% faster:
+    benchmarks/RESULTS.md); tests/test_lm.py checks the two agree."""
+    if jax.default_backend() == "cpu":
+        return einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS, causal)
+    return jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS, is_causal=causal)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through `attention` (`jax.nn.dot_product_attention`, fused where
+    the backend has a kernel). With `decode`, keys and values are appended to a 'cache' collection of length
+    `max_len`, so a prompt can be fed at once and then one token per call."""
+    num_heads: int
+    head_dim: int
+    max_len: int
+    causal: bool = True
+    use_rotary: bool = False
+    use_bias: bool = True
+    init_std: float = 0.02
+    out_init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+    def _param(self, name, shape, axes, init):
+        value = self.param(name, partitioned(init, axes), shape)
+        return jnp.asarray(value, self.dtype)
+
+    def _project_in(self, name: str, x_BTD):
+        shape = (x_BTD.shape[-1], self.num_heads, self.head_dim)
+        kernel_DNH = self._param(f"{name}_kernel", shape, ("embed", "heads", "kv"),
+                                 nn.initializers.normal(self.init_std))
+        y_BTNH = jnp.einsum("btd,dnh->btnh", x_BTD.astype(self.dtype), kernel_DNH)
+        if self.use_bias:
+            y_BTNH = y_BTNH + self._param(f"{name}_bias", shape[1:], ("heads", "kv"),
+                                          nn.initializers.zeros_init())
+        return constrain(y_BTNH, "batch", "length", "heads", "kv")
+
+    @nn.compact
+    def __call__(self, x_BTD, positions_BT, decode: bool = False):
+        q_BTNH, k_BTNH, v_BTNH = (self._project_in(n, x_BTD) for n in ("query", "key", "value"))
+        if self.use_rotary:
+            q_BTNH, k_BTNH = rotary(q_BTNH, positions_BT), rotary(k_BTNH, positions_BT)
+        if decode:
+            k_BSNH, v_BSNH, mask = self._update_cache(k_BTNH, v_BTNH, positions_BT)
+            out_BTNH = attention(q_BTNH, k_BSNH, v_BSNH, mask)
+        else:
+            out_BTNH = attention(q_BTNH, k_BTNH, v_BTNH, causal=self.causal)
+        out_BTNH = constrain(out_BTNH, "batch", "length", "heads", "kv")
+        d = x_BTD.shape[-1]
+        kernel_NHD = self._param("out_kernel", (self.num_heads, self.head_dim, d),
+                                 ("heads", "kv", "embed"), nn.initializers.normal(self.out_init_std))
+        y_BTD = jnp.einsum("btnh,nhd->btd", out_BTNH, kernel_NHD)
+        if self.use_bias:
+            y_BTD = y_BTD + self._param("out_bias", (d,), ("embed",), nn.initializers.zeros_init())
+        return y_BTD
+
+    def _update_cache(self, k_BTNH, v_BTNH, positions_BT):
+        """Write this chunk's keys/values at its positions; mask keys not yet written or in the
+        future (key position > query position)."""
+        b, t, n, h = k_BTNH.shape
+        shape = (b, self.max_len, n, h)
+        cached_k = self.variable("cache", "key", jnp.zeros, shape, k_BTNH.dtype)
+        cached_v = self.variable("cache", "value", jnp.zeros, shape, v_BTNH.dtype)
+        start = positions_BT[0, 0]
+        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BTNH, (0, start, 0, 0))
+        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BTNH, (0, start, 0, 0))
+        mask_B1TS = (jnp.arange(self.max_len)[None, :] <= positions_BT[:, :, None])[:, None]
+        return cached_k.value, cached_v.value, mask_B1TS
+
+
+class MLP(nn.Module):
+    """x_BTD -> D: GELU (`Dense(F) -> gelu -> Dense(D)`) or SwiGLU (`silu(xW) * xV -> Dense(D)`)."""
+    hidden_size: int
+    activation: str = "gelu"          # gelu | swiglu
+    use_bias: bool = True
+    init_std: float = 0.02
+    out_init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+    def _dense(self, features, axes, std, name):
+        return nn.Dense(features, dtype=self.dtype, use_bias=self.use_bias, name=name,
+                        kernel_init=partitioned(nn.initializers.normal(std), axes),
+                        bias_init=partitioned(nn.initializers.zeros_init(), axes[1:]))
+
+    @nn.compact
+    def __call__(self, x_BTD):
+        up = self._dense(self.hidden_size, ("embed", "mlp"), self.init_std, "up")
+        if self.activation == "swiglu":
+            gate = self._dense(self.hidden_size, ("embed", "mlp"), self.init_std, "gate")
+            h_BTF = nn.silu(gate(x_BTD)) * up(x_BTD)
+        else:
+            h_BTF = nn.gelu(up(x_BTD), approximate=False)
+        h_BTF = constrain(h_BTF, "batch", "length", "mlp")
+        return self._dense(x_BTD.shape[-1], ("mlp", "embed"), self.out_init_std, "down")(h_BTF)
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block: x + drop(attn(LN(x))), then x + drop(mlp(LN(x)))."""
+    num_heads: int
+    head_dim: int
+    mlp_size: int
+    max_len: int
+    causal: bool = True
+    use_rotary: bool = False
+    activation: str = "gelu"
+    use_bias: bool = True
+    dropout_rate: float = 0.0
+    out_init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BTD, positions_BT, train: bool = False, decode: bool = False):
+        drop = nn.Dropout(self.dropout_rate, deterministic=not train)
+        h = Attention(self.num_heads, self.head_dim, self.max_len, self.causal, self.use_rotary,
+                      self.use_bias, out_init_std=self.out_init_std, dtype=self.dtype,
+                      name="attention")(layer_norm(self.dtype, "ln_attention", self.use_bias)(x_BTD),
+                                        positions_BT, decode)
+        x_BTD = constrain(x_BTD + drop(h), "batch", "length", "embed")
+        h = MLP(self.mlp_size, self.activation, self.use_bias, out_init_std=self.out_init_std,
+                dtype=self.dtype, name="mlp")(layer_norm(self.dtype, "ln_mlp", self.use_bias)(x_BTD))
+        return constrain(x_BTD + drop(h), "batch", "length", "embed")
+
+
+def remat_block(policy: str):
+    """`Block`, rematerialised in the backward pass according to `policy` (see REMAT_POLICIES)."""
+    if policy == "none":
+        return Block
+    return nn.remat(Block, policy=REMAT_POLICIES[policy], static_argnums=(3, 4))

@@ -1,0 +1,117 @@
+"""Language models: the GPT learns text, resumes exactly, shards, and samples with a KV cache
+exactly as recomputation would."""
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from conftest import gpt_flags, read_metrics, run_cli
+from fmjax import sampling
+from fmjax.models.gpt import GPT
+
+
+def test_gpt_learns_generated_text(tmp_path, text_file):
+    """200 steps take the char model from ln(vocab) (~3.3 nats) to under 1.0 nats/char on
+    held-out text; the grammar's true entropy is about 0.5 nats/char."""
+    run_cli("train", "--workdir", tmp_path, *gpt_flags(text_file, num_steps=200),
+            "--config.train.eval_every=100")
+    evals = [r["eval/loss"] for r in read_metrics(tmp_path) if "eval/loss" in r]
+    assert len(evals) == 2 and evals[-1] < 1.0, evals
+    record = read_metrics(tmp_path)[-1]
+    assert record["eval/bits_per_token"] == pytest.approx(record["eval/loss"] / np.log(2))
+    assert record["perf/tokens_per_sec"] == pytest.approx(
+        record["perf/steps_per_sec"] * 16 * 64)
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, 0, 1.0), (1.0, 10, 0.9)])
+def test_cached_decoding_equals_recomputing(positions, temperature, top_k, top_p):
+    model = GPT(vocab_size=23, max_len=32, num_layers=2, num_heads=2, embed_dim=32,
+                positions=positions)
+    params = nn.unbox(model.init(jax.random.key(0), np.zeros((1, 32), np.int32)))["params"]
+    prompt = np.array([3, 1, 4, 1, 5], np.int32)
+    kwargs = dict(seed=7, num_samples=3, temperature=temperature, top_k=top_k, top_p=top_p)
+    cached = sampling.generate(model, params, prompt, 27, **kwargs)
+    recomputed = sampling.generate_without_cache(model, params, prompt, 27, **kwargs)
+    np.testing.assert_array_equal(cached, recomputed)
+    assert cached.shape == (3, 32) and (cached[:, :5] == prompt).all()
+
+
+def test_generation_continues_past_the_context():
+    model = GPT(vocab_size=11, max_len=16, num_layers=1, num_heads=2, embed_dim=16)
+    params = nn.unbox(model.init(jax.random.key(0), np.zeros((1, 16), np.int32)))["params"]
+    tokens = sampling.generate(model, params, np.array([1, 2]), 40, seed=0, temperature=1.0)
+    assert tokens.shape == (1, 42) and tokens.min() >= 0 and tokens.max() < 11
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
+    kept = lambda **kw: np.isfinite(np.asarray(sampling.filter_logits(logits, 1.0, **kw)))[0]
+    np.testing.assert_array_equal(kept(top_k=2, top_p=1.0), [True, True, False, False])
+    np.testing.assert_array_equal(kept(top_k=0, top_p=0.8), [True, True, False, False])
+    np.testing.assert_array_equal(kept(top_k=0, top_p=0.81), [True, True, True, False])
+    np.testing.assert_array_equal(kept(top_k=0, top_p=0.1), [True, False, False, False])
+
+
+def test_sample_cli_is_reproducible_and_rejects_bad_input(tmp_path, text_file):
+    run_cli("train", "--workdir", tmp_path, *gpt_flags(text_file, num_steps=20))
+    sample = ["sample", "--workdir", tmp_path, "--prompt", "the ", "--max_new_tokens", "80",
+              "--temperature", "0.8", "--top_k", "5", "--seed", "3"]
+    first, again = run_cli(*sample).stdout, run_cli(*sample).stdout
+    assert first == again and first.startswith("the ") and len(first) == 4 + 80 + 1
+    assert run_cli(*sample[:-1], "4").stdout != first
+    for extra, fragment in [(["--prompt", "Zebra"], "not in the model's vocabulary"),
+                            (["--prompt", "the " * 20], "context is 64"),
+                            (["--step", "7"], "no checkpoint at step 7")]:
+        proc = run_cli(*sample, *extra, check=False)
+        assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_loss_agrees_across_meshes(tmp_path, text_file):
+    """Dropout on, vocabulary not divisible by the tensor axis: loss and gradient norm agree."""
+    config = [*gpt_flags(text_file, num_steps=10), "--config.model.dropout_rate=0.1"]
+    run_cli("train", "--workdir", tmp_path / "one", *config)
+    reference = read_metrics(tmp_path / "one")
+    for data, fsdp, tensor in [(8, 1, 1), (2, 4, 1), (2, 2, 2)]:
+        workdir = tmp_path / f"{data}x{fsdp}x{tensor}"
+        run_cli("train", "--workdir", workdir, *config, f"--config.mesh.data={data}",
+                f"--config.mesh.fsdp={fsdp}", f"--config.mesh.tensor={tensor}", devices=8)
+        records = read_metrics(workdir)
+        for key in ("train/loss", "train/grad_norm", "eval/loss"):
+            np.testing.assert_allclose([r[key] for r in records if key in r],
+                                       [r[key] for r in reference if key in r], rtol=2e-4,
+                                       err_msg=f"{key} on mesh {(data, fsdp, tensor)}")
+
+
+def test_fsdp_divides_gpt_state_bytes_per_device_as_the_compiler_sees_it(text_file):
+    """`fmjax inspect`: parameter + optimizer bytes per device = replicated + sharded / N, and
+    XLA's compiled train step takes exactly those bytes plus this device's batch as arguments."""
+    from test_sharding import _compiled_argument_bytes, _state_bytes_per_device
+    batch_size, seq_len = 16, 64
+    outputs = {n: run_cli("inspect", *gpt_flags(text_file)[:3],
+                          f"--config.train.batch_size={batch_size}",
+                          f"--config.mesh.data={8 // n}", f"--config.mesh.fsdp={n}",
+                          devices=8).stdout for n in (1, 2, 4)}
+    sizes = {n: _state_bytes_per_device(out) for n, out in outputs.items()}
+    sharded = 2 * (sizes[1] - sizes[2])
+    assert sizes[1] - sizes[4] == sharded * 3 // 4, sizes
+    assert sizes[1] - sharded < 0.05 * sizes[1], sizes
+    batch_bytes = 2 * (batch_size // 8) * seq_len * 4      # inputs + targets, int32, per device
+    step_counter_bytes = 4
+    for n, out in outputs.items():
+        assert _compiled_argument_bytes(out) == sizes[n] + batch_bytes + step_counter_bytes, \
+            (n, out.splitlines()[-1])
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--config.model.num_heads=5", "not divisible by num_heads=5"),
+    ("--config.model.remat=sometimes", "remat: none | full | save_dots"),
+    ("--config.data.seq_len=100000", "longer than the train or validation text"),
+])
+def test_bad_language_model_config_is_one_line(tmp_path, text_file, flag, fragment):
+    proc = run_cli("train", "--workdir", tmp_path / "run", *gpt_flags(text_file), flag,
+                   check=False)
+    assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
