@@ -33,17 +33,16 @@ Prints a markdown table; with --out, replaces (or appends) this benchmark's sect
 
 import argparse
 import datetime
-import importlib.metadata
 import json
 import os
 import pathlib
-import platform
-import re
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
+
+from report import cpu_name, fmt, version, write_section
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADING = "## Character GPT on CPU: fmjax vs PyTorch tokens/s"
@@ -102,28 +101,6 @@ def run_torch(args, compile_):
     return out["tokens_per_sec"], out["final_train_loss"], out["tokens_per_sec_windows"]
 
 
-def version(package):
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_name():
-    """platform.processor() is often empty on Linux; /proc/cpuinfo names the CPU model."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def fmt(x, spec):
-    return "failed" if x is None else format(x, spec)
-
-
 def table(rows):
     """rows: (name, tokens/s or None, final loss or None); the first row is fmjax."""
     fmjax_rate = rows[0][1]
@@ -136,19 +113,6 @@ def table(rows):
             ratio = fmt(fmjax_rate / rate if fmjax_rate and rate else None, ".2f")
         lines.append(f"| {name} | {fmt(rate, ',.0f')} | {ratio} | {fmt(loss, '.4f')} |")
     return "\n".join(lines)
-
-
-def write_section(path, heading, body):
-    """Replaces the `## ` section titled `heading` in the markdown file `path`, or appends it."""
-    path = pathlib.Path(path)
-    text = path.read_text() if path.exists() else ""
-    section = f"{heading}\n\n{body}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^#{{1,2}} |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
-    path.write_text(text)
 
 
 def main():

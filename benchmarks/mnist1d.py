@@ -21,17 +21,16 @@ Prints a markdown table; with --out, replaces (or appends) this benchmark's sect
 
 import argparse
 import datetime
-import importlib.metadata
 import json
 import os
 import pathlib
-import platform
-import re
 import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
+
+from report import cpu_name, fmt, version, write_section
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -68,28 +67,6 @@ def run_torch(model, steps):
     return wall, json.loads(stdout.strip().splitlines()[-1])["test_accuracy"]
 
 
-def version(package):
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_name():
-    """platform.processor() is often empty on Linux; /proc/cpuinfo names the CPU model."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def fmt(x, spec):
-    return "failed" if x is None else format(x, spec)
-
-
 def table(rows):
     lines = ["| model | fmjax wall s | fmjax test acc | PyTorch wall s | PyTorch test acc "
              "| fmjax/PyTorch time ratio |", "|---|---:|---:|---:|---:|---:|"]
@@ -98,19 +75,6 @@ def table(rows):
         lines.append(f"| {model} | {fmt(fj_s, '.1f')} | {fmt(fj_acc, '.3f')} | {fmt(pt_s, '.1f')} "
                      f"| {fmt(pt_acc, '.3f')} | {fmt(ratio, '.2f')} |")
     return "\n".join(lines)
-
-
-def write_section(path, heading, body):
-    """Replaces the `## ` section titled `heading` in the markdown file `path`, or appends it."""
-    path = pathlib.Path(path)
-    text = path.read_text() if path.exists() else ""
-    section = f"{heading}\n\n{body}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^#{{1,2}} |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + section
-    path.write_text(text)
 
 
 def main():

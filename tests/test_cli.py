@@ -110,3 +110,9 @@ def test_checkpoint_that_does_not_fit_the_config(trained_workdir):
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "does not fit the config" in lines[0] and "conv_0" in lines[0], lines[0]
     assert {p: p.stat().st_mtime_ns for p in ckpt.rglob("*")} == before
+
+
+def test_sample_needs_a_language_model(trained_workdir):
+    proc = run_cli("sample", "--workdir", trained_workdir, "--prompt", "x", check=False)
+    assert proc.returncode == 2 and "not a language model" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

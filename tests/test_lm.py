@@ -115,3 +115,39 @@ def test_bad_language_model_config_is_one_line(tmp_path, text_file, flag, fragme
                    check=False)
     assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def _loss_and_grads(model, tokens):
+    import optax
+    params = nn.unbox(GPT(**{**model, "remat": "none"}).init(jax.random.key(0), tokens))["params"]
+
+    def loss(params, remat):
+        logits = GPT(**{**model, "remat": remat}).apply({"params": params}, tokens[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+    return {remat: jax.value_and_grad(loss)(params, remat)
+            for remat in ("none", "full", "save_dots")}
+
+
+@pytest.mark.parametrize("options", [dict(), dict(positions="rotary", activation="swiglu",
+                                                  use_bias=False, tie_embeddings=False)])
+def test_remat_policies_give_the_same_loss_and_gradients(options):
+    model = dict(vocab_size=17, max_len=16, num_layers=2, num_heads=2, embed_dim=16, **options)
+    tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 17)
+    results = _loss_and_grads(model, tokens)
+    for remat in ("full", "save_dots"):
+        np.testing.assert_allclose(results[remat][0], results["none"][0], rtol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                     results[remat][1], results["none"][1])
+
+
+def test_tiny_shakespeare_from_tfds_under_mock_data():
+    """With no `data.path`, the text comes from TFDS tiny_shakespeare (here: mock text)."""
+    import tensorflow_datasets as tfds
+
+    from fmjax.data.text import Text
+    with tfds.testing.mock_data(num_examples=20):   # per split, about 17 characters each
+        pipeline = Text(seq_len=16, eval_windows=4).pipeline(seed=0)
+    batch = next(pipeline.train_iterator(0, 4))
+    assert batch["inputs"].shape == (4, 16) and batch["targets"].shape == (4, 16)
+    np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
+    assert sum(len(b["inputs"]) for b in pipeline.eval_batches(4)) == 4

@@ -40,14 +40,16 @@ class Text:
             return path.read_text(encoding="utf-8")
         from fmjax.data.tfds_images import import_tfds
         _, tfds = import_tfds()
-        try:
-            splits = tfds.load(self.tfds_name, data_dir=self.data_dir or None)
-        except Exception as e:  # tfds raises many types; the user needs the first line only
-            reason = first_line(e)
-            raise UserError(f"cannot load TFDS dataset '{self.tfds_name}': {reason} "
-                            "(offline: set config.data.path to a local text file)")
-        return "".join(ex["text"].decode("utf-8") for name in ("train", "validation", "test")
-                       if name in splits for ex in splits[name].as_numpy_iterator())
+        parts = []
+        for split in ("train", "validation", "test"):   # together: the original file
+            try:
+                ds = tfds.load(self.tfds_name, split=split, data_dir=self.data_dir or None)
+            except Exception as e:  # tfds raises many types; the user needs the first line only
+                raise UserError(f"cannot load TFDS dataset '{self.tfds_name}' split '{split}': "
+                                f"{first_line(e)} (offline: set config.data.path to a local "
+                                "text file)")
+            parts += [ex["text"].decode("utf-8") for ex in ds.as_numpy_iterator()]
+        return "".join(parts)
 
     def pipeline(self, seed: int, workdir=None) -> "TextPipeline":
         if self.tokenizer not in tokenizers.TOKENIZERS:
@@ -57,6 +59,8 @@ class Text:
             raise UserError("config.data.vocab_size must be set (> 0) for the sentencepiece "
                             "tokenizer")
         text = self.read_text()
+        if not text:
+            raise UserError("the text is empty (config.data.path / config.data.tfds_name)")
         split = int(len(text) * (1 - self.val_fraction))
         stored = tokenizers.load_from_workdir(workdir) if workdir else None
         if stored is not None and (stored.kind != self.tokenizer or (
