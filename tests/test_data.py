@@ -48,3 +48,15 @@ def test_crop_and_flip_keep_shape_and_content():
     assert out.shape == x.shape and out.dtype == x.dtype
     assert not np.array_equal(out, x)
     assert crop_and_flip(0, False) is None
+
+
+def test_synthetic_tokens_are_a_function_of_seed_and_step():
+    from fmjax.data.synthetic import SyntheticTokens
+    source = SyntheticTokens(vocab_size=11, seq_len=5, eval_windows=3)
+    first = next(source.pipeline(0).train_iterator(7, 4))
+    again = next(source.pipeline(0).train_iterator(7, 4))
+    np.testing.assert_array_equal(first["inputs"], again["inputs"])
+    np.testing.assert_array_equal(first["inputs"][:, 1:], first["targets"][:, :-1])
+    assert first["inputs"].shape == (4, 5) and first["inputs"].max() < 11
+    eval_batches = list(source.pipeline(0).eval_batches(2))
+    assert [b["mask"].tolist() for b in eval_batches] == [[True, True], [True, False]]

@@ -8,6 +8,7 @@ Each source's `pipeline(seed, workdir)` returns an object with `info` (DataInfo)
 from fmjax.data.digits import Digits
 from fmjax.data.mnist1d import MNIST1D
 from fmjax.data.pipeline import DataInfo
+from fmjax.data.synthetic import SyntheticTokens
 from fmjax.data.text import Text
 from fmjax.data.tfds_images import TFDSImages
 from fmjax.data.tfds_text import TFDSText
@@ -18,6 +19,7 @@ SOURCES = {
     "tfds": TFDSImages,
     "text": Text,
     "tfds_text": TFDSText,
+    "synthetic_tokens": SyntheticTokens,
 }
 
 

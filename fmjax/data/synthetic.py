@@ -1,0 +1,55 @@
+"""Random tokens for throughput benchmarks: no download, no tokenizer training, any vocabulary.
+
+The batch of step s is drawn from `default_rng([seed, s])` (resume stays exact); eval uses
+`eval_windows` windows drawn with the seed alone. A model cannot learn anything here: use it
+to measure speed and memory, never quality.
+"""
+
+import dataclasses
+from typing import Iterator
+
+import numpy as np
+
+from fmjax.data.pipeline import DataInfo, _host_slice
+
+
+@dataclasses.dataclass
+class SyntheticTokens:
+    """config.data for `name='synthetic_tokens'`."""
+    vocab_size: int = 50257
+    seq_len: int = 1024
+    eval_windows: int = 16
+
+    def pipeline(self, seed: int, workdir=None) -> "SyntheticTokensPipeline":
+        return SyntheticTokensPipeline(self, seed)
+
+
+class SyntheticTokensPipeline:
+    def __init__(self, source: SyntheticTokens, seed: int):
+        self.source, self.seed = source, seed
+        self.info = DataInfo(num_classes=source.vocab_size, input_shape=(source.seq_len,),
+                             num_train=0, num_eval=source.eval_windows)
+
+    def assets(self) -> dict[str, bytes]:
+        return {}
+
+    def _batch(self, rng: np.random.Generator, size: int) -> dict:
+        window = rng.integers(0, self.source.vocab_size, (size, self.source.seq_len + 1),
+                              dtype=np.int32)
+        return {"inputs": window[:, :-1], "targets": window[:, 1:]}
+
+    def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:
+        step = start_step
+        while True:
+            rng = np.random.default_rng([self.seed, step, 1 + _host_slice(global_batch_size).start])
+            yield self._batch(rng, len(range(global_batch_size)[_host_slice(global_batch_size)]))
+            step += 1
+
+    def eval_batches(self, global_batch_size: int) -> Iterator[dict]:
+        rng = np.random.default_rng([self.seed, 0])
+        n = self.source.eval_windows
+        windows = self._batch(rng, n)
+        for first in range(0, n, global_batch_size):
+            index = np.arange(first, first + global_batch_size)[_host_slice(global_batch_size)]
+            batch = {k: v[np.minimum(index, n - 1)] for k, v in windows.items()}
+            yield {**batch, "mask": index < n}
