@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
     """Every key an experiment may set, with its default. `model` and `data` are per-experiment."""
     c = ml_collections.ConfigDict()
     c.task = "classification"
+    c.task_options = ml_collections.ConfigDict()   # the task's own keys (filled by `experiment`)
     c.model = ml_collections.ConfigDict({"name": "", "dtype": "float32"})
     c.data = ml_collections.ConfigDict({"name": ""})
 
@@ -84,11 +85,17 @@ def experiment(**sections) -> ml_collections.ConfigDict:
     each can be overridden from the command line (`validate` rejects names the class lacks);
     every other section updates the locked base, so a misspelt key fails here.
     """
-    from fmjax import data, models  # late: registries import jax/flax
+    from fmjax import data, models, tasks  # late: registries import jax/flax
 
     c = base_config()
     registries = {"model": models.MODELS, "data": data.SOURCES}
+    task_class = tasks.TASKS.get(sections.get("task", c.task))
+    c.task_options = with_fields(c.task_options, **_field_defaults(
+        task_class and task_class.Options))
     for section, values in sections.items():
+        if section == "task_options":
+            c.task_options.update(values)
+            continue
         if section in registries:
             cls = registries[section].get(values.get("name"))
             c[section] = with_fields(c[section], **{**_field_defaults(cls), **values})
@@ -159,14 +166,15 @@ def _check_divisibility(config):
                         f"config.train.grad_accum_steps={config.train.grad_accum_steps}")
 
 
-def check_fields(section_name: str, section, cls) -> None:
+def check_fields(section_name: str, section, cls, owner: str | None = None) -> None:
     """Every key of `config.<section_name>` except `name` must be a field of dataclass `cls`."""
     allowed = {f.name for f in dataclasses.fields(cls)} - {"parent"} | {"name"}
     unknown = sorted(set(section.keys()) - allowed)
     if unknown:
-        known = ", ".join(sorted(allowed - {"name"}))
-        raise UserError(f"unknown key config.{section_name}.{unknown[0]} for "
-                        f"{section_name} '{section.name}' (known: {known})")
+        known = ", ".join(sorted(allowed - {"name"})) or "none"
+        owner = owner or f"{section_name} '{section.name}'"
+        raise UserError(f"unknown key config.{section_name}.{unknown[0]} for {owner} "
+                        f"(known: {known})")
 
 
 def lookup(kind: str, name: str, registry: dict):
@@ -182,7 +190,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     _check_positive(config)
     _check_divisibility(config)
-    lookup("task", config.task, tasks.TASKS)
+    task_class = lookup("task", config.task, tasks.TASKS)
+    check_fields("task_options", config.task_options, task_class.Options,
+                 f"task '{config.task}'")
     check_fields("model", config.model, lookup("model", config.model.name, models.MODELS))
     check_fields("data", config.data, lookup("dataset", config.data.name, data.SOURCES))
     optim.validate(config.optimizer)

@@ -5,6 +5,7 @@
     fmjax inspect --config experiments/mnist1d/cnn.py [--config.mesh.fsdp=4]
     fmjax sample  --workdir runs/gpt --prompt "ROMEO:" [--max_new_tokens 500 --temperature 0.8
                   --top_k 40 --top_p 1.0 --seed 0 --num_samples 1 --step N]
+    fmjax sample  --workdir runs/vae --num 64 --out grid.png [--interpolate] [--seed 0]
 
 Bad input (unknown key, wrong type, impossible mesh, indivisible batch, unknown name, missing
 dataset, a checkpoint that does not fit) prints one line and exits with status 2 before any work.
@@ -33,6 +34,9 @@ flags.DEFINE_integer("top_k", 200, "sample: keep the k most likely tokens (0 = a
 flags.DEFINE_float("top_p", 1.0, "sample: keep the smallest set with this much mass.")
 flags.DEFINE_integer("seed", 0, "sample: the same seed gives the same text.")
 flags.DEFINE_integer("num_samples", 1, "sample: independent continuations of the prompt.")
+flags.DEFINE_integer("num", 64, "sample (images): how many images.")
+flags.DEFINE_string("out", None, "sample (images): the PNG file to write.")
+flags.DEFINE_bool("interpolate", False, "sample (images): a latent interpolation strip.")
 
 
 def fail(message: str, status: int = 2):
@@ -129,12 +133,30 @@ def cmd_inspect():
 
 
 def cmd_sample():
-    from fmjax import sampling
-    model, params, tokenizer, _ = sampling.restore_language_model(_require("workdir"), FLAGS.step)
+    from fmjax import runs, sampling
+    run = runs.restore(_require("workdir"), FLAGS.step)
+    if run.config.task != "lm":
+        return sample_images(run)
+    model, params, tokenizer = sampling.restore_language_model(run.workdir, run.step)
     tokens = sampling.generate(model, params, tokenizer.encode(FLAGS.prompt), FLAGS.max_new_tokens,
                                FLAGS.seed, FLAGS.num_samples, FLAGS.temperature, FLAGS.top_k,
                                FLAGS.top_p)
     print("\n---------------\n".join(tokenizer.decode(row) for row in tokens))
+
+
+def sample_images(run):
+    """`fmjax sample` for image generators: a grid of samples, or a latent interpolation."""
+    from fmjax import image_grid
+    if not hasattr(run.task, "sample_images"):
+        fail(f"{run.workdir} holds a '{run.config.task}' run, which generates nothing to sample")
+    out = _require("out")
+    if FLAGS.interpolate:
+        images, columns = run.task.interpolate(run.params, FLAGS.num, FLAGS.seed), FLAGS.num
+    else:
+        images, columns = run.task.sample_images(run.params, FLAGS.num, FLAGS.seed), None
+    image_grid.save_png(out, images, columns=columns)
+    what = "an interpolation strip of" if FLAGS.interpolate else "a grid of"
+    print(f"wrote {out}: {what} {FLAGS.num} images from the checkpoint at step {run.step}")
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -7,11 +7,14 @@ Only process 0 writes. On resume, lines for steps after the restored checkpoint 
 import json
 import math
 import pathlib
+import re
 import sys
 import time
 
 import jax
 from tqdm import tqdm
+
+from fmjax import image_grid
 
 # Keys under this prefix measure the machine, not the model: they differ between identical runs.
 PERF_PREFIX = "perf/"
@@ -49,7 +52,8 @@ class MetricWriters:
 
     def __init__(self, workdir, start_step: int, num_steps: int, show_progress: bool = True):
         self.active = jax.process_index() == 0
-        self.jsonl_path = pathlib.Path(workdir) / "metrics.jsonl"
+        self.workdir = pathlib.Path(workdir)
+        self.jsonl_path = self.workdir / "metrics.jsonl"
         self.tensorboard = None
         self.progress = None
         if not self.active:
@@ -80,6 +84,22 @@ class MetricWriters:
         shown = {k.split("/")[-1]: f"{v:.4g}" for k, v in record.items()
                  if k in ("train/loss", "eval/loss", "eval/accuracy")}
         self.progress.set_postfix(shown, refresh=False)
+
+    def write_images(self, step: int, images: dict, scale: int | None = None) -> None:
+        """Saves each image grid as `workdir/images/{name}_{step:08d}.png` (slashes and other odd
+        characters of the name become `_`) and logs it to TensorBoard under `name`.
+
+        Values are uint8 grids [H, W, C] from `image_grid.make_grid`, or float batches
+        [N, H, W, C] in [0, 1] made into one. Both sinks get the grid scaled up `scale` times
+        (default: to `image_grid.MIN_WIDTH` pixels wide at least).
+        """
+        if not self.active:
+            return
+        for name, grid in images.items():
+            file_name = re.sub(r"[^\w.-]", "_", name)
+            grid = image_grid.save_png(self.workdir / "images" / f"{file_name}_{step:08d}.png",
+                                       grid, scale=scale)
+            self.tensorboard.add_image(name, grid, step, dataformats="HWC")
 
     def advance(self, step: int) -> None:
         if self.active:

@@ -113,36 +113,14 @@ def generate_without_cache(model, params, prompt_P: np.ndarray, max_new_tokens: 
 
 
 def restore_language_model(workdir, step: int | None = None):
-    """(model, params, tokenizer, step) of the language-model run in `workdir`, without its data."""
-    import json
-    import pathlib
+    """(model, params, tokenizer) of the language-model run in `workdir`."""
+    from fmjax import runs
+    from fmjax.data import tokenizers
 
-    from fmjax import checkpoint, configs, optim, sharding, state as state_lib
-    from fmjax.data import DataInfo, tokenizers
-    from fmjax.tasks import build_task
-
-    workdir = pathlib.Path(workdir)
-    if not (workdir / "config.json").exists():
-        raise UserError(f"{workdir} holds no fmjax run (no config.json)")
-    config = configs.from_json_dict(json.loads((workdir / "config.json").read_text()))
-    if config.task != "lm":
-        raise UserError(f"{workdir} holds a '{config.task}' run, not a language model")
+    run = runs.restore(workdir, step)
+    if run.config.task != "lm":
+        raise UserError(f"{workdir} holds a '{run.config.task}' run, not a language model")
     tokenizer = tokenizers.load_from_workdir(workdir)
     if tokenizer is None:
         raise UserError(f"{workdir} holds no tokenizer file; it was not written by `fmjax train`")
-    info = DataInfo(tokenizer.vocab_size, (config.data.seq_len,), 0, 0)
-    task = build_task(config, info)
-    config.mesh.update(data=1, fsdp=1, tensor=1)   # sampling runs on one device
-    mesh = sharding.make_mesh(config.mesh)
-    tx = optim.build(config.optimizer, config.train.num_steps, config.train.clip_grad_norm)
-    rules = tuple(tuple(r) for r in config.sharding.rules)
-    abstract, _ = state_lib.abstract_and_shardings(task, tx, config.train.seed, mesh, rules)
-    manager = checkpoint.read_only_manager(workdir)
-    steps = sorted(manager.all_steps()) if manager else []
-    step = steps[-1] if step is None and steps else step
-    if step not in steps:
-        raise UserError(f"no checkpoint at step {step} in {workdir} (have: {steps})")
-    checkpoint.check_compatible(manager, step, abstract)   # e.g. a tokenizer of another size
-    with jax.set_mesh(mesh):
-        state = checkpoint.restore(manager, step, abstract)
-    return task.model, state.params, tokenizer, step
+    return run.task.model, run.params, tokenizer

@@ -49,16 +49,14 @@ def make_train_call(task, tx: optax.GradientTransformation, lr_schedule, config,
     base_key = jax.random.key(config.train.seed)
     accum_steps = config.train.grad_accum_steps
 
+    def grads_fn(params, extra, batch, rng):
+        return _grads(task, params, extra, batch, rng, accum_steps, mesh)
+
     def one_step(state, batch):
         rng = jax.random.fold_in(base_key, state.step)   # per-step randomness, history-free
-        grads, metrics, extra = _grads(task, state.params, state.extra, batch, rng, accum_steps,
-                                       mesh)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "grad_norm": optax.tree.norm(grads),
-                   "learning_rate": lr_schedule(state.step)}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                             extra=extra), metrics
+        new_state, metrics = task.update(state, batch, rng, tx, grads_fn)
+        return (new_state.replace(step=state.step + 1),
+                {**metrics, "learning_rate": lr_schedule(state.step)})
 
     def train_call(state, batches):
         return jax.lax.scan(one_step, state, batches)

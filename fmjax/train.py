@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from fmjax import checkpoint, configs, data, optim, perf, sharding, state as state_lib, tasks
+from fmjax import checkpoint, configs, data, perf, runs, sharding, state as state_lib, tasks
 from fmjax.errors import NonFiniteLoss
 from fmjax.metric_writers import MetricWriters
 from fmjax.step import make_eval_step, make_train_call
@@ -48,8 +48,8 @@ def prepare(config: ml_collections.ConfigDict, workdir=None) -> Experiment:
     rules = tuple(tuple(r) for r in config.sharding.rules)
     pipeline = data.build_pipeline(config.data, config.train.seed, workdir)
     task = tasks.build_task(config, pipeline.info)
-    lr_schedule = optim.schedule(config.optimizer, config.train.num_steps)
-    tx = optim.build(config.optimizer, config.train.num_steps, config.train.clip_grad_norm)
+    task.bind_data(pipeline)
+    tx, lr_schedule = task.optimizer()
     abstract_state, state_shardings = state_lib.abstract_and_shardings(
         task, tx, config.train.seed, mesh, rules)
     latest_step = None
@@ -104,7 +104,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(configs.to_json(config))
-        for name, content in exp.pipeline.assets().items():
+        assets = {**exp.pipeline.assets(), **runs.data_info_asset(exp.pipeline.info)}
+        for name, content in assets.items():
             (workdir / name).write_bytes(content)
     config_dict = json.loads(configs.to_json(config))
     manager = checkpoint.open_manager(workdir, config.checkpoint)
@@ -154,6 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
             if do_eval:
                 eval_metrics = evaluate(exp, state, eval_step)
                 record.update(eval_metrics)
+                writers.write_images(step, exp.task.eval_images(state.params, state.extra))
             writers.write(step, record)
             if do_save:
                 checkpoint.save(manager, step, state, config_dict, eval_metrics if do_eval else None)

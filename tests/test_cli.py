@@ -112,7 +112,7 @@ def test_checkpoint_that_does_not_fit_the_config(trained_workdir):
     assert {p: p.stat().st_mtime_ns for p in ckpt.rglob("*")} == before
 
 
-def test_sample_needs_a_language_model(trained_workdir):
+def test_sample_needs_a_generative_model(trained_workdir):
     proc = run_cli("sample", "--workdir", trained_workdir, "--prompt", "x", check=False)
-    assert proc.returncode == 2 and "not a language model" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "generates nothing to sample" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

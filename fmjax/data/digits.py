@@ -14,6 +14,7 @@ class Digits:
     test_fraction: float = 0.2
     split_seed: int = 0
     crop_padding: int = 0      # random-crop augmentation (0 = off); digits must not be flipped
+    binarize: bool = False     # pixels > 0.5 -> 1, else 0 (Bernoulli likelihood models)
 
     def pipeline(self, seed: int, workdir=None) -> ArrayPipeline:
         from sklearn.datasets import load_digits
@@ -21,6 +22,8 @@ class Digits:
 
         digits = load_digits()
         x = (digits.images / 16.0).astype(np.float32)[..., None]   # [N, 8, 8, 1] in [0, 1]
+        if self.binarize:
+            x = (x > 0.5).astype(np.float32)
         y = digits.target.astype(np.int32)
         x_tr, x_te, y_tr, y_te = train_test_split(
             x, y, test_size=self.test_fraction, random_state=self.split_seed, stratify=y)

@@ -79,11 +79,16 @@ class ArrayPipeline:
         return {}
 
     def eval_batches(self, global_batch_size: int) -> Iterator[dict]:
-        """The eval split in global batches of `global_batch_size`; padding has mask False."""
+        """The eval split in global batches of `global_batch_size`; padding has mask False; `index`
+        numbers the examples, so per-example randomness can be a function of it."""
         n = self.info.num_eval
         for start in range(0, n, global_batch_size):
             index = np.arange(start, start + global_batch_size)[_host_slice(global_batch_size)]
             mask = index < n
             index = np.minimum(index, n - 1)
             yield {"inputs": self.arrays.x_eval[index], "labels": self.arrays.y_eval[index],
-                   "mask": mask}
+                   "index": index.astype(np.int32), "mask": mask}
+
+    def first_eval_inputs(self, n: int) -> np.ndarray:
+        """The first `n` eval inputs, the same on every host (for image grids)."""
+        return self.arrays.x_eval[:n]

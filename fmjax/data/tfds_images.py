@@ -42,6 +42,7 @@ class TFDSImages:
     shuffle_buffer: int = 10_000
     crop_padding: int = 0
     flip: bool = False
+    binarize: bool = False      # pixels > 0.5 -> 1, else 0 (Bernoulli likelihood models)
 
     def _load(self, split: str):
         tf, tfds = import_tfds()
@@ -53,9 +54,15 @@ class TFDSImages:
             raise UserError(f"cannot load TFDS dataset '{self.dataset}' split '{split}': {reason}")
         return tf, tfds, ds, info
 
+    def scale(self, x_uint8: np.ndarray) -> np.ndarray:
+        """uint8 pixels -> float32 in [0, 1] (or {0, 1} with `binarize`)."""
+        x = x_uint8.astype(np.float32) / 255.0
+        return (x > 0.5).astype(np.float32) if self.binarize else x
+
     def pipeline(self, seed: int, workdir=None) -> "TFDSPipeline":
         _, _, eval_ds, info = self._load(self.eval_split)
         x_eval, y_eval = _to_numpy(eval_ds)
+        x_eval = self.scale(x_eval)
         num_classes = info.features["label"].num_classes
         arrays = Arrays(x_eval[:0], y_eval[:0], x_eval, y_eval, num_classes)
         try:
@@ -71,7 +78,7 @@ def _to_numpy(ds):
     for x, y in ds.as_numpy_iterator():
         images.append(x)
         labels.append(y)
-    return (np.stack(images).astype(np.float32) / 255.0, np.asarray(labels, np.int32))
+    return np.stack(images), np.asarray(labels, np.int32)
 
 
 class TFDSPipeline:
@@ -94,13 +101,16 @@ class TFDSPipeline:
         options.deterministic = True
         ds = ds.with_options(options).prefetch(2)
         for step, (x, y) in enumerate(ds.as_numpy_iterator(), start=start_step):
-            x = x.astype(np.float32) / 255.0
+            x = self.source.scale(x)
             if self.augment is not None:
                 x = self.augment(x, np.random.default_rng([self.seed, step, jax.process_index()]))
             yield {"inputs": x, "labels": y.astype(np.int32)}
 
     def eval_batches(self, global_batch_size: int):
         return self.eval_pipeline.eval_batches(global_batch_size)
+
+    def first_eval_inputs(self, n: int) -> np.ndarray:
+        return self.eval_pipeline.first_eval_inputs(n)
 
     def assets(self) -> dict[str, bytes]:
         return {}

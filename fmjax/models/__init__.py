@@ -9,6 +9,7 @@ from fmjax.models.gpt import GPT
 from fmjax.models.gru import GRUClassifier
 from fmjax.models.mlp import MLP, LogisticRegression
 from fmjax.models.resnet import ResNet
+from fmjax.models.vae import VAE
 
 MODELS = {
     "logreg": LogisticRegression,
@@ -18,6 +19,7 @@ MODELS = {
     "gru": GRUClassifier,
     "resnet": ResNet,
     "gpt": GPT,
+    "vae": VAE,
 }
 
 

@@ -3,8 +3,9 @@
 from fmjax.tasks.base import Task
 from fmjax.tasks.classification import Classification
 from fmjax.tasks.lm import LanguageModel
+from fmjax.tasks.vae import VAE
 
-TASKS = {"classification": Classification, "lm": LanguageModel}
+TASKS = {"classification": Classification, "lm": LanguageModel, "vae": VAE}
 
 
 def build_task(config, info) -> Task:

@@ -5,15 +5,23 @@ metrics and updated non-parameter collections such as batch statistics), produce
 outputs on the device, and reduce those on the host to eval metrics.
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 
+from fmjax import optim
 from fmjax.data import DataInfo
 
 Batch = dict[str, Any]
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """config.task_options of a task that has none."""
 
 
 class Task:
@@ -22,10 +30,37 @@ class Task:
     model: nn.Module
     # The metric whose improvement the best-checkpoint policy tracks by default.
     default_best_metric = "eval/loss"
+    # Its fields (with defaults) are the keys of config.task_options for this task.
+    Options = NoOptions
 
     def __init__(self, config, info: DataInfo):
         self.config = config
         self.info = info
+        self.options = self.Options(**config.task_options)
+
+    def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
+        """(optimizer over all parameters, the learning-rate schedule to log)."""
+        c = self.config
+        return (optim.build(c.optimizer, c.train.num_steps, c.train.clip_grad_norm),
+                optim.schedule(c.optimizer, c.train.num_steps))
+
+    def update(self, state, batch, rng, tx, grads_fn):
+        """One optimizer step -> (state, metrics). `grads_fn(params, extra, batch, rng)` gives
+        the mean gradient of `loss_fn` over the step's micro-batches, its metrics and the new
+        extra collections. Tasks that step several parameter trees in turn (GANs) override it."""
+        grads, metrics, extra = grads_fn(state.params, state.extra, batch, rng)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return (state.replace(params=params, opt_state=opt_state, extra=extra),
+                {**metrics, "grad_norm": optax.tree.norm(grads)})
+
+    def bind_data(self, pipeline) -> None:
+        """Called once the data pipeline exists (tasks that measure samples against real data
+        keep it); a no-op by default."""
+
+    def eval_images(self, params, extra) -> dict[str, np.ndarray]:
+        """Images to write at each eval (name -> NHWC floats in [0, 1]); none by default."""
+        return {}
 
     def example_batch(self) -> Batch:
         """A batch of one with the right shapes and dtypes, for `init` and `eval_shape`."""
