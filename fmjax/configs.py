@@ -132,8 +132,10 @@ def _field_defaults(cls) -> dict:
     """Fields of a model/dataset dataclass that have defaults (not `dtype`: configs use names)."""
     if cls is None:
         return {}
-    return {f.name: f.default for f in dataclasses.fields(cls)
-            if f.default is not dataclasses.MISSING and f.name not in ("parent", "name", "dtype")}
+    def default(f):
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return {f.name: default(f) for f in dataclasses.fields(cls)
+            if default(f) is not dataclasses.MISSING and f.name not in ("parent", "name", "dtype")}
 
 
 def with_fields(section: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:

@@ -151,9 +151,11 @@ def sample_images(run):
         fail(f"{run.workdir} holds a '{run.config.task}' run, which generates nothing to sample")
     out = _require("out")
     if FLAGS.interpolate:
-        images, columns = run.task.interpolate(run.params, FLAGS.num, FLAGS.seed), FLAGS.num
+        images = run.task.interpolate(run.params, run.extra, FLAGS.num, FLAGS.seed)
+        columns = FLAGS.num
     else:
-        images, columns = run.task.sample_images(run.params, FLAGS.num, FLAGS.seed), None
+        images = run.task.sample_images(run.params, run.extra, FLAGS.num, FLAGS.seed)
+        columns = None
     image_grid.save_png(out, images, columns=columns)
     what = "an interpolation strip of" if FLAGS.interpolate else "a grid of"
     print(f"wrote {out}: {what} {FLAGS.num} images from the checkpoint at step {run.step}")

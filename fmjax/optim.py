@@ -72,3 +72,16 @@ def build(opt, num_steps: int, clip_grad_norm: float = 0.0) -> optax.GradientTra
         parts.append(optax.add_decayed_weights(opt.weight_decay, mask))
     parts.append(_base(opt, schedule(opt, num_steps), mask))
     return optax.chain(*parts)
+
+
+def per_tree(txs: dict[str, optax.GradientTransformation]) -> optax.GradientTransformation:
+    """One optimizer per top-level parameter tree (a GAN's generator and discriminator). Its
+    state is {name: state}; a task may step one tree alone with `txs[name].update`."""
+    def init(params):
+        return {name: tx.init(params[name]) for name, tx in txs.items()}
+
+    def update(grads, state, params=None):
+        out = {name: tx.update(grads[name], state[name], None if params is None else params[name])
+               for name, tx in txs.items()}
+        return {n: u for n, (u, _) in out.items()}, {n: s for n, (_, s) in out.items()}
+    return optax.GradientTransformation(init, update)

@@ -36,6 +36,7 @@ class Run:
     config: object
     task: object
     params: object
+    extra: object     # non-parameter collections, e.g. batch statistics
     step: int
     workdir: pathlib.Path
 
@@ -60,4 +61,4 @@ def restore(workdir, step: int | None = None) -> Run:
     checkpoint.check_compatible(manager, step, abstract)   # e.g. a tokenizer of another size
     with jax.set_mesh(mesh):
         state = checkpoint.restore(manager, step, abstract)
-    return Run(config, task, state.params, step, workdir)
+    return Run(config, task, state.params, state.extra, step, workdir)

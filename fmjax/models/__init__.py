@@ -5,6 +5,7 @@ equivalent) comes from the dataset.
 """
 
 from fmjax.models.cnn import CNN1D, CNN2D
+from fmjax.models.dcgan import DCGAN
 from fmjax.models.gpt import GPT
 from fmjax.models.gru import GRUClassifier
 from fmjax.models.mlp import MLP, LogisticRegression
@@ -20,6 +21,7 @@ MODELS = {
     "resnet": ResNet,
     "gpt": GPT,
     "vae": VAE,
+    "dcgan": DCGAN,
 }
 
 

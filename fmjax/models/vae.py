@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fmjax.models.layers import conv, dense, partitioned
+from fmjax.models.layers import conv, conv_transpose, dense
 
 
 class VAE(nn.Module):
@@ -32,12 +32,8 @@ class VAE(nn.Module):
                               for i, f in enumerate(self.conv_features)]
             scale = 2 ** len(self.conv_features)
             self.dec_grid = (-(-h // scale), -(-w // scale), self.conv_features[-1])
-            self.dec_convs = [
-                nn.ConvTranspose(f, (3, 3), (2, 2), "SAME", dtype=self.dtype, name=f"dec_conv_{i}",
-                                 kernel_init=partitioned(nn.initializers.lecun_normal(),
-                                                         (None, None, "mlp", "embed")),
-                                 bias_init=partitioned(nn.initializers.zeros_init(), ("embed",)))
-                for i, f in enumerate([*self.conv_features[-2::-1], c])]
+            self.dec_convs = [conv_transpose(f, (3, 3), (2, 2), self.dtype, name=f"dec_conv_{i}")
+                              for i, f in enumerate([*self.conv_features[-2::-1], c])]
             self.dec_in = dense(math.prod(self.dec_grid), ("mlp", "embed"),
                                 self.dtype, "dec_in")
         else:

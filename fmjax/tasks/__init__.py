@@ -2,10 +2,11 @@
 
 from fmjax.tasks.base import Task
 from fmjax.tasks.classification import Classification
+from fmjax.tasks.gan import GAN
 from fmjax.tasks.lm import LanguageModel
 from fmjax.tasks.vae import VAE
 
-TASKS = {"classification": Classification, "lm": LanguageModel, "vae": VAE}
+TASKS = {"classification": Classification, "lm": LanguageModel, "vae": VAE, "gan": GAN}
 
 
 def build_task(config, info) -> Task:

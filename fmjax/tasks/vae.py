@@ -130,11 +130,11 @@ class VAE(Task):
         real = self.pipeline.first_eval_inputs(self.options.num_eval_images // 2)
         return jax.device_get(self._images_fn(params, real))
 
-    def sample_images(self, params, num: int, seed: int) -> np.ndarray:
+    def sample_images(self, params, extra, num: int, seed: int) -> np.ndarray:
         """Decoder pixel means for `num` prior draws."""
         return np.asarray(self.prior_samples(params, jax.random.key(seed), num)[0])
 
-    def interpolate(self, params, num: int, seed: int) -> np.ndarray:
+    def interpolate(self, params, extra, num: int, seed: int) -> np.ndarray:
         """Decoder means along the great circle between two prior draws (slerp)."""
         from fmjax.image_grid import slerp_latents
         z_a, z_b = np.asarray(jax.random.normal(jax.random.key(seed), (2, self.model.latent_dim)))
