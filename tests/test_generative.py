@@ -95,3 +95,34 @@ def test_gan_step_is_the_same_on_8_devices(tmp_path):
                           ("train/generator_grad_norm", 1e-2)]:
             np.testing.assert_allclose(record[key], reference[key], rtol=rtol,
                                        err_msg=f"{key} on mesh {mesh}")
+
+
+@pytest.mark.parametrize("variant", ["digits,hinge", "digits,wgan_gp"])
+def test_gan_loss_options_train_and_sample(tmp_path, variant):
+    run_cli("train", "--config", f"experiments/mnist/dcgan.py:{variant}", "--workdir", tmp_path,
+            "--config.train.log_every=10", "--config.train.steps_per_call=10", *_steps(20),
+            "--noprogress")
+    record = read_metrics(tmp_path)[-1]
+    assert all(np.isfinite(record[k]) for k in ("train/d_loss", "train/g_loss",
+                                                "eval/feature_distance")), record
+    run_cli("sample", "--workdir", tmp_path, "--num", "9", "--out", tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").exists()
+
+
+def test_wgan_gp_needs_a_discriminator_without_batch_norm(tmp_path):
+    proc = run_cli("train", "--config", "experiments/mnist/dcgan.py:digits,wgan_gp", "--workdir",
+                   tmp_path / "run", "--config.model.discriminator_norm=batch", check=False)
+    assert proc.returncode == 2 and "discriminator_norm=none" in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_gan_resume_is_exact(tmp_path):
+    """Stopped at step 10 and resumed, the GAN (two optimizers, batch statistics) logs exactly
+    what an uninterrupted 20-step run logs."""
+    from test_train import model_metrics
+    flags = [*GAN, "--config.train.log_every=10", "--config.train.steps_per_call=10",
+             "--config.train.eval_every=10", "--config.checkpoint.every=10"]
+    run_cli("train", "--workdir", tmp_path / "straight", *flags, "--config.train.num_steps=20")
+    run_cli("train", "--workdir", tmp_path / "resumed", *flags, "--config.train.num_steps=10")
+    run_cli("train", "--workdir", tmp_path / "resumed", *flags, "--config.train.num_steps=20")
+    assert model_metrics(tmp_path / "resumed") == model_metrics(tmp_path / "straight")
