@@ -99,3 +99,23 @@ class Task:
         out, updates = self.model.apply(variables, inputs, train=True, rngs={"dropout": rng},
                                         mutable=list(extra))
         return out, {**extra, **updates}
+
+
+class GeneratesImages(Task):
+    """A task whose eval measures generated images against the real eval images
+    (`eval/feature_distance`, in the features of fmjax's classifier for the dataset)."""
+
+    def __init__(self, config, info):
+        super().__init__(config, info)
+        self.pipeline = None
+        self._feature_net = None
+
+    def bind_data(self, pipeline):
+        self.pipeline = pipeline
+
+    def feature_distance(self, generated_NHWC, real_NHWC) -> float:
+        if self._feature_net is None:   # trained once per dataset and cached on disk
+            from fmjax import feature_distance
+            self._feature_net = feature_distance.load_or_train(self.config.data.name,
+                                                               self.pipeline.arrays)
+        return self._feature_net.distance(generated_NHWC, real_NHWC)

@@ -21,7 +21,7 @@ import optax
 from fmjax import configs, optim
 from fmjax.errors import UserError
 from fmjax.models import build_model
-from fmjax.tasks.base import Task
+from fmjax.tasks.base import GeneratesImages
 
 NOISE_KEY = jax.random.key(20260103)
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
@@ -44,7 +44,7 @@ def _merge_stats(extra, new):
     return {**extra, "batch_stats": stats} if stats else extra
 
 
-class GAN(Task):
+class GAN(GeneratesImages):
     default_best_metric = "eval/feature_distance"
     Options = GANOptions
 
@@ -61,14 +61,9 @@ class GAN(Task):
         if config.train.grad_accum_steps != 1:
             raise UserError("GANs do not support config.train.grad_accum_steps > 1")
         self.model = build_model(config.model, image_shape=tuple(info.input_shape))
-        self.pipeline = None
-        self._feature_net = None
         self._samples_fn = jax.jit(lambda params, extra, z: self._generate(params, extra, z))
 
     # ---- set-up ----------------------------------------------------------------------------
-    def bind_data(self, pipeline):
-        self.pipeline = pipeline
-
     def _d_optimizer_config(self):
         d = configs.base_config().optimizer.to_dict()
         unknown = sorted(set(self.options.discriminator_optimizer) - set(d))
@@ -177,16 +172,8 @@ class GAN(Task):
             batch["index"])
         return {"sample": self._generate(params, extra, z), "real": batch["inputs"]}
 
-    def feature_net(self):
-        if self._feature_net is None:
-            from fmjax import feature_distance
-            self._feature_net = feature_distance.load_or_train(self.config.data.name,
-                                                               self.pipeline.arrays)
-        return self._feature_net
-
     def eval_metrics(self, outputs):
-        return {"feature_distance": self.feature_net().distance(outputs["sample"],
-                                                                outputs["real"])}
+        return {"feature_distance": self.feature_distance(outputs["sample"], outputs["real"])}
 
     def eval_images(self, params, extra):
         """Samples from one fixed noise batch, so successive evals show the same latents."""

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from fmjax.models import build_model
-from fmjax.tasks.base import Task
+from fmjax.tasks.base import GeneratesImages
 
 EVAL_KEY = jax.random.key(20260101)
 SAMPLE_KEY = jax.random.key(20260102)
@@ -46,27 +46,14 @@ def kl_to_standard_normal(mean_BZ, logvar_BZ):
     return 0.5 * (jnp.exp(logvar_BZ) + jnp.square(mean_BZ) - 1.0 - logvar_BZ).sum(-1)
 
 
-class VAE(Task):
+class VAE(GeneratesImages):
     default_best_metric = "eval/neg_elbo"
     Options = VAEOptions
 
     def __init__(self, config, info):
         super().__init__(config, info)
         self.model = build_model(config.model, image_shape=tuple(info.input_shape))
-        self.pipeline = None
-        self._feature_net = None
         self._images_fn = jax.jit(self._images)
-
-    def bind_data(self, pipeline):
-        self.pipeline = pipeline
-
-    def feature_net(self):
-        """fmjax's classifier for this dataset, trained once and cached (feature_distance.py)."""
-        if self._feature_net is None:
-            from fmjax import feature_distance
-            self._feature_net = feature_distance.load_or_train(self.config.data.name,
-                                                               self.pipeline.arrays)
-        return self._feature_net
 
     def prior_samples(self, params, key, n: int):
         """n images drawn from the model: z ~ N(0, I), then Bernoulli pixels."""
@@ -113,7 +100,7 @@ class VAE(Task):
 
     def eval_metrics(self, outputs):
         metrics = {k: float(np.mean(outputs[k])) for k in ("neg_elbo", "kl", "iw_nll")}
-        distance = self.feature_net().distance(outputs["sample"], outputs["real"])
+        distance = self.feature_distance(outputs["sample"], outputs["real"])
         return {**metrics, "loss": metrics["neg_elbo"], "feature_distance": distance}
 
     def _images(self, params, real_NHWC):
