@@ -2,10 +2,9 @@
 
 `train_call(state, batches_K) -> (state, metrics_K)` runs K = steps_per_call optimizer steps in
 one device call (`lax.scan`), each optionally over micro-batches (a second `lax.scan`), with the
-state donated so parameters are updated in place.
+state donated so parameters are updated in place. The update itself is the task's
+(`Task.update`): one optimizer over all parameters by default, two trees in turn for a GAN.
 """
-
-import functools
 
 import jax
 import jax.numpy as jnp
