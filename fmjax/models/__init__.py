@@ -11,6 +11,7 @@ from fmjax.models.gru import GRUClassifier
 from fmjax.models.mlp import MLP, LogisticRegression
 from fmjax.models.resnet import ResNet
 from fmjax.models.vae import VAE
+from fmjax.models.vit import ViT
 
 MODELS = {
     "logreg": LogisticRegression,
@@ -22,6 +23,7 @@ MODELS = {
     "gpt": GPT,
     "vae": VAE,
     "dcgan": DCGAN,
+    "vit": ViT,
 }
 
 

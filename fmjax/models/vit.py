@@ -1,0 +1,71 @@
+"""Vision Transformer (Dosovitskiy et al.): image patches -> the shared pre-LN encoder blocks
+(`fmjax/models/transformer.py`, bidirectional attention) -> class token or mean pooling -> logits.
+
+Patches are cut with a reshape and embedded by one dense layer (the same linear map as a
+stride-p convolution, without XLA's CPU convolution cost).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fmjax.errors import UserError
+from fmjax.models.layers import dense, partitioned
+from fmjax.models.transformer import REMAT_POLICIES, constrain, layer_norm, remat_block
+
+
+class ViT(nn.Module):
+    num_classes: int
+    patch_size: int = 4
+    num_layers: int = 6
+    num_heads: int = 4
+    embed_dim: int = 128
+    mlp_ratio: int = 4
+    pool: str = "cls"                  # cls | mean
+    dropout_rate: float = 0.0
+    remat: str = "none"                # none | full | save_dots
+    dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks = [(self.embed_dim % self.num_heads == 0,
+                   f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}"),
+                  (self.pool in ("cls", "mean"), "pool: cls | mean"),
+                  (self.remat in REMAT_POLICIES, f"remat: {' | '.join(REMAT_POLICIES)}")]
+        for ok, problem in checks:
+            if not ok:
+                raise UserError(f"config.model: {problem}")
+
+    def patches(self, x_BHWC):
+        """[B, H, W, C] -> [B, N, p*p*C], N = (H/p)(W/p) patches in row-major order."""
+        b, h, w, c = x_BHWC.shape
+        p = self.patch_size
+        if h % p or w % p:
+            raise UserError(f"config.model.patch_size={p} does not divide the {h}x{w} images")
+        x = x_BHWC.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+        return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+    @nn.compact
+    def __call__(self, x_BHWC, train: bool = False):
+        x_BND = dense(self.embed_dim, (None, "embed"), self.dtype, "patch_embed")(
+            self.patches(x_BHWC.astype(self.dtype)))
+        b, n, d = x_BND.shape
+        if self.pool == "cls":
+            cls = self.param("cls_token", partitioned(nn.initializers.zeros_init(),
+                                                      (None, None, "embed")), (1, 1, d))
+            x_BND = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(self.dtype), x_BND],
+                                    axis=1)
+        positions = self.param("position_embed", partitioned(nn.initializers.normal(0.02),
+                                                             (None, "embed")), x_BND.shape[1:])
+        x_BND = constrain(x_BND + positions.astype(self.dtype), "batch", "length", "embed")
+        x_BND = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BND)
+        positions_BN = jnp.broadcast_to(jnp.arange(x_BND.shape[1]), x_BND.shape[:2])
+        block = remat_block(self.remat)
+        for i in range(self.num_layers):
+            x_BND = block(self.num_heads, d // self.num_heads, self.mlp_ratio * d, x_BND.shape[1],
+                          causal=False, dropout_rate=self.dropout_rate, dtype=self.dtype,
+                          name=f"block_{i}")(x_BND, positions_BN, train, False)
+        x_BND = layer_norm(self.dtype, "ln_final")(x_BND)
+        pooled_BD = x_BND[:, 0] if self.pool == "cls" else x_BND.mean(axis=1)
+        return dense(self.num_classes, ("embed", "classes"), self.dtype, "head")(pooled_BD)
