@@ -104,7 +104,7 @@ class TokenWindows:
         for first in range(0, n, global_batch_size):
             index = np.arange(first, first + global_batch_size)[_host_slice(global_batch_size)]
             batch = self._windows(self.eval_ids, self.eval_starts[np.minimum(index, n - 1)])
-            yield {**batch, "mask": index < n}
+            yield {**batch, "index": index.astype(np.int32), "mask": index < n}
 
 
 class TextPipeline(TokenWindows):

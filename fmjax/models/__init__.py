@@ -4,6 +4,7 @@ Every other key of `config.model` must be a field of that class; `num_classes` (
 equivalent) comes from the dataset.
 """
 
+from fmjax.models.bert import BERT
 from fmjax.models.cnn import CNN1D, CNN2D
 from fmjax.models.dcgan import DCGAN
 from fmjax.models.gpt import GPT
@@ -24,6 +25,7 @@ MODELS = {
     "vae": VAE,
     "dcgan": DCGAN,
     "vit": ViT,
+    "bert": BERT,
 }
 
 

@@ -4,9 +4,11 @@ from fmjax.tasks.base import Task
 from fmjax.tasks.classification import Classification
 from fmjax.tasks.gan import GAN
 from fmjax.tasks.lm import LanguageModel
+from fmjax.tasks.mlm import MaskedLanguageModel
 from fmjax.tasks.vae import VAE
 
-TASKS = {"classification": Classification, "lm": LanguageModel, "vae": VAE, "gan": GAN}
+TASKS = {"classification": Classification, "lm": LanguageModel, "vae": VAE, "gan": GAN,
+         "mlm": MaskedLanguageModel}
 
 
 def build_task(config, info) -> Task:
