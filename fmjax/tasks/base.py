@@ -1,8 +1,10 @@
 """What a model family provides to the one train loop.
 
-The loop never branches on the family: it asks the task to init variables, compute a loss (with
-metrics and updated non-parameter collections such as batch statistics), produce per-example eval
-outputs on the device, and reduce those on the host to eval metrics.
+The loop never branches on the family: it asks the task to init variables, build its optimizer,
+take one update (by default the gradient of `loss_fn`, with metrics and updated non-parameter
+collections such as batch statistics; a GAN steps two parameter trees in turn), produce
+per-example eval outputs on the device, reduce those on the host to eval metrics, and render any
+eval images.
 """
 
 import dataclasses
