@@ -137,10 +137,10 @@ def cmd_sample():
     run = runs.restore(_require("workdir"), FLAGS.step)
     if run.config.task != "lm":
         return sample_images(run)
-    model, params, tokenizer = sampling.restore_language_model(run.workdir, run.step)
-    tokens = sampling.generate(model, params, tokenizer.encode(FLAGS.prompt), FLAGS.max_new_tokens,
-                               FLAGS.seed, FLAGS.num_samples, FLAGS.temperature, FLAGS.top_k,
-                               FLAGS.top_p)
+    tokenizer = sampling.tokenizer_of(run)
+    tokens = sampling.generate(run.task.model, run.params, tokenizer.encode(FLAGS.prompt),
+                               FLAGS.max_new_tokens, FLAGS.seed, FLAGS.num_samples,
+                               FLAGS.temperature, FLAGS.top_k, FLAGS.top_p)
     print("\n---------------\n".join(tokenizer.decode(row) for row in tokens))
 
 

@@ -8,7 +8,7 @@ import pathlib
 import jax
 
 from fmjax import checkpoint, configs, sharding, state as state_lib
-from fmjax.data import DataInfo, tokenizers
+from fmjax.data import DataInfo
 from fmjax.errors import UserError
 from fmjax.tasks import build_task
 
@@ -20,15 +20,12 @@ def data_info_asset(info: DataInfo) -> dict[str, bytes]:
     return {DATA_INFO_FILE: json.dumps(dataclasses.asdict(info)).encode()}
 
 
-def _data_info(workdir: pathlib.Path, config) -> DataInfo:
+def _data_info(workdir: pathlib.Path) -> DataInfo:
     path = workdir / DATA_INFO_FILE
-    if path.exists():
-        d = json.loads(path.read_text())
-        return DataInfo(**{**d, "input_shape": tuple(d["input_shape"])})
-    tokenizer = tokenizers.load_from_workdir(workdir)   # language-model runs before data_info
-    if config.task == "lm" and tokenizer is not None:
-        return DataInfo(tokenizer.vocab_size, (config.data.seq_len,), 0, 0)
-    raise UserError(f"{workdir} has no {DATA_INFO_FILE}; it was not written by `fmjax train`")
+    if not path.exists():
+        raise UserError(f"{workdir} has no {DATA_INFO_FILE}; it was not written by `fmjax train`")
+    d = json.loads(path.read_text())
+    return DataInfo(**{**d, "input_shape": tuple(d["input_shape"])})
 
 
 @dataclasses.dataclass
@@ -47,7 +44,7 @@ def restore(workdir, step: int | None = None) -> Run:
     if not (workdir / "config.json").exists():
         raise UserError(f"{workdir} holds no fmjax run (no config.json)")
     config = configs.from_json_dict(json.loads((workdir / "config.json").read_text()))
-    task = build_task(config, _data_info(workdir, config))
+    task = build_task(config, _data_info(workdir))
     config.mesh.update(data=1, fsdp=1, tensor=1)   # after training: one device is enough
     mesh = sharding.make_mesh(config.mesh)
     tx, _ = task.optimizer()

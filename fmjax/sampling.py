@@ -112,15 +112,14 @@ def generate_without_cache(model, params, prompt_P: np.ndarray, max_new_tokens: 
     return tokens[:, :p + max_new_tokens]
 
 
-def restore_language_model(workdir, step: int | None = None):
-    """(model, params, tokenizer) of the language-model run in `workdir`."""
-    from fmjax import runs
+def tokenizer_of(run):
+    """The tokenizer stored with the language-model run `run` (a `runs.Run`)."""
     from fmjax.data import tokenizers
 
-    run = runs.restore(workdir, step)
     if run.config.task != "lm":
-        raise UserError(f"{workdir} holds a '{run.config.task}' run, not a language model")
-    tokenizer = tokenizers.load_from_workdir(workdir)
+        raise UserError(f"{run.workdir} holds a '{run.config.task}' run, not a language model")
+    tokenizer = tokenizers.load_from_workdir(run.workdir)
     if tokenizer is None:
-        raise UserError(f"{workdir} holds no tokenizer file; it was not written by `fmjax train`")
-    return run.task.model, run.params, tokenizer
+        raise UserError(f"{run.workdir} holds no tokenizer file; it was not written by "
+                        "`fmjax train`")
+    return tokenizer

@@ -51,8 +51,10 @@ def _init_compiler_options(abstract_state) -> dict | None:
     return None
 
 
-def init_state(task, tx, seed: int, mesh, rules, abstract_state, shardings) -> TrainState:
-    """Initialise directly into `shardings`: each device computes only its own shards."""
+def init_state(task, tx, seed: int, mesh, rules, abstract_state) -> TrainState:
+    """Initialise directly into `abstract_state`'s shardings: each device computes only its own
+    shards."""
+    shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
     init = jax.jit(lambda: sharding.unbox(init_boxed(task, tx, seed)), out_shardings=shardings)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         return init.lower().compile(_init_compiler_options(abstract_state))()

@@ -80,7 +80,7 @@ def restore_or_init(exp: Experiment, manager, writers_message=print):
     """The latest checkpoint's state if the workdir has one, else a fresh sharded init."""
     if exp.latest_step is None:
         return state_lib.init_state(exp.task, exp.tx, exp.config.train.seed, exp.mesh, exp.rules,
-                                    exp.abstract_state, exp.state_shardings)
+                                    exp.abstract_state)
     writers_message(f"resuming from the checkpoint at step {exp.latest_step}")
     return checkpoint.restore(manager, exp.latest_step, exp.abstract_state)
 

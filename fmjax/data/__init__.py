@@ -1,8 +1,9 @@
 """Dataset registry: `config.data.name` -> a dataclass whose fields are the other data keys.
 
 Each source's `pipeline(seed, workdir)` returns an object with `info` (DataInfo),
-`train_iterator(start_step, global_batch_size)` yielding this host's numpy batches, `eval_batches(global_batch_size)`, and
-`assets()`: files ({name: bytes}) the workdir must keep, such as a tokenizer.
+`train_iterator(start_step, global_batch_size)` yielding this host's numpy batches,
+`eval_batches(global_batch_size)`, and `assets()`: files ({name: bytes}) the workdir must keep,
+such as a tokenizer.
 """
 
 from fmjax.data.digits import Digits

@@ -61,6 +61,10 @@ class GAN(GeneratesImages):
         if config.train.grad_accum_steps != 1:
             raise UserError("GANs do not support config.train.grad_accum_steps > 1")
         self.model = build_model(config.model, image_shape=tuple(info.input_shape))
+        t = config.train   # one optimizer per parameter tree; `update` steps them in turn
+        self.txs = {"generator": optim.build(config.optimizer, t.num_steps, t.clip_grad_norm),
+                    "discriminator": optim.build(self._d_optimizer_config(), t.num_steps,
+                                                 t.clip_grad_norm)}
         self._samples_fn = jax.jit(lambda params, extra, z: self._generate(params, extra, z))
 
     # ---- set-up ----------------------------------------------------------------------------
@@ -76,12 +80,8 @@ class GAN(GeneratesImages):
         return opt
 
     def optimizer(self):
-        c = self.config
-        txs = {"generator": optim.build(c.optimizer, c.train.num_steps, c.train.clip_grad_norm),
-               "discriminator": optim.build(self._d_optimizer_config(), c.train.num_steps,
-                                            c.train.clip_grad_norm)}
-        self.txs = txs
-        return optim.per_tree(txs), optim.schedule(c.optimizer, c.train.num_steps)
+        return optim.per_tree(self.txs), optim.schedule(self.config.optimizer,
+                                                        self.config.train.num_steps)
 
     def example_batch(self):
         return {"inputs": np.zeros((1, *self.info.input_shape), np.float32)}
