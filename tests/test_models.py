@@ -2,6 +2,7 @@
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fmjax.models.layers import Conv1D
@@ -19,12 +20,18 @@ def test_conv1d_equals_flax_conv_with_the_same_parameters():
 
 
 def test_einsum_attention_equals_jax_dot_product_attention():
-    from fmjax.models.transformer import einsum_attention
+    """The CPU path (einsums) against jax.nn.dot_product_attention: causal, masked, and both."""
+    from fmjax.models.transformer import attention, attention_mask
     q, k, v = (jax.random.normal(jax.random.key(i), (2, 7, 3, 8)) for i in range(3))
-    np.testing.assert_allclose(einsum_attention(q, k, v, causal=True),
+    np.testing.assert_allclose(attention(q, k, v, causal=True),
                                jax.nn.dot_product_attention(q, k, v, is_causal=True),
                                rtol=1e-5, atol=1e-6)
     mask = jax.random.bernoulli(jax.random.key(3), 0.7, (2, 1, 7, 7)).at[..., 0].set(True)
-    np.testing.assert_allclose(einsum_attention(q, k, v, mask),
-                               jax.nn.dot_product_attention(q, k, v, mask=mask),
-                               rtol=1e-5, atol=1e-6)
+    for causal in (False, True):
+        np.testing.assert_allclose(attention(q, k, v, mask, causal),
+                                   jax.nn.dot_product_attention(q, k, v, mask=mask,
+                                                                is_causal=causal),
+                                   rtol=1e-5, atol=1e-6)
+    keys_BS = jnp.arange(7)[None] < jnp.array([[7], [4]])     # the second row has 3 pad keys
+    np.testing.assert_array_equal(attention_mask(7, 7, True, keys_BS)[1, 0, 6],
+                                  [True] * 4 + [False] * 3)

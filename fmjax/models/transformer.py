@@ -44,13 +44,20 @@ def rotary(x_BTNH, positions_BT, base: float = 10000.0):
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BTNH.dtype)
 
 
-def einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None, causal: bool = False):
+def attention_mask(t: int, s: int, causal: bool, key_mask_BS=None):
+    """[B or 1, 1, T, S] bool (True = may attend): causal and/or padded keys masked; None if
+    neither applies."""
+    mask_B1TS = jnp.tril(jnp.ones((t, s), bool))[None, None] if causal else None
+    if key_mask_BS is not None:
+        keys_B1TS = key_mask_BS[:, None, None, :]
+        mask_B1TS = keys_B1TS if mask_B1TS is None else mask_B1TS & keys_B1TS
+    return mask_B1TS
+
+
+def einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None):
     """softmax(q k^T / sqrt(H)) v as two einsums: what `jax.nn.dot_product_attention` computes."""
     scale = 1.0 / math.sqrt(q_BTNH.shape[-1])
     logits_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BSNH).astype(jnp.float32) * scale
-    if causal:
-        t, s = logits_BNTS.shape[-2:]
-        mask_B1TS = jnp.tril(jnp.ones((t, s), bool))[None, None]
     if mask_B1TS is not None:
         logits_BNTS = jnp.where(mask_B1TS, logits_BNTS, jnp.finfo(jnp.float32).min)
     probs_BNTS = jax.nn.softmax(logits_BNTS, axis=-1).astype(v_BSNH.dtype)
@@ -60,16 +67,23 @@ def einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None, causal: bool = Fals
 def attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None, causal: bool = False):
     """`jax.nn.dot_product_attention`, which uses a fused kernel where the backend has one. CPUs
     have none, and there the plain einsums are faster (the :cpu char GPT trains 10% faster:
-    benchmarks/RESULTS.md); tests/test_lm.py checks the two agree."""
+    benchmarks/RESULTS.md); tests/test_lm.py checks the two agree. `mask_B1TS` (True = attend)
+    and `causal` combine."""
     if jax.default_backend() == "cpu":
-        return einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS, causal)
+        if causal:
+            causal_11TS = attention_mask(q_BTNH.shape[1], k_BSNH.shape[1], True)
+            mask_B1TS = causal_11TS if mask_B1TS is None else mask_B1TS & causal_11TS
+        return einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS)
     return jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS, is_causal=causal)
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through `attention` (`jax.nn.dot_product_attention`, fused where
-    the backend has a kernel). With `decode`, keys and values are appended to a 'cache' collection of length
-    `max_len`, so a prompt can be fed at once and then one token per call."""
+    """Multi-head attention through `attention` (`jax.nn.dot_product_attention`, fused where the
+    backend has a kernel). Self-attention by default; given `kv_BSD` (an encoder's output) it is
+    cross-attention: queries from `x_BTD`, keys and values from `kv_BSD`. `key_mask_BS` marks
+    real (not padding) keys. With `decode`, self-attention keys and values are appended to a
+    'cache' collection of length `max_len`, so a prompt can be fed at once and then one token per
+    call."""
     num_heads: int
     head_dim: int
     max_len: int
@@ -95,15 +109,21 @@ class Attention(nn.Module):
         return constrain(y_BTNH, "batch", "length", "heads", "kv")
 
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, decode: bool = False):
-        q_BTNH, k_BTNH, v_BTNH = (self._project_in(n, x_BTD) for n in ("query", "key", "value"))
-        if self.use_rotary:
-            q_BTNH, k_BTNH = rotary(q_BTNH, positions_BT), rotary(k_BTNH, positions_BT)
-        if decode:
-            k_BSNH, v_BSNH, mask = self._update_cache(k_BTNH, v_BTNH, positions_BT)
-            out_BTNH = attention(q_BTNH, k_BSNH, v_BSNH, mask)
+    def __call__(self, x_BTD, positions_BT, decode: bool = False, key_mask_BS=None,
+                 kv_BSD=None):
+        cross = kv_BSD is not None
+        q_BTNH = self._project_in("query", x_BTD)
+        k_BSNH, v_BSNH = (self._project_in(n, kv_BSD if cross else x_BTD)
+                          for n in ("key", "value"))
+        if self.use_rotary and not cross:
+            q_BTNH, k_BSNH = rotary(q_BTNH, positions_BT), rotary(k_BSNH, positions_BT)
+        mask_B1TS = attention_mask(x_BTD.shape[1], k_BSNH.shape[1], False, key_mask_BS)
+        if decode and not cross:
+            k_BSNH, v_BSNH, cache_mask_B1TS = self._update_cache(k_BSNH, v_BSNH, positions_BT)
+            out_BTNH = attention(q_BTNH, k_BSNH, v_BSNH, cache_mask_B1TS)
         else:
-            out_BTNH = attention(q_BTNH, k_BTNH, v_BTNH, causal=self.causal)
+            out_BTNH = attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS,
+                                 causal=self.causal and not cross)
         out_BTNH = constrain(out_BTNH, "batch", "length", "heads", "kv")
         d = x_BTD.shape[-1]
         kernel_NHD = self._param("out_kernel", (self.num_heads, self.head_dim, d),
@@ -154,7 +174,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN Transformer block: x + drop(attn(LN(x))), then x + drop(mlp(LN(x)))."""
+    """Pre-LN Transformer block: x + drop(attn(LN(x))), [x + drop(cross_attn(LN(x), memory)),]
+    then x + drop(mlp(LN(x))). `mask_BS` marks real tokens of x (for bidirectional attention over
+    padded inputs); `memory_BSD` with `memory_mask_BS` is the encoder output a decoder block
+    (`cross_attention=True`) attends to."""
     num_heads: int
     head_dim: int
     mlp_size: int
@@ -165,19 +188,34 @@ class Block(nn.Module):
     use_bias: bool = True
     dropout_rate: float = 0.0
     out_init_std: float = 0.02
+    cross_attention: bool = False
     dtype: Dtype = jnp.float32
 
+    def _attention(self, name: str, causal: bool):
+        return Attention(self.num_heads, self.head_dim, self.max_len, causal,
+                         self.use_rotary and causal, self.use_bias,
+                         out_init_std=self.out_init_std, dtype=self.dtype, name=name)
+
     @nn.compact
-    def __call__(self, x_BTD, positions_BT, train: bool = False, decode: bool = False):
+    def __call__(self, x_BTD, positions_BT, train: bool = False, decode: bool = False,
+                 mask_BS=None, memory_BSD=None, memory_mask_BS=None):
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
-        h = Attention(self.num_heads, self.head_dim, self.max_len, self.causal, self.use_rotary,
-                      self.use_bias, out_init_std=self.out_init_std, dtype=self.dtype,
-                      name="attention")(layer_norm(self.dtype, "ln_attention", self.use_bias)(x_BTD),
-                                        positions_BT, decode)
-        x_BTD = constrain(x_BTD + drop(h), "batch", "length", "embed")
-        h = MLP(self.mlp_size, self.activation, self.use_bias, out_init_std=self.out_init_std,
-                dtype=self.dtype, name="mlp")(layer_norm(self.dtype, "ln_mlp", self.use_bias)(x_BTD))
-        return constrain(x_BTD + drop(h), "batch", "length", "embed")
+
+        def residual(x_BTD, h_BTD):
+            return constrain(x_BTD + drop(h_BTD), "batch", "length", "embed")
+
+        def norm(name, x_BTD):
+            return layer_norm(self.dtype, name, self.use_bias)(x_BTD)
+
+        x_BTD = residual(x_BTD, self._attention("attention", self.causal)(
+            norm("ln_attention", x_BTD), positions_BT, decode, mask_BS))
+        if self.cross_attention:
+            x_BTD = residual(x_BTD, self._attention("cross_attention", False)(
+                norm("ln_cross_attention", x_BTD), positions_BT, False, memory_mask_BS,
+                memory_BSD))
+        h_BTD = MLP(self.mlp_size, self.activation, self.use_bias, out_init_std=self.out_init_std,
+                    dtype=self.dtype, name="mlp")(norm("ln_mlp", x_BTD))
+        return residual(x_BTD, h_BTD)
 
 
 def remat_block(policy: str):
