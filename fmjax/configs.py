@@ -31,6 +31,10 @@ def base_config() -> ml_collections.ConfigDict:
     """Every key an experiment may set, with its default. `model` and `data` are per-experiment."""
     c = ml_collections.ConfigDict()
     c.task = "classification"
+    # Fine-tuning: a workdir whose checkpoint initialises every parameter this model shares with
+    # it (same path, same shape), when this run's workdir has no checkpoint of its own.
+    c.init_from = ""
+    c.init_from_step = 0         # its checkpoint to use (0 = the latest)
     c.task_options = ml_collections.ConfigDict()   # the task's own keys (filled by `experiment`)
     c.model = ml_collections.ConfigDict({"name": "", "dtype": "float32"})
     c.data = ml_collections.ConfigDict({"name": ""})
@@ -64,6 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
         eps=1e-8,
         weight_decay=0.0,        # decoupled (adamw, adafactor) or L2-free masks for sgd/adam
         decay_biases_and_norms=False,
+        freeze=(),               # regexes (re.search) over parameter paths: no update, no state
+        layer_decay=1.0,         # lr multiplier decay ** (L + 1 - depth) per layer (1 = off)
     ))
     c.checkpoint = ml_collections.ConfigDict(dict(
         every=1000,
@@ -198,6 +204,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check_fields("model", config.model, lookup("model", config.model.name, models.MODELS))
     check_fields("data", config.data, lookup("dataset", config.data.name, data.SOURCES))
     optim.validate(config.optimizer)
+    if config.init_from_step < 0:
+        raise UserError(f"config.init_from_step must be >= 0 (0 = the latest checkpoint), got "
+                        f"{config.init_from_step}")
     if (config.optimizer.schedule in ("warmup_cosine", "warmup_linear")
             and config.optimizer.warmup_steps >= config.train.num_steps):
         raise UserError(f"config.optimizer.warmup_steps={config.optimizer.warmup_steps} leaves no "

@@ -1,10 +1,19 @@
-"""Optax optimizers and learning-rate schedules built from `config.optimizer`."""
+"""Optax optimizers and learning-rate schedules built from `config.optimizer`.
 
-import flax
+Fine-tuning knobs: `freeze` (regexes over parameter paths such as 'block_0/attention/query_kernel';
+frozen parameters get no update and no optimizer state) and `layer_decay` (BEiT/ELECTRA layer-wise
+learning-rate decay: the blocks nearest the input learn slowest).
+"""
+
+import re
+from typing import Callable
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import optax
 
+from fmjax.checkpoint import path_name
 from fmjax.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adafactor")
@@ -18,6 +27,14 @@ def validate(opt) -> None:
         raise UserError(f"unknown schedule '{opt.schedule}' (known: {', '.join(SCHEDULES)})")
     if opt.learning_rate <= 0:
         raise UserError(f"config.optimizer.learning_rate must be positive, got {opt.learning_rate}")
+    if not 0 < opt.layer_decay <= 1:
+        raise UserError(f"config.optimizer.layer_decay must be in (0, 1] (1 = off), got "
+                        f"{opt.layer_decay}")
+    for pattern in opt.freeze:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise UserError(f"config.optimizer.freeze: bad regular expression {pattern!r}: {e}")
 
 
 def schedule(opt, num_steps: int) -> optax.Schedule:
@@ -36,12 +53,18 @@ def schedule(opt, num_steps: int) -> optax.Schedule:
     return optax.piecewise_constant_schedule(lr, boundaries)
 
 
+def _map_params(fn, params):
+    """fn('a/b/c' path, unboxed array) at every parameter, boxed (logical axes) or not."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: fn(path_name(path), nn.unbox(x)), params,
+        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
 def decay_mask(params):
     """True for weights that should decay: matrices, kernels and embeddings; not biases (even
-    per-head ones, which are 2-D) or norm scales."""
-    flat = flax.traverse_util.flatten_dict(params)
-    return flax.traverse_util.unflatten_dict(
-        {k: jnp.ndim(nn.unbox(v)) > 1 and not k[-1].endswith("bias") for k, v in flat.items()})
+    per-head ones, which are 2-D) or norm scales. (Frozen parameters, `optax.MaskedNode`s inside
+    the trained partition, hold no array and stay as they are.)"""
+    return _map_params(lambda path, x: jnp.ndim(x) > 1 and not path.endswith("bias"), params)
 
 
 def _base(opt, lr, mask) -> optax.GradientTransformation:
@@ -60,18 +83,71 @@ def _base(opt, lr, mask) -> optax.GradientTransformation:
                            weight_decay_mask=mask)
 
 
+def freeze_labels(patterns) -> Callable:
+    """params -> a tree of 'frozen' (path matched by one of `patterns`, re.search) / 'train'."""
+    def labels(params):
+        tree = _map_params(lambda p, _: "frozen" if any(re.search(r, p) for r in patterns)
+                           else "train", params)
+        paths = jax.tree.leaves(_map_params(lambda p, _: p, params))
+        for pattern in patterns:   # a misspelt pattern would otherwise freeze nothing, silently
+            if not any(re.search(pattern, p) for p in paths):
+                raise UserError(f"config.optimizer.freeze: {pattern!r} matches no parameter "
+                                f"(parameters look like {paths[0]!r})")
+        return tree
+    return labels
+
+
+_BLOCK = re.compile(r"^block_(\d+)(/|$)")
+_BEFORE_BLOCKS = re.compile(r"^[^/]*(embed|cls_token)")   # token/position/patch embeddings
+
+
+def layer_depth(path: str, num_layers: int) -> int:
+    """0 for the embeddings, i + 1 inside `block_i`, num_layers + 1 for what follows the blocks
+    (final norm, heads)."""
+    block = _BLOCK.match(path)
+    if block:
+        return int(block.group(1)) + 1
+    return 0 if _BEFORE_BLOCKS.match(path) else num_layers + 1
+
+
+def layer_decay_multipliers(params, decay: float):
+    """The learning-rate multiplier of every parameter: decay ** (L + 1 - depth), L = number of
+    `block_i` (BEiT, ELECTRA); 1 for the head, decay ** (L + 1) for the embeddings."""
+    paths = jax.tree.leaves(_map_params(lambda p, _: p, params))
+    blocks = [int(m.group(1)) for m in map(_BLOCK.match, paths) if m]
+    num_layers = max(blocks) + 1 if blocks else 0
+    return _map_params(lambda p, _: decay ** (num_layers + 1 - layer_depth(p, num_layers)), params)
+
+
+def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+    """Multiply each update by its layer's multiplier: the same as a per-layer learning rate
+    (decoupled weight decay, which adamw scales by the learning rate, included)."""
+    def update(updates, state, params=None):
+        multipliers = layer_decay_multipliers(updates, decay)
+        return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def build(opt, num_steps: int, clip_grad_norm: float = 0.0) -> optax.GradientTransformation:
-    """Optimizer from config: [global-norm clipping] -> [L2 decay] -> update rule.
+    """Optimizer from config: [global-norm clipping] -> [L2 decay] -> update rule, over the
+    parameters not frozen by `freeze`, then [layer-wise lr decay].
 
     Weight decay skips biases and norm parameters unless `decay_biases_and_norms` is set; for
-    sgd/adam/rmsprop it is coupled L2 added to the gradient.
+    sgd/adam/rmsprop it is coupled L2 added to the gradient. Clipping sees only the trained
+    parameters' gradients.
     """
     mask = None if opt.decay_biases_and_norms else decay_mask
     parts = [optax.clip_by_global_norm(clip_grad_norm)] if clip_grad_norm > 0 else []
     if opt.weight_decay and opt.name in ("sgd", "adam", "rmsprop"):
         parts.append(optax.add_decayed_weights(opt.weight_decay, mask))
     parts.append(_base(opt, schedule(opt, num_steps), mask))
-    return optax.chain(*parts)
+    tx = optax.chain(*parts)
+    if opt.freeze:
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                                   freeze_labels(tuple(opt.freeze)))
+    if opt.layer_decay != 1.0:
+        tx = optax.chain(tx, scale_by_layer_decay(opt.layer_decay))
+    return tx
 
 
 def per_tree(txs: dict[str, optax.GradientTransformation]) -> optax.GradientTransformation:

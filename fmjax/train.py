@@ -35,6 +35,7 @@ class Experiment:
     abstract_state: Any
     state_shardings: Any
     latest_step: int | None     # newest checkpoint in the workdir, if any
+    init_source: checkpoint.InitSource | None = None   # config.init_from, for a fresh start
 
 
 def prepare(config: ml_collections.ConfigDict, workdir=None) -> Experiment:
@@ -59,8 +60,12 @@ def prepare(config: ml_collections.ConfigDict, workdir=None) -> Experiment:
         if latest_step is not None:
             checkpoint.check_compatible(manager, latest_step, abstract_state)
         manager.close()
+    init_source = None   # a resumed run restores its own checkpoint, never init_from again
+    if config.init_from and latest_step is None:
+        init_source = checkpoint.plan_init_from(config.init_from, config.init_from_step,
+                                                abstract_state)
     return Experiment(config, mesh, rules, pipeline, task, tx, lr_schedule, abstract_state,
-                      state_shardings, latest_step)
+                      state_shardings, latest_step, init_source)
 
 
 def evaluate(exp: Experiment, state, eval_step) -> dict[str, float]:
@@ -77,10 +82,15 @@ def evaluate(exp: Experiment, state, eval_step) -> dict[str, float]:
 
 
 def restore_or_init(exp: Experiment, manager, writers_message=print):
-    """The latest checkpoint's state if the workdir has one, else a fresh sharded init."""
+    """The latest checkpoint's state if the workdir has one, else a fresh sharded init (with the
+    arrays `config.init_from` provides read from that run's checkpoint)."""
     if exp.latest_step is None:
-        return state_lib.init_state(exp.task, exp.tx, exp.config.train.seed, exp.mesh, exp.rules,
-                                    exp.abstract_state)
+        state = state_lib.init_state(exp.task, exp.tx, exp.config.train.seed, exp.mesh,
+                                     exp.rules, exp.abstract_state)
+        if exp.init_source is not None:
+            state = checkpoint.restore_matching(exp.init_source, state)
+            writers_message(exp.init_source.message())
+        return state
     writers_message(f"resuming from the checkpoint at step {exp.latest_step}")
     return checkpoint.restore(manager, exp.latest_step, exp.abstract_state)
 

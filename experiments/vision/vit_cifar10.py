@@ -8,6 +8,7 @@ Variants:
             Needs a download; not measured here.
   :digits   offline: 8x8 digits in 2x2 patches (16 per image), 4 layers, 64 wide, batch 64,
             3000 steps, random crop (pad 1), no flip (digits are not mirror-symmetric).
+Mixup: `--config.task_options.mixup_alpha=0.2` (off by default).
 """
 
 from fmjax import configs

@@ -11,16 +11,21 @@ from fmjax.data.mnist1d import MNIST1D
 from fmjax.data.pipeline import DataInfo
 from fmjax.data.synthetic import SyntheticTokens
 from fmjax.data.text import Text
+from fmjax.data.text_classification import TextClassification
 from fmjax.data.tfds_images import TFDSImages
 from fmjax.data.tfds_text import TFDSText
+from fmjax.data.translation import SyntheticTranslation, Translation
 
 SOURCES = {
     "mnist1d": MNIST1D,
     "digits": Digits,
     "tfds": TFDSImages,
     "text": Text,
+    "text_classification": TextClassification,
     "tfds_text": TFDSText,
     "synthetic_tokens": SyntheticTokens,
+    "translation": Translation,
+    "synthetic_translation": SyntheticTranslation,
 }
 
 

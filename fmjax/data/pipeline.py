@@ -18,6 +18,8 @@ class DataInfo:
     input_shape: tuple[int, ...]   # one example, no batch dimension
     num_train: int
     num_eval: int
+    vocab_size: int = 0            # token inputs: ids are < vocab_size (0: inputs are not tokens)
+    input_dtype: str = "float32"
 
 
 @dataclasses.dataclass

@@ -11,6 +11,7 @@ from fmjax.models.gpt import GPT
 from fmjax.models.gru import GRUClassifier
 from fmjax.models.mlp import MLP, LogisticRegression
 from fmjax.models.resnet import ResNet
+from fmjax.models.seq2seq import EncoderDecoder
 from fmjax.models.vae import VAE
 from fmjax.models.vit import ViT
 
@@ -26,6 +27,7 @@ MODELS = {
     "dcgan": DCGAN,
     "vit": ViT,
     "bert": BERT,
+    "seq2seq": EncoderDecoder,
 }
 
 

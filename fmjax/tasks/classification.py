@@ -1,30 +1,72 @@
-"""Classification: cross-entropy training; accuracy, macro P/R/F1 and ROC-AUC at eval."""
+"""Classification: cross-entropy training; accuracy, macro P/R/F1 and ROC-AUC at eval.
 
+Inputs are features (float32) or, for text, token ids (`DataInfo.vocab_size` > 0, int32, -1 =
+padding), which the model embeds itself.
+
+Optional mixup (Zhang et al. 2018) for feature inputs: each training batch is blended with a
+shuffled copy of itself, x = lam x + (1 - lam) x[perm] and the same for one-hot labels, with
+lam ~ Beta(alpha, alpha) per step; `train/accuracy` is then against the label with the larger
+weight.
+"""
+
+import dataclasses
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fmjax.errors import UserError
 from fmjax.models import build_model
 from fmjax.tasks.base import Task
 from fmjax.tasks.classification_metrics import classification_metrics
 
 
+@dataclasses.dataclass
+class ClassificationOptions:
+    mixup_alpha: float = 0.0        # 0 = no mixup; 0.2-1.0 is usual for images
+
+
 class Classification(Task):
     default_best_metric = "eval/accuracy"
+    Options = ClassificationOptions
 
     def __init__(self, config, info):
         super().__init__(config, info)
-        self.model = build_model(config.model, num_classes=info.num_classes)
+        tokens = {"vocab_size": info.vocab_size} if info.vocab_size else {}
+        self.model = build_model(config.model, num_classes=info.num_classes, **tokens)
+        if self.options.mixup_alpha < 0 or (self.options.mixup_alpha and info.vocab_size):
+            raise UserError("config.task_options.mixup_alpha must be >= 0, and 0 for token "
+                            "inputs (ids cannot be blended)")
+
+    def mixup_loss(self, params, extra, inputs, labels_B, rng):
+        """(mean cross-entropy against blended one-hot labels, logits_BC, the label with the
+        larger weight_B, extra)."""
+        lam_key, perm_key, rng = jax.random.split(rng, 3)
+        lam = jax.random.beta(lam_key, self.options.mixup_alpha, self.options.mixup_alpha)
+        perm_B = jax.random.permutation(perm_key, labels_B.shape[0])
+        targets_BC = jax.nn.one_hot(labels_B, self.info.num_classes)
+        mixed = lam * inputs + (1 - lam) * inputs[perm_B]
+        logits_BC, extra = self.apply_train(params, extra, mixed, rng)
+        logits_BC = logits_BC.astype(jnp.float32)
+        targets_BC = lam * targets_BC + (1 - lam) * targets_BC[perm_B]
+        loss = optax.softmax_cross_entropy(logits_BC, targets_BC).mean()
+        return loss, logits_BC, jnp.where(lam >= 0.5, labels_B, labels_B[perm_B]), extra
 
     def example_batch(self):
-        return {"inputs": np.zeros((1, *self.info.input_shape), np.float32),
+        return {"inputs": np.zeros((1, *self.info.input_shape), self.info.input_dtype),
                 "labels": np.zeros((1,), np.int32)}
 
     def loss_fn(self, params, extra, batch, rng):
-        logits_BC, extra = self.apply_train(params, extra, batch["inputs"], rng)
-        logits_BC = logits_BC.astype(jnp.float32)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits_BC, batch["labels"]).mean()
-        accuracy = (logits_BC.argmax(-1) == batch["labels"]).mean()
+        labels_B = batch["labels"]
+        if self.options.mixup_alpha:
+            loss, logits_BC, labels_B, extra = self.mixup_loss(params, extra, batch["inputs"],
+                                                               labels_B, rng)
+        else:
+            logits_BC, extra = self.apply_train(params, extra, batch["inputs"], rng)
+            logits_BC = logits_BC.astype(jnp.float32)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits_BC, labels_B).mean()
+        accuracy = (logits_BC.argmax(-1) == labels_B).mean()
         return loss, ({"loss": loss, "accuracy": accuracy}, extra)
 
     def eval_outputs(self, params, extra, batch):

@@ -33,7 +33,7 @@ class MaskedLanguageModel(Task):
         super().__init__(config, info)
         self.seq_len = info.input_shape[0]
         self.mask_id = info.num_classes                     # one id past the tokenizer's
-        self.model = build_model(config.model, vocab_size=info.num_classes + 1)
+        self.model = build_model(config.model, vocab_size=info.num_classes + 1, num_classes=0)
 
     def example_batch(self):
         return {"inputs": np.zeros((1, self.seq_len), np.int32)}
