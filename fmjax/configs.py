@@ -51,7 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
         clip_grad_norm=0.0,      # 0 disables global-norm clipping
         z_loss=0.0,              # language models: weight of mean(logsumexp(logits)^2)
         peak_tflops_per_device=0.0,   # MFU denominator; 0 = look up the device kind
-        nan_policy="stop",       # "stop": abort on a non-finite loss
+        nan_policy="stop",       # "stop": abort on a non-finite loss; "skip": drop that update
+        max_nan_skips=10,        # "skip": stop anyway once more steps than this were skipped
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adam",             # sgd | adam | adamw | rmsprop | adafactor
@@ -211,9 +212,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             and config.optimizer.warmup_steps >= config.train.num_steps):
         raise UserError(f"config.optimizer.warmup_steps={config.optimizer.warmup_steps} leaves no "
                         f"steps to decay over in config.train.num_steps={config.train.num_steps}")
-    if config.train.nan_policy not in ("stop",):
+    if config.train.nan_policy not in ("stop", "skip"):
         raise UserError(f"unknown config.train.nan_policy '{config.train.nan_policy}' "
-                        "(known: stop)")
+                        "(known: stop, skip)")
     if config.checkpoint.best_mode not in ("max", "min"):
         raise UserError("config.checkpoint.best_mode must be 'max' or 'min'")
 

@@ -14,5 +14,14 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+class WorkdirError(UserError):
+    """The workdir cannot be written (no permission, disk full, not a directory); training stops
+    and the checkpoints written before stay intact."""
+
+
 class NonFiniteLoss(RuntimeError):
     """Training produced a NaN/Inf loss; the last good checkpoint is kept, nothing newer saved."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM: training stopped early after saving a checkpoint; the same command resumes."""

@@ -1,4 +1,4 @@
-"""The `fmjax` command line: train | eval | inspect | sample.
+"""The `fmjax` command line: train | eval | inspect | sample | translate.
 
     fmjax train   --config experiments/mnist1d/cnn.py[:variant] --workdir runs/cnn [--config.a.b=v]
     fmjax eval    --workdir runs/cnn [--step N]
@@ -6,6 +6,12 @@
     fmjax sample  --workdir runs/gpt --prompt "ROMEO:" [--max_new_tokens 500 --temperature 0.8
                   --top_k 40 --top_p 1.0 --seed 0 --num_samples 1 --step N]
     fmjax sample  --workdir runs/vae --num 64 --out grid.png [--interpolate] [--seed 0]
+    fmjax translate --workdir runs/mt --input "olá mundo" [--beam_size 4 --length_penalty 0.6]
+    fmjax launch_local --num_processes=2 --devices_per_process=4 -- train --config ... --workdir ...
+
+Every command first joins a multi-process run when the environment asks for one
+(`fmjax.distributed`: the FMJAX_* variables `launch_local` sets, or FMJAX_DISTRIBUTED=auto for
+JAX's own TPU VM / SLURM / GKE detection).
 
 Bad input (unknown key, wrong type, impossible mesh, indivisible batch, unknown name, missing
 dataset, a checkpoint that does not fit) prints one line and exits with status 2 before any work.
@@ -18,8 +24,10 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-COMMANDS = ("train", "eval", "inspect", "sample")
-USAGE = "usage: fmjax {train|eval|inspect|sample} [--config FILE[:variant]] [--workdir DIR] ..."
+PREEMPTED_STATUS = 143
+COMMANDS = ("train", "eval", "inspect", "sample", "translate")
+USAGE = ("usage: fmjax {train|eval|inspect|sample|translate} [--config FILE[:variant]] "
+         "[--workdir DIR] ... (or: fmjax launch_local --num_processes=N -- COMMAND ...)")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
@@ -37,6 +45,9 @@ flags.DEFINE_integer("num_samples", 1, "sample: independent continuations of the
 flags.DEFINE_integer("num", 64, "sample (images): how many images.")
 flags.DEFINE_string("out", None, "sample (images): the PNG file to write.")
 flags.DEFINE_bool("interpolate", False, "sample (images): a latent interpolation strip.")
+flags.DEFINE_string("input", None, "translate: the text, one sentence per line.")
+flags.DEFINE_integer("beam_size", None, "translate: beams (1 = greedy; default: the run's).")
+flags.DEFINE_float("length_penalty", None, "translate: GNMT alpha (default: the run's).")
 
 
 def fail(message: str, status: int = 2):
@@ -113,6 +124,7 @@ def cmd_eval():
     if not config_path.exists():
         fail(f"{workdir} holds no fmjax run (no config.json)")
     config = configs.from_json_dict(json.loads(config_path.read_text()))
+    _fit_mesh_to_devices(config)
     exp = prepare(config, workdir)
     manager = checkpoint.read_only_manager(workdir)
     steps = manager.all_steps() if manager else []
@@ -124,6 +136,24 @@ def cmd_eval():
         state = checkpoint.restore(manager, step, exp.abstract_state)
         metrics = evaluate(exp, state, make_eval_step(exp.task, exp.mesh, exp.state_shardings))
     print(json.dumps({"step": step, **metrics}, sort_keys=True))
+
+
+def _fit_mesh_to_devices(config) -> None:
+    """A run trained on a mesh this machine cannot form (e.g. 8 devices, evaluated on 1) is
+    evaluated with FSDP over every device here: the batch still splits over all of them, and the
+    parameters are sharded as finely as they can be, so a model that needed model parallelism to
+    fit still has the best chance to. The checkpoint is restored onto that mesh (resharded)."""
+    import jax
+    from fmjax import sharding
+    from fmjax.errors import UserError
+    try:
+        sharding.mesh_shape(config.mesh, jax.device_count())
+    except UserError:
+        trained = {a: config.mesh[a] for a in sharding.MESH_AXES}
+        config.mesh.update(data=1, fsdp=-1, tensor=1)
+        print(f"fmjax: the run's mesh {trained} does not fit the devices here "
+              f"({jax.device_count()}); evaluating with fsdp={jax.device_count()}",
+              file=sys.stderr)
 
 
 def cmd_inspect():
@@ -161,21 +191,54 @@ def sample_images(run):
     print(f"wrote {out}: {what} {FLAGS.num} images from the checkpoint at step {run.step}")
 
 
+def cmd_translate():
+    from fmjax import runs
+    from fmjax.data import tokenizers
+    run = runs.restore(_require("workdir"), FLAGS.step)
+    if run.config.task != "translation":
+        fail(f"{run.workdir} holds a '{run.config.task}' run, not a translation model")
+    run.task.tokenizer = tokenizers.load_from_workdir(run.workdir)
+    if run.task.tokenizer is None:
+        fail(f"{run.workdir} holds no tokenizer file; it was not written by `fmjax train`")
+    options = run.task.options
+    beam_size = options.beam_size if FLAGS.beam_size is None else FLAGS.beam_size
+    if beam_size < 1:
+        fail("--beam_size must be at least 1")
+    length_penalty = (options.length_penalty if FLAGS.length_penalty is None
+                      else FLAGS.length_penalty)
+    lines = _require("input").splitlines() or [""]
+    print("\n".join(run.task.translate(run.params, lines, beam_size, length_penalty)))
+
+
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fmjax` script."""
     from absl import logging
 
-    from fmjax.errors import NonFiniteLoss, UserError
+    from fmjax.errors import NonFiniteLoss, Preempted, UserError
 
     logging.set_verbosity(logging.ERROR)   # keep library chatter (orbax) off the console
-    command = _parse(sys.argv if argv is None else argv)
+    argv = sys.argv if argv is None else argv
+    if argv[1:2] == ["launch_local"]:
+        from fmjax import launch
+        sys.exit(launch.main(argv[2:], COMMANDS))
+    # Before the config file loads: importing fmjax's tasks already runs JAX code.
+    from fmjax import distributed
     try:
-        {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect,
-         "sample": cmd_sample}[command]()
+        distributed.initialize_from_env()
     except UserError as e:
         fail(str(e))
-    except NonFiniteLoss as e:
-        fail(str(e), status=1)
+    with distributed.failures_exit_at_once():
+        command = _parse(argv)
+        try:
+            {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect, "sample": cmd_sample,
+             "translate": cmd_translate}[command]()
+        except UserError as e:
+            fail(str(e))
+        except NonFiniteLoss as e:
+            fail(str(e), status=1)
+        except Preempted as e:   # 128 + SIGTERM: "terminated", so schedulers restart the job
+            print(f"fmjax: {e}", file=sys.stderr)
+            sys.exit(PREEMPTED_STATUS)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Only process 0 writes. On resume, lines for steps after the restored checkpoint 
 `metrics.jsonl`, so the file of a resumed run equals that of a run that never stopped.
 """
 
+import contextlib
 import json
 import math
 import pathlib
@@ -15,6 +16,7 @@ import jax
 from tqdm import tqdm
 
 from fmjax import image_grid
+from fmjax.errors import WorkdirError
 
 # Keys under this prefix measure the machine, not the model: they differ between identical runs.
 PERF_PREFIX = "perf/"
@@ -23,8 +25,13 @@ PERF_PREFIX = "perf/"
 def _truncate_after(path: pathlib.Path, step: int) -> None:
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except json.JSONDecodeError:   # blank, or torn by a crash in mid-write
+            pass
     path.write_text("".join(line + "\n" for line in kept))
 
 
@@ -56,6 +63,7 @@ class MetricWriters:
         self.jsonl_path = self.workdir / "metrics.jsonl"
         self.tensorboard = None
         self.progress = None
+        self._last = (start_step, time.perf_counter())   # every process measures its throughput
         if not self.active:
             return
         _truncate_after(self.jsonl_path, start_step)
@@ -63,7 +71,6 @@ class MetricWriters:
                                          purge_step=start_step + 1 if start_step else None)
         self.progress = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True,
                              disable=not show_progress, mininterval=1.0)
-        self._last = (start_step, time.perf_counter())
 
     def steps_per_sec(self, step: int) -> float:
         """Throughput since the previous call."""
@@ -76,8 +83,12 @@ class MetricWriters:
         if not self.active or not record:
             return
         record = {k: (float(v) if not isinstance(v, str) else v) for k, v in record.items()}
-        with self.jsonl_path.open("a") as f:
-            f.write(json.dumps({"step": step, **record}) + "\n")
+        try:
+            with self.jsonl_path.open("a") as f:
+                f.write(json.dumps({"step": step, **record}) + "\n")
+        except OSError as e:
+            raise WorkdirError(f"cannot write the metrics of step {step} to {self.jsonl_path}: "
+                               f"{e.strerror or e}; training stopped") from e
         for key, value in record.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.tensorboard.add_scalar(key, value, step)
@@ -111,5 +122,8 @@ class MetricWriters:
 
     def close(self) -> None:
         if self.active:
-            self.tensorboard.close()
             self.progress.close()
+            # A full disk stops training with the error of the checkpoint or metrics.jsonl write
+            # that met it; TensorBoard's last flush failing too must not hide that error.
+            with contextlib.suppress(OSError):
+                self.tensorboard.close()

@@ -18,6 +18,7 @@ class TrainState:
     params: Any
     opt_state: Any
     extra: Any               # non-parameter collections, e.g. {'batch_stats': ...}
+    skipped_steps: jax.Array  # int32 scalar: steps whose update nan_policy='skip' dropped
 
 
 def init_boxed(task, tx: optax.GradientTransformation, seed: int) -> TrainState:
@@ -25,7 +26,8 @@ def init_boxed(task, tx: optax.GradientTransformation, seed: int) -> TrainState:
     variables = dict(task.init(jax.random.key(seed)))
     params = variables.pop("params")
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), extra=variables)
+                      opt_state=tx.init(params), extra=variables,
+                      skipped_steps=jnp.zeros((), jnp.int32))
 
 
 def abstract_and_shardings(task, tx, seed: int, mesh, rules):

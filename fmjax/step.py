@@ -42,6 +42,17 @@ def _grads(task, params, extra, batch, rng, accum_steps: int, mesh):
     return grads, jax.tree.map(lambda m: m.mean(0), metrics_A), extra
 
 
+def _skip_if_nonfinite(state, new_state, metrics):
+    """nan_policy='skip': keep the old state (the step still counts, so the data moves on) when
+    the loss or any updated parameter is not finite, and count the skipped step."""
+    finite = jnp.isfinite(metrics["loss"])
+    for x in jax.tree.leaves(new_state.params):
+        finite &= jnp.isfinite(x).all()
+    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    kept = kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    return kept, {**metrics, "skipped_steps": kept.skipped_steps}
+
+
 def make_train_call(task, tx: optax.GradientTransformation, lr_schedule, config, mesh,
                     state_shardings):
     """Jitted (state, batches with leading axis K) -> (state, metrics with leading axis K)."""
@@ -54,6 +65,8 @@ def make_train_call(task, tx: optax.GradientTransformation, lr_schedule, config,
     def one_step(state, batch):
         rng = jax.random.fold_in(base_key, state.step)   # per-step randomness, history-free
         new_state, metrics = task.update(state, batch, rng, tx, grads_fn)
+        if config.train.nan_policy == "skip":
+            new_state, metrics = _skip_if_nonfinite(state, new_state, metrics)
         return (new_state.replace(step=state.step + 1),
                 {**metrics, "learning_rate": lr_schedule(state.step)})
 

@@ -8,6 +8,7 @@ calls, logging, evaluating and checkpointing on the configured boundaries.
 import contextlib
 import dataclasses
 import json
+import os
 import pathlib
 from typing import Any, Callable
 
@@ -17,8 +18,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fmjax import checkpoint, configs, data, perf, runs, sharding, state as state_lib, tasks
-from fmjax.errors import NonFiniteLoss
+from fmjax.errors import NonFiniteLoss, Preempted, WorkdirError
 from fmjax.metric_writers import MetricWriters
+from fmjax.preemption import PreemptionWatch
 from fmjax.step import make_eval_step, make_train_call
 
 
@@ -95,12 +97,24 @@ def restore_or_init(exp: Experiment, manager, writers_message=print):
     return checkpoint.restore(manager, exp.latest_step, exp.abstract_state)
 
 
-def _check_finite(metrics_K: dict, first_step: int) -> None:
+def _nonfinite_stop(metrics_K: dict, first_step: int, train_config) -> tuple[int, str] | None:
+    """(step, message) if the nan_policy says stop after this call's metrics, else None."""
+    if train_config.nan_policy == "skip":
+        skipped = np.asarray(metrics_K["skipped_steps"])
+        over = np.flatnonzero(skipped > train_config.max_nan_skips)
+        if not over.size:
+            return None
+        return first_step + int(over[0]) + 1, (
+            f"{skipped[over[0]]} steps skipped for a non-finite loss by step "
+            f"{first_step + over[0] + 1}, more than config.train.max_nan_skips="
+            f"{train_config.max_nan_skips}; stopped (the last good checkpoint is kept)")
     losses = np.asarray(metrics_K["loss"])
     bad = np.flatnonzero(~np.isfinite(losses))
-    if bad.size:
-        raise NonFiniteLoss(f"non-finite loss {losses[bad[0]]} at step {first_step + bad[0] + 1}; "
-                            "stopped (the last good checkpoint is kept)")
+    if not bad.size:
+        return None
+    return first_step + int(bad[0]) + 1, (f"non-finite loss {losses[bad[0]]} at step "
+                                     f"{first_step + bad[0] + 1}; stopped (the last good "
+                                     "checkpoint is kept)")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
@@ -108,15 +122,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     """Train (or resume) the experiment in `workdir`; returns the last eval metrics."""
     exp = prepare(config, workdir)
     tc, k = config.train, config.train.steps_per_call
+    if jax.process_count() > 1:   # all have seen the same workdir before process 0 writes to it
+        multihost_utils.sync_global_devices("fmjax: workdir read")
 
     # ---- From here on the workdir is written. -------------------------------------------------
     workdir = pathlib.Path(workdir)
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(configs.to_json(config))
-        assets = {**exp.pipeline.assets(), **runs.data_info_asset(exp.pipeline.info)}
-        for name, content in assets.items():
-            (workdir / name).write_bytes(content)
+        assets = {"config.json": configs.to_json(config).encode(), **exp.pipeline.assets(),
+                  **runs.data_info_asset(exp.pipeline.info)}
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            for name, content in assets.items():
+                _write_whole(workdir / name, content)
+        except OSError as e:
+            raise WorkdirError(f"cannot write to the workdir {workdir}: {e.strerror or e}") from e
     config_dict = json.loads(configs.to_json(config))
     manager = checkpoint.open_manager(workdir, config.checkpoint)
     step = exp.latest_step or 0
@@ -134,9 +153,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
             return evaluate(exp, state, eval_step)
 
     def fetch(end_step: int, metrics_K) -> dict:
-        """A finished call's metrics -> the train record for `end_step` (empty if not logged)."""
+        """A finished call's metrics -> the train record for `end_step` (empty if not logged).
+        Stops with NonFiniteLoss (after logging the bad step) if the nan_policy says so."""
         metrics_K = jax.device_get(metrics_K)
-        _check_finite(metrics_K, end_step - k)
+        stop = _nonfinite_stop(metrics_K, end_step - k, tc)
+        if stop is not None:
+            bad_step, message = stop
+            writers.write(bad_step, {f"train/{name}": v[bad_step - (end_step - k) - 1]
+                                     for name, v in metrics_K.items()})
+            raise NonFiniteLoss(message)
         writers.advance(end_step)
         if end_step % tc.log_every:
             return {}
@@ -146,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     # ---- The loop: one device call = k optimizer steps. ----------------------------------------
     eval_metrics: dict[str, float] = {}
     pending = None   # the previous call, fetched one call late so logging never stalls the device
-    with jax.set_mesh(exp.mesh), _finally_close(manager, writers):
+    with jax.set_mesh(exp.mesh), _finally_close(manager, writers), PreemptionWatch() as preemption:
         while step < tc.num_steps:
             local = [next(batches) for _ in range(k)]
             stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
@@ -156,8 +181,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                 writers.write(pending[0], fetch(*pending))
                 pending = None
             is_last = step == tc.num_steps
+            preempted = preemption.requested(step) and not is_last
             do_eval = step % tc.eval_every == 0 or is_last
-            do_save = step % config.checkpoint.every == 0 or is_last
+            do_save = step % config.checkpoint.every == 0 or is_last or preempted
             if not (do_eval or do_save):
                 pending = (step, metrics_K)
                 continue
@@ -169,6 +195,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
             writers.write(step, record)
             if do_save:
                 checkpoint.save(manager, step, state, config_dict, eval_metrics if do_eval else None)
+            if preempted:   # leaving the `with` waits for the checkpoint to be written
+                raise Preempted(f"preempted (SIGTERM) at step {step}: checkpoint saved in "
+                                f"{workdir}; run the same command again to resume")
     return eval_metrics
 
 
@@ -178,6 +207,18 @@ def _finally_close(manager, writers):
     try:
         yield
     finally:
-        manager.wait_until_finished()
-        manager.close()
-        writers.close()
+        try:
+            checkpoint.close(manager)   # WorkdirError if the last checkpoint could not be written
+        finally:
+            writers.close()
+
+
+def _write_whole(path: pathlib.Path, content: bytes) -> None:
+    """Write `path` whole or not at all: a full disk must not truncate a resumed run's
+    config.json, which `fmjax eval` and `sample` need to load its checkpoints."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_bytes(content)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -1,10 +1,17 @@
-"""Training never continues on NaN, and fmjax trains without TensorFlow installed."""
+"""Training never silently continues on NaN (`stop`, or `skip` with a counter and a limit), and
+fmjax trains without TensorFlow installed."""
 
 import subprocess
 import sys
 
+import jax
+import numpy as np
+import pytest
+
 from conftest import REPO, read_metrics, run_cli
-from fmjax import checkpoint
+from fmjax import checkpoint, runs
+from fmjax.errors import NonFiniteLoss
+from fmjax.train import train_and_evaluate
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -22,8 +29,49 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     bad_step = int(message.split("at step ")[1].split(";")[0])
     assert 20 < bad_step < 30
     assert checkpoint.read_only_manager(tmp_path).all_steps() == [10, 20]
-    logged = [r["step"] for r in read_metrics(tmp_path)]
-    assert logged[-1] < bad_step and logged[:3] == [1, 2, 3]
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records][:3] == [1, 2, 3]
+    assert records[-1]["step"] == bad_step and not np.isfinite(records[-1]["train/loss"])
+    assert all(np.isfinite(r["train/loss"]) for r in records[:-1])
+
+
+def _poison_steps(monkeypatch, steps):
+    """Training batches of these steps get NaN inputs (a corrupt record, a bad sensor, ...)."""
+    from fmjax.data.pipeline import ArrayPipeline
+    clean = ArrayPipeline.train_batch
+
+    def train_batch(self, step, global_batch_size):
+        batch = clean(self, step, global_batch_size)
+        if step in steps:
+            batch["inputs"] = np.full_like(batch["inputs"], np.nan)
+        return batch
+    monkeypatch.setattr(ArrayPipeline, "train_batch", train_batch)
+
+
+def test_nan_policy_skip_drops_bad_updates_counts_them_and_trains_on(tmp_path, small_config,
+                                                                   monkeypatch):
+    """Steps 24 and 25 (0-based batches 23, 24) see NaN inputs: with nan_policy='skip' their
+    updates are dropped, `train/skipped_steps` counts 2, and the model still learns."""
+    _poison_steps(monkeypatch, {23, 24})
+    small_config.train.update(nan_policy="skip", num_steps=200, eval_every=200, log_every=10)
+    small_config.checkpoint.every = 100
+    final = train_and_evaluate(small_config, tmp_path, show_progress=False)
+    records = read_metrics(tmp_path)
+    assert [r["train/skipped_steps"] for r in records[:4]] == [0, 0, 2, 2]
+    assert records[-1]["train/skipped_steps"] == 2
+    assert all(np.isfinite(r["train/loss"]) for r in records if r["step"] != 30)
+    assert final["eval/accuracy"] > 0.3          # chance: 0.1
+    run = runs.restore(tmp_path)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(run.params))
+
+
+def test_nan_policy_skip_stops_after_max_nan_skips(tmp_path, small_config, monkeypatch):
+    _poison_steps(monkeypatch, set(range(23, 60)))
+    small_config.train.update(nan_policy="skip", max_nan_skips=3)
+    with pytest.raises(NonFiniteLoss, match="4 steps skipped .* by step 27, more than "
+                                            "config.train.max_nan_skips=3"):
+        train_and_evaluate(small_config, tmp_path, show_progress=False)
+    assert checkpoint.read_only_manager(tmp_path).all_steps() == []   # every=30: none yet
 
 
 def test_trains_without_tensorflow(tmp_path):

@@ -1,0 +1,164 @@
+"""tools/tpu_vm.py: --dry_run prints the exact gcloud commands and runs nothing; the commands it
+sends to the workers work in a shell; `all` deletes the VM even when the run fails; bad input
+gets one line and exit status 2. Nothing here calls the real gcloud."""
+
+import os
+import shlex
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from conftest import REPO
+
+TPU = ["gcloud", "compute", "tpus", "tpu-vm"]
+WHERE = ["my-tpu", "--zone=us-central2-b"]
+TRAIN = ["train", "--config", "experiments/mnist1d/cnn.py", "--workdir", "gs://b/run"]
+RUN_COMMAND = ("nohup sh -c 'cd fmjax && FMJAX_DISTRIBUTED=auto python3 -m fmjax.main train "
+               "--config experiments/mnist1d/cnn.py --workdir gs://b/run; "
+               "echo fmjax exited with status $?' > ~/fmjax.log 2>&1 < /dev/null & "
+               "echo $! > ~/fmjax.pid")
+LOGS_COMMAND = ("tail --pid=$(cat ~/fmjax.pid) -n +1 -F ~/fmjax.log; "
+                "grep -qx \"fmjax exited with status 0\" ~/fmjax.log")
+
+
+def tpu_vm(*args, tmp_path, path=None) -> subprocess.CompletedProcess:
+    """Run the script with TMPDIR=tmp_path and PATH=`path` (default: an empty folder: no gcloud)."""
+    empty = tmp_path / "empty_bin"
+    empty.mkdir(exist_ok=True)
+    env = dict(os.environ, TMPDIR=str(tmp_path), PATH=str(path or empty))
+    return subprocess.run([sys.executable, str(REPO / "tools" / "tpu_vm.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def commands(proc: subprocess.CompletedProcess) -> list[list[str]]:
+    assert proc.returncode == 0, proc.stderr
+    return [shlex.split(line) for line in proc.stdout.splitlines()]
+
+
+def test_dry_run_of_all_prints_every_command_and_runs_nothing(tmp_path):
+    proc = tpu_vm("all", "--name", "my-tpu", "--zone", "us-central2-b", "--accelerator_type",
+                  "v4-32", "--spot", "--dry_run", "--", *TRAIN, tmp_path=tmp_path)
+    tarball = str(tmp_path / "fmjax-my-tpu.tar.gz")
+    assert commands(proc) == [
+        [*TPU, "create", *WHERE, "--accelerator-type=v4-32", "--version=tpu-ubuntu2204-base",
+         "--spot"],
+        ["tar", "-czf", tarball, "--exclude=.git", "--exclude=.venv", "--exclude=runs",
+         "--exclude=__pycache__", "--exclude=*.egg-info", "--exclude=.pytest_cache",
+         "--exclude=.whl", "--exclude=build", "-C", str(REPO), "."],
+        [*TPU, "scp", tarball, "my-tpu:fmjax.tar.gz", "--zone=us-central2-b", "--worker=all"],
+        [*TPU, "ssh", *WHERE, "--worker=all",
+         "--command=rm -rf fmjax && mkdir fmjax && tar -xzf fmjax.tar.gz -C fmjax && cd fmjax"
+         ' && python3 -m pip install -U pip && python3 -m pip install -e ".[tfds]" "jax[tpu]"'],
+        [*TPU, "ssh", *WHERE, "--worker=all", f"--command={RUN_COMMAND}"],
+        [*TPU, "ssh", *WHERE, "--worker=0", f"--command={LOGS_COMMAND}"],
+        [*TPU, "delete", *WHERE, "--quiet"],
+    ]
+    assert proc.stderr == ""                      # gs:// workdir: no warning
+    assert not os.path.exists(tarball)            # the tar command was printed, not run
+
+
+def test_dry_run_of_run_prints_one_ssh_to_all_workers(tmp_path):
+    proc = tpu_vm("run", "--name", "my-tpu", "--zone", "us-central2-b", "--dry_run", "--",
+                  *TRAIN, tmp_path=tmp_path)
+    assert commands(proc) == [[*TPU, "ssh", *WHERE, "--worker=all", f"--command={RUN_COMMAND}"]]
+
+
+def test_workdir_option_project_and_runtime_version(tmp_path):
+    proc = tpu_vm("run", "--name", "my-tpu", "--zone", "us-central2-b", "--project", "lab",
+                  "--workdir", "gs://b/run", "--dry_run", "--", *TRAIN[:3], tmp_path=tmp_path)
+    assert commands(proc) == [[*TPU, "ssh", *WHERE, "--project=lab", "--worker=all",
+                               f"--command={RUN_COMMAND}"]]
+    proc = tpu_vm("create", "--name", "my-tpu", "--zone", "us-central2-b", "--accelerator_type",
+                  "v5litepod-16", "--dry_run", tmp_path=tmp_path)
+    assert commands(proc) == [[*TPU, "create", *WHERE, "--accelerator-type=v5litepod-16",
+                               "--version=v2-alpha-tpuv5-lite"]]
+
+
+def test_a_local_workdir_is_warned_about(tmp_path):
+    proc = tpu_vm("run", "--name", "my-tpu", "--zone", "z", "--dry_run", "--", *TRAIN[:3],
+                  "--workdir", "runs/cnn", tmp_path=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stderr.startswith("tpu_vm: warning: workdir runs/cnn is on each worker's own disk")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--zone", "z", "--", *TRAIN], "required: --name"),
+    (["launch", "--name", "t", "--zone", "z"], "invalid choice: 'launch'"),
+    (["run", "--name", "t", "--zone", "z"], "needs the fmjax command after --"),
+    (["run", "--name", "t", "--zone", "z", "--", *TRAIN[:3]], "no workdir"),
+    (["run", "--name", "t", "--zone", "z", "--workdir", "gs://b/other", "--", *TRAIN],
+     "two workdirs"),
+    (["create", "--name", "t", "--zone", "z", "--", *TRAIN], "takes no fmjax arguments"),
+    (["setup", "--name", "t", "--zone", "z", "--repo", "/nonexistent"], "neither a git URL"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    proc = tpu_vm(*args, "--dry_run", tmp_path=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("tpu_vm: error: ") and proc.stderr.count("\n") == 1
+    assert message in proc.stderr
+
+
+def remote_command(proc) -> str:
+    [ssh] = commands(proc)
+    return ssh[-1].removeprefix("--command=")
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_worker_commands_start_in_background_and_logs_reports_the_status(tmp_path, status):
+    """Run `run`'s and `logs`' worker commands in a local shell, with HOME as the worker's home and
+    a stand-in fmjax that prints its arguments and environment."""
+    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    (home / "fmjax" / "fmjax").mkdir(parents=True)
+    (home / "fmjax" / "fmjax" / "__init__.py").write_text("")
+    (home / "fmjax" / "fmjax" / "main.py").write_text(
+        "import os, sys\nprint('args', sys.argv[1:], os.environ.get('FMJAX_DISTRIBUTED'))\n"
+        f"sys.exit({status})\n")
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = dict(os.environ, HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    where = ["--name", "my-tpu", "--zone", "z", "--dry_run"]
+    start = remote_command(tpu_vm("run", *where, "--", *TRAIN, tmp_path=tmp_path))
+    follow = remote_command(tpu_vm("logs", *where, tmp_path=tmp_path))
+
+    started = subprocess.run(["bash", "-c", start], env=env, cwd=home, timeout=30)
+    followed = subprocess.run(["bash", "-c", follow], env=env, cwd=home, capture_output=True,
+                              text=True, timeout=60)
+    assert started.returncode == 0
+    assert followed.stdout.splitlines() == [
+        f"args {TRAIN!r} auto", f"fmjax exited with status {status}"]
+    assert (followed.returncode == 0) == (status == 0)
+
+
+def test_the_local_copy_leaves_out_the_venv_and_runs(tmp_path):
+    repo = tmp_path / "repo"
+    for name in ["pyproject.toml", "fmjax/runs.py", "experiments/a.py", ".venv/lib/big",
+                 "runs/cnn/metrics.jsonl", ".git/HEAD", "fmjax/__pycache__/x.pyc"]:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("x")
+    proc = tpu_vm("setup", "--name", "my-tpu", "--zone", "z", "--repo", str(repo), "--dry_run",
+                  tmp_path=tmp_path)
+    tar = commands(proc)[0]
+    assert tar[0] == "tar"
+    subprocess.run(tar, check=True)
+    with tarfile.open(tar[2]) as archive:
+        files = sorted(m.name for m in archive.getmembers() if m.isfile())
+    assert files == ["./experiments/a.py", "./fmjax/runs.py", "./pyproject.toml"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_all_deletes_the_vm_when_the_run_fails_unless_keep(tmp_path, keep):
+    """A stand-in gcloud records its calls and fails the `logs` step (the run exited non-zero)."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(
+        f'#!/bin/sh\necho "$4 $5" >> {calls}\ncase "$*" in *--worker=0*) exit 1;; esac\n')
+    (bin_dir / "gcloud").chmod(0o755)
+    proc = tpu_vm("all", "--name", "my-tpu", "--zone", "z", "--repo",
+                  "https://github.com/example/fmjax.git", *(["--keep"] if keep else []), "--",
+                  *TRAIN, tmp_path=tmp_path, path=bin_dir)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].startswith("tpu_vm: error: status 1 from gcloud")
+    steps = ["create my-tpu", "ssh my-tpu", "ssh my-tpu", "ssh my-tpu"]  # git clone: no scp
+    assert calls.read_text().splitlines() == steps + ([] if keep else ["delete my-tpu"])
