@@ -59,3 +59,35 @@ def test_sigterm_saves_exits_and_the_same_command_resumes_exactly(tmp_path):
     assert model_metrics(workdir) == model_metrics(tmp_path / "straight")
     jax.tree.map(np.testing.assert_array_equal, runs.restore(workdir).params,
                  runs.restore(tmp_path / "straight").params)
+
+
+def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
+    """Two processes (4 CPU devices each), SIGTERM to process 1 only: JAX's preemption sync
+    point makes both save the same step and exit 143; the run then resumes under launch_local
+    and ends where an uninterrupted 2-process run ends."""
+    from fmjax import launch
+    flags = [*FLAGS, "--config.mesh.data=2", "--config.mesh.fsdp=4",
+             "--config.train.batch_size=96", "--config.train.num_steps=200",
+             "--config.train.log_every=20"]   # gloo collectives: ~50 ms a step
+    port = launch.free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "fmjax.main", "train", "--workdir",
+                               str(tmp_path / "run"), *flags], cwd=REPO, text=True,
+                              env=launch.child_env(port, 2, i, 4), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for i in range(2)]
+    try:
+        _wait_for_first_log(tmp_path / "run", procs[0])
+        procs[1].send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    messages = [err.strip().splitlines()[-1] for _, err in outputs]
+    assert [p.returncode for p in procs] == [143, 143], messages
+    steps = {int(m.split("at step ")[1].split(":")[0]) for m in messages}
+    assert len(steps) == 1, messages
+    assert checkpoint.read_only_manager(tmp_path / "run").all_steps()[-1] == steps.pop()
+
+    two_processes = ["launch_local", "--num_processes=2", "--devices_per_process=4", "--", "train"]
+    run_cli(*two_processes, "--workdir", tmp_path / "run", *flags)
+    run_cli(*two_processes, "--workdir", tmp_path / "straight", *flags)
+    assert model_metrics(tmp_path / "run") == model_metrics(tmp_path / "straight")

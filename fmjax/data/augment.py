@@ -1,29 +1,33 @@
-"""Image augmentation on host numpy batches x_BHWC, driven by an explicit numpy Generator."""
+"""Image augmentation on host numpy batches x_BHWC, driven by an explicit numpy Generator.
+
+The random draws are made for the whole global batch and each host keeps the rows it holds
+(`rows`), so an augmented run sees the same images on 1 host or N.
+"""
 
 import numpy as np
 
 
-def random_crop(x_BHWC: np.ndarray, rng: np.random.Generator, padding: int) -> np.ndarray:
-    """Zero-pad by `padding` and crop back to the original size at a random offset per image."""
-    b, h, w, _ = x_BHWC.shape
+def random_crop(x_BHWC: np.ndarray, offsets_2B: np.ndarray, padding: int) -> np.ndarray:
+    """Zero-pad by `padding` and crop back to the original size at offsets (dy, dx) per image."""
+    _, h, w, _ = x_BHWC.shape
     padded = np.pad(x_BHWC, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    dy, dx = rng.integers(0, 2 * padding + 1, size=(2, b))
-    return np.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    return np.stack([padded[i, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets_2B.T)])
 
 
-def random_flip(x_BHWC: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mirror each image left-right with probability 1/2."""
-    flip = rng.random(x_BHWC.shape[0]) < 0.5
-    return np.where(flip[:, None, None, None], x_BHWC[:, :, ::-1], x_BHWC)
+def random_flip(x_BHWC: np.ndarray, flip_B: np.ndarray) -> np.ndarray:
+    """Mirror left-right the images where `flip_B` is True."""
+    return np.where(flip_B[:, None, None, None], x_BHWC[:, :, ::-1], x_BHWC)
 
 
 def crop_and_flip(crop_padding: int, flip: bool):
-    """An augment function for `ArrayPipeline` (or None when nothing is asked for)."""
+    """`augment(x, rng, rows, global_size)` for the pipelines (None when nothing is asked for):
+    crops offsets uniform in [0, 2 * padding], flips with probability 1/2."""
     if crop_padding <= 0 and not flip:
         return None
 
-    def augment(x, rng):
+    def augment(x, rng: np.random.Generator, rows: slice, global_size: int):
         if crop_padding > 0:
-            x = random_crop(x, rng, crop_padding)
-        return random_flip(x, rng) if flip else x
+            offsets_2G = rng.integers(0, 2 * crop_padding + 1, size=(2, global_size))
+            x = random_crop(x, offsets_2G[:, rows], crop_padding)
+        return random_flip(x, (rng.random(global_size) < 0.5)[rows]) if flip else x
     return augment

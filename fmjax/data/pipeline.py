@@ -42,7 +42,7 @@ class ArrayPipeline:
     """Shuffled epochs over in-memory arrays; eval over the whole eval split, padded and masked."""
 
     def __init__(self, arrays: Arrays, seed: int,
-                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None):
+                 augment: Callable[..., np.ndarray] | None = None):
         self.arrays = arrays
         self.seed = seed
         self.augment = augment
@@ -66,9 +66,9 @@ class ArrayPipeline:
             in_epoch = epochs == epoch
             index[in_epoch] = self._permutation(epoch)[offsets[in_epoch]]
         x = self.arrays.x_train[index]
-        if self.augment is not None:
-            rng = np.random.default_rng([self.seed, step, jax.process_index(), 1])
-            x = self.augment(x, rng)
+        if self.augment is not None:   # the same draws on every host: see data/augment.py
+            rng = np.random.default_rng([self.seed, step, 1])
+            x = self.augment(x, rng, _host_slice(global_batch_size), global_batch_size)
         return {"inputs": x, "labels": self.arrays.y_train[index]}
 
     def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:

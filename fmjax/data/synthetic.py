@@ -41,8 +41,9 @@ class SyntheticTokensPipeline:
     def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:
         step = start_step
         while True:
-            rng = np.random.default_rng([self.seed, step, 1 + _host_slice(global_batch_size).start])
-            yield self._batch(rng, len(range(global_batch_size)[_host_slice(global_batch_size)]))
+            # Drawn for the global batch, so the data does not depend on the host count.
+            batch = self._batch(np.random.default_rng([self.seed, step, 1]), global_batch_size)
+            yield {k: v[_host_slice(global_batch_size)] for k, v in batch.items()}
             step += 1
 
     def eval_batches(self, global_batch_size: int) -> Iterator[dict]:

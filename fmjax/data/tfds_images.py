@@ -102,8 +102,9 @@ class TFDSPipeline:
         ds = ds.with_options(options).prefetch(2)
         for step, (x, y) in enumerate(ds.as_numpy_iterator(), start=start_step):
             x = self.source.scale(x)
-            if self.augment is not None:
-                x = self.augment(x, np.random.default_rng([self.seed, step, jax.process_index()]))
+            if self.augment is not None:   # each host reads its own files: its own draws
+                rng = np.random.default_rng([self.seed, step, jax.process_index()])
+                x = self.augment(x, rng, slice(None), len(x))
             yield {"inputs": x, "labels": y.astype(np.int32)}
 
     def eval_batches(self, global_batch_size: int):
