@@ -52,12 +52,7 @@ class Text:
         return "".join(parts)
 
     def pipeline(self, seed: int, workdir=None) -> "TextPipeline":
-        if self.tokenizer not in tokenizers.TOKENIZERS:
-            raise UserError(f"unknown config.data.tokenizer '{self.tokenizer}' "
-                            f"(known: {', '.join(tokenizers.TOKENIZERS)})")
-        if self.tokenizer == "sentencepiece" and self.vocab_size <= 0:
-            raise UserError("config.data.vocab_size must be set (> 0) for the sentencepiece "
-                            "tokenizer")
+        tokenizers.check_choice(self.tokenizer, self.vocab_size)
         text = self.read_text()
         if not text:
             raise UserError("the text is empty (config.data.path / config.data.tfds_name)")

@@ -111,12 +111,7 @@ class TextClassification:
                                 "tokenizer (not a text run's workdir)")
         if stored is not None:
             return stored
-        if self.tokenizer not in tokenizers.TOKENIZERS:
-            raise UserError(f"unknown config.data.tokenizer '{self.tokenizer}' "
-                            f"(known: {', '.join(tokenizers.TOKENIZERS)})")
-        if self.tokenizer == "sentencepiece" and self.vocab_size <= 0:
-            raise UserError("config.data.vocab_size must be set (> 0) for the sentencepiece "
-                            "tokenizer")
+        tokenizers.check_choice(self.tokenizer, self.vocab_size)
         return tokenizers.TOKENIZERS[self.tokenizer].train("\n".join(train_texts),
                                                            self.vocab_size)
 

@@ -117,6 +117,16 @@ class SentencePieceTokenizer:
 TOKENIZERS = {"char": CharTokenizer, "sentencepiece": SentencePieceTokenizer}
 
 
+def check_choice(kind: str, vocab_size: int) -> None:
+    """UserError for an unknown `config.data.tokenizer`, or SentencePiece without a size."""
+    if kind not in TOKENIZERS:
+        raise UserError(f"unknown config.data.tokenizer '{kind}' "
+                        f"(known: {', '.join(TOKENIZERS)})")
+    if kind == "sentencepiece" and vocab_size <= 0:
+        raise UserError("config.data.vocab_size must be set (> 0) for the sentencepiece "
+                        "tokenizer")
+
+
 def load_from_workdir(workdir) -> CharTokenizer | SentencePieceTokenizer | None:
     """The tokenizer a run stored in `workdir`, or None."""
     for file, cls in ((CHAR_FILE, CharTokenizer), (SENTENCEPIECE_FILE, SentencePieceTokenizer)):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from fmjax.errors import UserError
 from fmjax.models.layers import dense, partitioned
-from fmjax.models.transformer import constrain, layer_norm, remat_block
+from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
 
 PAD_ID = -1
 
@@ -32,6 +32,10 @@ class BERT(nn.Module):
     dropout_rate: float = 0.1
     remat: str = "none"
     dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_config(self)
 
     @nn.compact
     def __call__(self, tokens_BT, train: bool = False):

@@ -11,9 +11,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fmjax.errors import UserError
 from fmjax.models.layers import partitioned
-from fmjax.models.transformer import REMAT_POLICIES, constrain, layer_norm, remat_block
+from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
 
 
 class GPT(nn.Module):
@@ -33,15 +32,9 @@ class GPT(nn.Module):
 
     def __post_init__(self):
         super().__post_init__()
-        checks = [(self.num_layers >= 1, "num_layers must be at least 1"),
-                  (self.embed_dim % self.num_heads == 0,
-                   f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}"),
-                  (self.positions in ("learned", "rotary"), "positions: learned | rotary"),
-                  (self.activation in ("gelu", "swiglu"), "activation: gelu | swiglu"),
-                  (self.remat in REMAT_POLICIES, f"remat: {' | '.join(REMAT_POLICIES)}")]
-        for ok, problem in checks:
-            if not ok:
-                raise UserError(f"config.model: {problem}")
+        check_config(self, (self.num_layers >= 1, "num_layers must be at least 1"),
+                     (self.positions in ("learned", "rotary"), "positions: learned | rotary"),
+                     (self.activation in ("gelu", "swiglu"), "activation: gelu | swiglu"))
 
     @nn.compact
     def __call__(self, tokens_BT, train: bool = False, decode: bool = False):

@@ -15,9 +15,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fmjax.errors import UserError
 from fmjax.models.layers import partitioned
-from fmjax.models.transformer import REMAT_POLICIES, constrain, layer_norm, remat_block
+from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
 
 PAD = -1
 
@@ -36,14 +35,8 @@ class EncoderDecoder(nn.Module):
 
     def __post_init__(self):
         super().__post_init__()
-        checks = [(self.embed_dim % self.num_heads == 0,
-                   f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}"),
-                  (min(self.num_layers, self.num_decoder_layers) >= 1,
-                   "num_layers and num_decoder_layers must be at least 1"),
-                  (self.remat in REMAT_POLICIES, f"remat: {' | '.join(REMAT_POLICIES)}")]
-        for ok, problem in checks:
-            if not ok:
-                raise UserError(f"config.model: {problem}")
+        check_config(self, (min(self.num_layers, self.num_decoder_layers) >= 1,
+                            "num_layers and num_decoder_layers must be at least 1"))
 
     def setup(self):
         self.token_embed = nn.Embed(

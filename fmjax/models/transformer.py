@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fmjax.errors import UserError
 from fmjax.models.layers import partitioned
 
 Dtype = Any
@@ -22,6 +23,17 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,               # recompute the whole block
     "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
 }
+
+
+def check_config(model, *checks: tuple[bool, str]) -> None:
+    """UserError for the first problem in a Transformer model's fields: heads that do not divide
+    the width, an unknown remat policy, or one of the model's own `checks` (ok, problem)."""
+    shared = [(model.embed_dim % model.num_heads == 0,
+               f"embed_dim={model.embed_dim} is not divisible by num_heads={model.num_heads}"),
+              (model.remat in REMAT_POLICIES, f"remat: {' | '.join(REMAT_POLICIES)}")]
+    for ok, problem in [*shared, *checks]:
+        if not ok:
+            raise UserError(f"config.model: {problem}")
 
 
 def constrain(x, *axes: str | None):

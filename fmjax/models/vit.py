@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from fmjax.errors import UserError
 from fmjax.models.layers import dense, partitioned
-from fmjax.models.transformer import REMAT_POLICIES, constrain, layer_norm, remat_block
+from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
 
 
 class ViT(nn.Module):
@@ -29,13 +29,7 @@ class ViT(nn.Module):
 
     def __post_init__(self):
         super().__post_init__()
-        checks = [(self.embed_dim % self.num_heads == 0,
-                   f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}"),
-                  (self.pool in ("cls", "mean"), "pool: cls | mean"),
-                  (self.remat in REMAT_POLICIES, f"remat: {' | '.join(REMAT_POLICIES)}")]
-        for ok, problem in checks:
-            if not ok:
-                raise UserError(f"config.model: {problem}")
+        check_config(self, (self.pool in ("cls", "mean"), "pool: cls | mean"))
 
     def patches(self, x_BHWC):
         """[B, H, W, C] -> [B, N, p*p*C], N = (H/p)(W/p) patches in row-major order."""
