@@ -10,15 +10,19 @@ run's checkpoint by path and shape (from metadata, nothing read), and `restore_m
 only the matched arrays (Orbax partial restore) onto the new model's shardings.
 """
 
+import contextlib
 import dataclasses
+import os
 import pathlib
+import re
+import weakref
 
 import flax
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from fmjax.errors import UserError
+from fmjax.errors import UserError, WorkdirError
 
 
 def checkpoint_dir(workdir) -> pathlib.Path:
@@ -162,10 +166,52 @@ def restore_matching(source: InitSource, state):
     return state.replace(**{part: parts.get(part, {}) for part in _MODEL_PARTS})
 
 
+# The step each manager is writing: a background write that fails surfaces only at the next
+# save or wait, which must still name it.
+_writing: "weakref.WeakKeyDictionary[ocp.CheckpointManager, int]" = weakref.WeakKeyDictionary()
+
+
+def _filesystem_reason(error: BaseException) -> str | None:
+    """'No space left on device' for a filesystem's error: an OSError, or a TensorStore error
+    that carries the OS error code (how Orbax's array writes fail); None for anything else."""
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    return os.strerror(int(code.group(1))) if code else None
+
+
+@contextlib.contextmanager
+def _write_errors(manager, step: int | None):
+    try:
+        yield
+    except Exception as e:
+        reason = _filesystem_reason(e)
+        if reason is None:
+            raise
+        intact = sorted(s for s in manager.all_steps(read=True) if s != step)
+        raise WorkdirError(f"cannot write checkpoint {step} to {manager.directory}: {reason}; "
+                           f"training stopped (intact checkpoints: {intact or 'none'})") from e
+
+
 def save(manager, step: int, state, config_dict: dict, metrics: dict | None) -> None:
+    """Start writing checkpoint `step` (in the background when async); WorkdirError when the
+    filesystem refuses it or the previous one."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               config=ocp.args.JsonSave(config_dict))
-    manager.save(step, args=args, metrics=metrics)
+    with _write_errors(manager, _writing.get(manager)):   # the previous one, written async
+        manager.wait_until_finished()
+    _writing[manager] = step
+    with _write_errors(manager, step):
+        manager.save(step, args=args, metrics=metrics)
+
+
+def close(manager) -> None:
+    """Finish writing the last checkpoint and close; WorkdirError if the filesystem refused it."""
+    with _write_errors(manager, _writing.get(manager)):
+        try:
+            manager.wait_until_finished()
+        finally:
+            manager.close()
 
 
 def restore(manager, step: int, abstract_state):
