@@ -99,9 +99,9 @@ def test_fsdp_divides_gpt_state_bytes_per_device_as_the_compiler_sees_it(text_fi
     assert sizes[1] - sizes[4] == sharded * 3 // 4, sizes
     assert sizes[1] - sharded < 0.05 * sizes[1], sizes
     batch_bytes = 2 * (batch_size // 8) * seq_len * 4      # inputs + targets, int32, per device
-    step_counter_bytes = 4
+    counter_bytes = 2 * 4                  # the state's step and skipped_steps, int32 scalars
     for n, out in outputs.items():
-        assert _compiled_argument_bytes(out) == sizes[n] + batch_bytes + step_counter_bytes, \
+        assert _compiled_argument_bytes(out) == sizes[n] + batch_bytes + counter_bytes, \
             (n, out.splitlines()[-1])
 
 
