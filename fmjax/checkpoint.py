@@ -25,7 +25,16 @@ from orbax.checkpoint import checkpoint_managers as policies
 from fmjax.errors import UserError, WorkdirError
 
 
+def check_workdir(workdir) -> None:
+    """UserError for a URL: fmjax writes its workdir with local file operations (pathlib, atomic
+    renames, appends), which would turn gs://b/run into a local directory gs:/b/run."""
+    if "://" in str(workdir):
+        raise UserError(f"workdir {workdir}: fmjax workdirs are filesystem paths; for a bucket, "
+                        "mount it on every host (gcsfuse) and pass the mount path")
+
+
 def checkpoint_dir(workdir) -> pathlib.Path:
+    check_workdir(workdir)
     return pathlib.Path(workdir).absolute() / "checkpoints"
 
 
@@ -100,7 +109,7 @@ class InitSource:
         """One line for the log: what came from where, and what is new."""
         total = len(self.matched) + len(self.new)
         new = ", ".join(n.split("/", 1)[1] for n in self.new) or "none"
-        return (f"initialised {len(self.matched)} of {total} parameter arrays from "
+        return (f"initialised {len(self.matched)} of {total} model arrays from "
                 f"{self.workdir} (step {self.step}); new: {new}")
 
 

@@ -26,7 +26,7 @@ from typing import NoReturn
 
 import jax
 
-from fmjax.errors import UserError
+from fmjax.errors import UserError, first_line
 
 ENV_VARS = ("FMJAX_COORDINATOR", "FMJAX_NUM_PROCESSES", "FMJAX_PROCESS_ID")
 
@@ -64,7 +64,10 @@ def initialize_from_env() -> None:
         return
     mode = os.environ.get("FMJAX_DISTRIBUTED", "")
     if mode == "auto":
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as e:   # no cluster found, coordinator unreachable
+            raise UserError(f"FMJAX_DISTRIBUTED=auto: {first_line(e)}") from e
     elif mode:
         raise UserError(f"FMJAX_DISTRIBUTED={mode}: the only value is 'auto'")
 

@@ -10,7 +10,8 @@ progress bar, its final JSON line); the others' output goes to stderr, each line
 "[process i] ". The launcher waits for all; when one fails it stops the others at once (a process
 whose peer died would otherwise wait in a collective; SIGKILL, as JAX catches SIGTERM to notice
 preemption, and Orbax's atomic writes leave no half checkpoint) and exits with that process's
-status.
+status. SIGTERM to the launcher (a scheduler preempting the job) is passed on, so the processes
+save the same step and stop, as on a real cluster; any left after 30 s are killed.
 """
 
 import os
@@ -24,6 +25,7 @@ import time
 USAGE = ("usage: fmjax launch_local --num_processes=N [--devices_per_process=D] -- "
          "{train|eval|inspect|sample|translate} [flags]")
 READER_SECONDS = 5.0   # to pass on the last output of the stopped processes
+PREEMPTION_GRACE_SECONDS = 30.0   # what a TPU VM allows between SIGTERM and the kill
 
 
 class LaunchError(ValueError):
@@ -31,7 +33,7 @@ class LaunchError(ValueError):
 
 
 class _Terminated(Exception):
-    """The launcher got SIGTERM (a CI timeout, `kill`): its processes must not outlive it."""
+    """The launcher got SIGTERM (a scheduler, `kill`): its processes must not outlive it."""
 
 
 def _on_sigterm(signum, frame):
@@ -97,6 +99,21 @@ def _prefix_lines(stream, process_id: int) -> None:
         sys.stderr.flush()
 
 
+def _forward_sigterm(procs: list[subprocess.Popen]) -> int:
+    """Pass SIGTERM on (JAX's preemption service makes every process save the same step) and
+    wait up to PREEMPTION_GRACE_SECONDS for them; the exit status to report."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + PREEMPTION_GRACE_SECONDS
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            break
+    return 128 + signal.SIGTERM
+
+
 def _stop(procs: list[subprocess.Popen]) -> None:
     """Kill every process still running."""
     for proc in procs:
@@ -143,8 +160,8 @@ def launch_local(num_processes: int, devices_per_process: int, command: list[str
                     break
     except KeyboardInterrupt:
         status = 130
-    except _Terminated:
-        status = 128 + signal.SIGTERM
+    except _Terminated:   # a preemption of the whole job: let the processes save and stop
+        status = _forward_sigterm(procs)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

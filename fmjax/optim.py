@@ -122,10 +122,17 @@ def layer_decay_multipliers(params, decay: float):
 def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
     """Multiply each update by its layer's multiplier: the same as a per-layer learning rate
     (decoupled weight decay, which adamw scales by the learning rate, included)."""
+    def init(params):   # runs in `train.prepare`, before the workdir is touched
+        paths = jax.tree.leaves(_map_params(lambda p, _: p, params))
+        if not any(map(_BLOCK.match, paths)):
+            raise UserError("config.optimizer.layer_decay needs layers named block_0, block_1, "
+                            f"... (gpt, bert, vit); this model has none (e.g. {paths[0]!r})")
+        return optax.EmptyState()
+
     def update(updates, state, params=None):
         multipliers = layer_decay_multipliers(updates, decay)
         return jax.tree.map(lambda u, m: u * jnp.asarray(m, u.dtype), updates, multipliers), state
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+    return optax.GradientTransformation(init, update)
 
 
 def build(opt, num_steps: int, clip_grad_norm: float = 0.0) -> optax.GradientTransformation:

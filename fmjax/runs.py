@@ -40,6 +40,7 @@ class Run:
 
 def restore(workdir, step: int | None = None) -> Run:
     """The run in `workdir` at checkpoint `step` (default: the latest)."""
+    checkpoint.check_workdir(workdir)
     workdir = pathlib.Path(workdir)
     if not (workdir / "config.json").exists():
         raise UserError(f"{workdir} holds no fmjax run (no config.json)")

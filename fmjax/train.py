@@ -171,7 +171,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     # ---- The loop: one device call = k optimizer steps. ----------------------------------------
     eval_metrics: dict[str, float] = {}
     pending = None   # the previous call, fetched one call late so logging never stalls the device
-    with jax.set_mesh(exp.mesh), _finally_close(manager, writers), PreemptionWatch() as preemption:
+    # The watch is entered first so that it still catches a second SIGTERM while the last
+    # checkpoint is being written on the way out.
+    with PreemptionWatch() as preemption, jax.set_mesh(exp.mesh), _finally_close(manager, writers):
         while step < tc.num_steps:
             local = [next(batches) for _ in range(k)]
             stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
@@ -188,12 +190,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                 pending = (step, metrics_K)
                 continue
             record = fetch(step, metrics_K)   # before saving: never checkpoint a NaN state
+            if preempted:   # the state first: the grace period may end during an eval
+                checkpoint.save(manager, step, state, config_dict, None)
             if do_eval:
                 eval_metrics = evaluate(exp, state, eval_step)
                 record.update(eval_metrics)
                 writers.write_images(step, exp.task.eval_images(state.params, state.extra))
             writers.write(step, record)
-            if do_save:
+            if do_save and not preempted:
                 checkpoint.save(manager, step, state, config_dict, eval_metrics if do_eval else None)
             if preempted:   # leaving the `with` waits for the checkpoint to be written
                 raise Preempted(f"preempted (SIGTERM) at step {step}: checkpoint saved in "

@@ -28,6 +28,15 @@ def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO) -> subprocess
     return proc
 
 
+def experiment_config(path: str, variant: str = ""):
+    """`get_config(variant)` of an experiment file, e.g. "experiments/lm1b/gpt_small.py"."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
 def read_metrics(workdir) -> list[dict]:
     return [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text()
             .splitlines()]

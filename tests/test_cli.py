@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import read_metrics, run_cli
+from conftest import REPO, read_metrics, run_cli
 
 TINY = ["--config.train.num_steps=40", "--config.train.log_every=10",
         "--config.train.eval_every=20", "--config.train.steps_per_call=10",
@@ -80,6 +80,8 @@ CNN = ["--config", "experiments/mnist1d/cnn.py"]
     (["--config", "experiments/mnist1d/cnn.py:huge"], 1, ["unknown config variant 'huge'"]),
     (["--config", "experiments/nope.py"], 1, ["nope.py"]),
     (CNN + ["--config.train.steps_per_call=7"], 1, ["not a multiple of"]),
+    (["--config", "experiments/translate/synthetic.py", "--config.optimizer.layer_decay=0.8"], 1,
+     ["layer_decay needs layers named block_0", "decoder_block_0"]),
     (["--config", "experiments/images/cnn_tfds.py", "--config.data.download=False",
       "--config.data.data_dir=/nonexistent/tfds"], 1, ["TFDS", "mnist"]),
 ])
@@ -87,6 +89,17 @@ def test_bad_input_fails_before_any_work(tmp_path, args, devices, fragments):
     workdir = tmp_path / "never_created"
     proc = run_cli("train", "--workdir", workdir, *args, devices=devices, check=False)
     _assert_clean_failure(proc, workdir, *fragments)
+
+
+def test_url_workdir_and_unfindable_cluster_fail_in_one_line(tmp_path, monkeypatch):
+    """A gs:// workdir would become a local directory `gs:`; FMJAX_DISTRIBUTED=auto off a
+    cluster finds no coordinator. Both: one line, exit status 2, nothing written."""
+    proc = run_cli("train", "--workdir", "gs://bucket/run", "--config",
+                   REPO / "experiments/mnist1d/cnn.py", check=False, cwd=tmp_path)
+    _assert_clean_failure(proc, tmp_path / "gs:", "fmjax workdirs are filesystem paths", "gcsfuse")
+    monkeypatch.setenv("FMJAX_DISTRIBUTED", "auto")
+    proc = run_cli("train", "--workdir", tmp_path / "w", *CNN, check=False)
+    _assert_clean_failure(proc, tmp_path / "w", "FMJAX_DISTRIBUTED=auto")
 
 
 def test_unknown_model_key_in_an_experiment_file(tmp_path):

@@ -89,3 +89,26 @@ def test_trains_without_tensorflow(tmp_path):
         "assert m['eval/accuracy'] > 0.1, m\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_skipped_step_leaves_parameters_and_optimizer_state_bit_identical(small_config):
+    """nan_policy='skip' on a NaN batch: the step counts (the data moves on), the update does
+    not exist."""
+    from fmjax import sharding, state as state_lib, train
+    from fmjax.step import make_train_call
+    small_config.train.update(nan_policy="skip", steps_per_call=1)
+    exp = train.prepare(small_config)
+    state = state_lib.init_state(exp.task, exp.tx, 0, exp.mesh, exp.rules, exp.abstract_state)
+    before = jax.device_get(state)              # the call donates `state`
+    batch = exp.pipeline.train_batch(0, small_config.train.batch_size)
+    batch["inputs"] = np.full_like(batch["inputs"], np.nan)
+    call = make_train_call(exp.task, exp.tx, exp.lr_schedule, small_config, exp.mesh,
+                           exp.state_shardings)
+    with jax.set_mesh(exp.mesh):
+        after, metrics = call(state, sharding.global_batch(
+            jax.tree.map(lambda x: x[None], batch), exp.mesh, 1))
+    after = jax.device_get(after)
+    assert int(after.step) == 1 and int(after.skipped_steps) == 1
+    assert int(metrics["skipped_steps"][0]) == 1 and not np.isfinite(metrics["loss"][0])
+    jax.tree.map(np.testing.assert_array_equal, (after.params, after.opt_state),
+                 (before.params, before.opt_state))

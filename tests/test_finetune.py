@@ -128,7 +128,7 @@ def test_init_from_copies_the_encoder_and_keeps_a_fresh_head(pretrained, tmp_pat
         expected = fresh[name] if name.startswith("classifier/") else source[name]
         np.testing.assert_array_equal(value, expected, err_msg=name)
     assert not np.array_equal(restored["token_embed/embedding"], fresh["token_embed/embedding"])
-    assert lines == [f"initialised 36 of 38 parameter arrays from {pretrained / 'mlm'} (step 200); "
+    assert lines == [f"initialised 36 of 38 model arrays from {pretrained / 'mlm'} (step 200); "
                      "new: classifier/bias, classifier/kernel"]
     assert not (tmp_path / "ft").exists()
 

@@ -3,13 +3,12 @@
 mock_data patches TFDS in this process only, so training runs in-process (as in test_tfds.py).
 """
 
-import importlib.util
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import REPO, read_metrics
+from conftest import experiment_config, read_metrics
 from fmjax.data import tfds_text, tokenizers
 from fmjax.errors import UserError
 from fmjax.train import train_and_evaluate
@@ -19,11 +18,7 @@ MOCK_VOCAB = 128   # the mock sentences (letters a-j and spaces) cannot fill lm1
 
 
 def runlocal_config(num_steps: int):
-    spec = importlib.util.spec_from_file_location(
-        "gpt_small", REPO / "experiments" / "lm1b" / "gpt_small.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("runlocal")
+    config = experiment_config("experiments/lm1b/gpt_small.py", "runlocal")
     config.data.update(vocab_size=MOCK_VOCAB, seq_len=32, eval_windows=32, shuffle_buffer=64,
                        download=False)
     config.model.max_len = 32

@@ -172,7 +172,8 @@ LAUNCH_SLEEPERS = (f"import sys; from fmjax import launch; sys.exit(launch.launc
 
 
 def test_processes_do_not_outlive_a_terminated_launcher():
-    """SIGTERM to the launcher (a CI timeout, `kill`) takes its processes with it."""
+    """SIGTERM to the launcher (a scheduler, `kill`) is passed on and takes its processes with
+    it (these ignore nothing, so they end at once)."""
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCH_SLEEPERS], cwd=REPO, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     pids = [int(launcher.stdout.readline().split()[-1]),    # process 0: passed through

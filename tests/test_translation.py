@@ -59,16 +59,11 @@ def test_ted_pt_en_trains_under_mock_data(tmp_path):
     """The TED config's data path (TFDS supervised pairs, a shared SentencePiece model stored in
     the workdir) runs end to end without a download."""
     tfds = pytest.importorskip("tensorflow_datasets")
-    from conftest import REPO
+    from conftest import experiment_config
     from fmjax.data import tokenizers
     from fmjax.train import train_and_evaluate
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "ted", REPO / "experiments" / "translate" / "ted_pt_en.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = experiment_config("experiments/translate/ted_pt_en.py")
     config.data.update(vocab_size=64, source_len=32, target_len=32, download=False)
     config.model.update(max_len=32, num_layers=1, num_decoder_layers=1, embed_dim=32)
     config.train.update(num_steps=10, batch_size=8, eval_batch_size=16, log_every=5,
@@ -100,3 +95,34 @@ def test_translation_resumes_exactly(tmp_path):
     train(tmp_path / "resumed", 10)
     train(tmp_path / "resumed", 20)
     assert model_metrics(tmp_path / "straight") == model_metrics(tmp_path / "resumed")
+
+
+def test_cached_decoding_matches_the_full_forward_pass_and_padding_is_invisible():
+    """Feeding the decoder one token at a time through its KV cache gives the logits of the
+    teacher-forced pass; padded source positions change nothing."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from fmjax.models.seq2seq import EncoderDecoder
+
+    model = EncoderDecoder(vocab_size=12, max_len=8, num_layers=1, num_decoder_layers=2,
+                           num_heads=2, embed_dim=16, dropout_rate=0.0)
+    source = jax.random.randint(jax.random.key(0), (2, 6), 0, 12).at[1, 4:].set(-1)
+    target_in = jax.random.randint(jax.random.key(1), (2, 5), 0, 12)
+    variables = nn.unbox(model.init(jax.random.key(2), source, target_in))
+    params = variables["params"]
+    full_BTV = model.apply({"params": params}, source, target_in)
+
+    memory, mask = model.apply({"params": params}, source, method=model.encode)
+    cache = jax.tree.map(jnp.zeros_like, model.init(
+        jax.random.key(0), target_in[:, :1], memory, mask, decode=True,
+        method=model.decode)["cache"])
+    for t in range(target_in.shape[1]):
+        logits, mutated = model.apply({"params": params, "cache": cache}, target_in[:, t:t + 1],
+                                      memory, mask, decode=True, start=t, mutable=["cache"],
+                                      method=model.decode)
+        cache = mutated["cache"]
+        np.testing.assert_allclose(logits[:, 0], full_BTV[:, t], rtol=1e-5, atol=1e-5)
+
+    unpadded = model.apply({"params": params}, source[1:, :4], target_in[1:])
+    np.testing.assert_allclose(unpadded[0], full_BTV[1], rtol=1e-5, atol=1e-5)

@@ -38,3 +38,31 @@ def test_vit_loss_agrees_across_meshes(tmp_path):
             np.testing.assert_allclose([r[key] for r in records if key in r],
                                        [r[key] for r in reference if key in r], rtol=2e-4,
                                        err_msg=f"{key} on mesh {mesh}")
+
+
+def test_mixup_blends_labels_with_weights_that_sum_to_one_over_a_permutation():
+    """Identical images with different labels: whatever lam and the permutation, the mixup loss
+    is the plain mean cross-entropy (each label keeps total weight 1). Different images: mixup
+    changes the input, so the loss differs from the plain one."""
+    import flax.linen as nn
+    import jax
+    import optax
+    from conftest import experiment_config
+    from fmjax import data, tasks
+    config = experiment_config("experiments/vision/vit_cifar10.py", "digits")
+    config.task_options.mixup_alpha = 0.4
+    pipeline = data.build_pipeline(config.data, 0)
+    task = tasks.build_task(config, pipeline.info)
+    params = nn.unbox(task.init(jax.random.key(0))["params"])
+    batch = pipeline.train_batch(0, 16)
+    same = np.broadcast_to(batch["inputs"][:1], batch["inputs"].shape)
+    for key in range(3):
+        loss, logits, _, _ = task.mixup_loss(params, {}, same, batch["labels"],
+                                             jax.random.key(key))
+        plain = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+        np.testing.assert_allclose(loss, plain, rtol=1e-5)
+    mixed_loss, _, _, _ = task.mixup_loss(params, {}, batch["inputs"], batch["labels"],
+                                          jax.random.key(0))
+    plain_logits = task.model.apply({"params": params}, batch["inputs"])
+    plain = optax.softmax_cross_entropy_with_integer_labels(plain_logits, batch["labels"]).mean()
+    assert abs(float(mixed_loss) - float(plain)) > 1e-3

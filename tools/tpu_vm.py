@@ -1,24 +1,29 @@
 """Run an fmjax experiment on a Cloud TPU VM (one host or a pod slice): create, setup, run, delete.
 
     python tools/tpu_vm.py all --name my-tpu --zone us-central2-b --accelerator_type v4-32 --spot \\
-        -- train --config experiments/mnist1d/cnn.py --workdir gs://my-bucket/runs/cnn --noprogress
+        --bucket my-bucket -- train --config experiments/mnist1d/cnn.py \\
+        --workdir /gcs/my-bucket/runs/cnn --noprogress
 
-`all` creates the VM, copies this repo to every worker and installs it (`setup`), starts the same
+`all` creates the VM, copies this repo to every worker and installs it, with --bucket also mounting
+that Cloud Storage bucket on every worker at /gcs/BUCKET with gcsfuse (`setup`), starts the same
 fmjax command on every worker at once (`run`: in the background under nohup, so an ssh drop does
 not stop it, with FMJAX_DISTRIBUTED=auto so JAX finds the other hosts, a log ~/fmjax.log per
 worker), follows worker 0's log until the run ends (`logs`), and deletes the VM, also when a step
 fails or on Ctrl-C, unless --keep. Each step is a subcommand of its own. --dry_run prints the exact
 commands, one per line, and runs nothing.
 
-A pod slice's workers share nothing on disk: give a workdir every worker sees (gs://...); a local
-one is also lost with the VM. Spot VMs get SIGTERM before they are preempted and fmjax then writes
-a checkpoint: create a VM again, `setup`, and `run` the same command with the same workdir to resume
-from the latest checkpoint.
+A pod slice's workers share nothing on disk, and fmjax workdirs are filesystem paths (a gs:// URL
+is refused): put the workdir on a bucket mounted with --bucket (the VM's service account needs
+write access to it), or on a shared file system of your own (--shared_workdir_ok). A workdir on a
+worker's own disk is also lost with the VM. Spot VMs get SIGTERM before they are preempted and
+fmjax then writes a checkpoint: create a VM again, `setup` with the same --bucket, and `run` the
+same command with the same workdir to resume from the latest checkpoint.
 """
 
 import argparse
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -30,7 +35,27 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 RUNTIME_VERSIONS = {"v6e": "v2-alpha-tpuv6e", "v5p": "v2-alpha-tpuv5",
                     "v5litepod": "v2-alpha-tpuv5-lite"}
 # What a local --repo copy leaves out (mirrors .gitignore; .venv alone is gigabytes).
-EXCLUDE = (".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache", ".whl", "build")
+EXCLUDE = (".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache", "*.whl",
+           "build")
+MOUNT_ROOT = "/gcs"   # --bucket B is mounted at /gcs/B on every worker
+# Cloud Storage FUSE for Ubuntu (22.04 on TPU VMs), following the Debian/Ubuntu steps of Google's
+# "Install Cloud Storage FUSE" page (cloud.google.com/storage/docs/gcsfuse-install; the gcsfuse
+# repo's docs/installing.md has the same with the older apt-key): the gcsfuse apt repository for
+# this release signed by Google's key, then the gcsfuse package (-y: no prompt over ssh).
+GCSFUSE_INSTALL = (
+    'echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] '
+    'https://packages.cloud.google.com/apt gcsfuse-$(lsb_release -c -s) main" '
+    "| sudo tee /etc/apt/sources.list.d/gcsfuse.list > /dev/null && "
+    "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg "
+    "| sudo tee /usr/share/keyrings/cloud.google.asc > /dev/null && "
+    "sudo apt-get update -q && sudo apt-get install -y -q gcsfuse")
+# gcsfuse options (gcsfuse docs: semantics.md and the gcsfuse CLI page): --implicit-dirs shows
+# folders written by other tools; Orbax commits a checkpoint by renaming its temporary directory,
+# which gcsfuse refuses on a flat bucket unless --rename-dir-limit allows it (done non-atomically,
+# object by object); each worker has its own mount, and cached metadata is only safe when one
+# mount writes, so --metadata-cache-ttl-secs=0.
+GCSFUSE_OPTIONS = ("--implicit-dirs", "--rename-dir-limit=100000", "--metadata-cache-ttl-secs=0")
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 LOG = "~/fmjax.log"
 PID = "~/fmjax.pid"
 DONE = "fmjax exited with status"   # the log's last line, written when the command ends
@@ -71,8 +96,25 @@ def create(args) -> None:
                f"--version={version}", *spot), args.dry_run)
 
 
+def mount_point(bucket: str) -> str:
+    return f"{MOUNT_ROOT}/{bucket}"
+
+
+def mount_bucket(args) -> None:
+    """Install gcsfuse on every worker and mount --bucket at /gcs/BUCKET as the ssh user (a FUSE
+    mount is only readable by the user who mounted it); a bucket already mounted is left alone."""
+    run(ssh(args, "all", GCSFUSE_INSTALL), args.dry_run)
+    where = shlex.quote(mount_point(args.bucket))
+    gcsfuse = shlex.join(["gcsfuse", *GCSFUSE_OPTIONS, args.bucket, mount_point(args.bucket)])
+    run(ssh(args, "all", f"mountpoint -q {where} || {{ sudo mkdir -p {where} && "
+                         f'sudo chown "$(id -un)" {where} && {gcsfuse}; }}'), args.dry_run)
+
+
 def setup(args) -> None:
-    """Put the repo in ~/fmjax on every worker (a copy of the local tree, or a clone), install."""
+    """Mount --bucket (if given), put the repo in ~/fmjax on every worker (a copy of the local
+    tree, or a clone), install."""
+    if args.bucket:
+        mount_bucket(args)   # first: a wrong bucket name fails before the long install
     if is_url(args.repo):
         fetch = f"rm -rf fmjax && git clone --depth=1 {shlex.quote(args.repo)} fmjax"
     else:
@@ -152,15 +194,23 @@ def make_parser() -> Parser:
     code = Parser(add_help=False)
     code.add_argument("--repo", default=str(REPO_ROOT),
                       help="a local checkout to copy (default: this one) or a git URL to clone")
+    code.add_argument("--bucket", metavar="NAME",
+                      help="mount this Cloud Storage bucket on every worker at /gcs/NAME "
+                           "(gcsfuse); then give --workdir /gcs/NAME/...")
     job = Parser(add_help=False)
     job.add_argument("--workdir", help="passed to fmjax as --workdir, unless the fmjax "
-                                       "arguments have one; use gs://... on a pod slice")
+                                       "arguments have one; a path, on a pod slice one every "
+                                       "worker mounts: /gcs/BUCKET/... (see --bucket)")
+    job.add_argument("--shared_workdir_ok", action="store_true",
+                     help="the workdir is on a shared file system you mounted on every worker "
+                          "(e.g. NFS): do not warn that it is not under /gcs/")
 
     parser = Parser(prog="tpu_vm.py", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("create", parents=[common, vm], help="create the TPU VM")
-    sub.add_parser("setup", parents=[common, code], help="copy or clone the repo, pip install")
+    sub.add_parser("setup", parents=[common, code],
+                   help="mount --bucket, copy or clone the repo, pip install")
     sub.add_parser("run", parents=[common, job], description=f"run ... -- FMJAX_ARGS. {RESUME}",
                    help="run -- FMJAX_ARGS on all workers (re-run to resume after preemption)")
     logs_parser = sub.add_parser("logs", parents=[common],
@@ -184,13 +234,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if "repo" in args and not is_url(args.repo) and not (
             pathlib.Path(args.repo) / "pyproject.toml").is_file():
         parser.error(f"--repo {args.repo} is neither a git URL nor a checkout with pyproject.toml")
+    if getattr(args, "bucket", None) and not BUCKET_NAME.fullmatch(args.bucket):
+        parser.error(f"--bucket {args.bucket} is not a bucket name (lowercase letters, digits, "
+                     "-, _ and ., e.g. my-bucket)")
     if args.command not in ("run", "all"):
         if fmjax_args:
             parser.error(f"{args.command} takes no fmjax arguments (only run and all do)")
         return args
     if not fmjax_args:
         parser.error(f"{args.command} needs the fmjax command after --, e.g. "
-                     "-- train --config experiments/mnist1d/cnn.py --workdir gs://BUCKET/run")
+                     "-- train --config experiments/mnist1d/cnn.py --workdir /gcs/BUCKET/run")
     workdir = workdir_of(fmjax_args)
     if workdir and args.workdir and workdir != args.workdir:
         parser.error(f"two workdirs: --workdir {args.workdir} and {workdir} in the fmjax arguments")
@@ -199,10 +252,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if not workdir:
         workdir = args.workdir
         args.fmjax_args += ["--workdir", workdir]
-    if not workdir.startswith("gs://"):
-        print(f"tpu_vm: warning: workdir {workdir} is on each worker's own disk: a pod slice "
-              "needs a shared one (gs://...), and deleting the VM deletes it", file=sys.stderr)
+    check_workdir(parser, args, workdir)
     return args
+
+
+def check_workdir(parser: Parser, args: argparse.Namespace, workdir: str) -> None:
+    """A URL or (for `all`, on a fresh VM) an unmounted /gcs/ path is an error; a path on each
+    worker's own disk is a warning."""
+    if "://" in workdir:
+        parser.error(f"workdir {workdir} is a URL; fmjax workdirs are filesystem paths: mount "
+                     f"the bucket on every worker with --bucket NAME (setup, all) and give "
+                     f"--workdir {MOUNT_ROOT}/NAME/...")
+    under_mount = workdir.startswith(MOUNT_ROOT + "/")
+    if args.command == "all" and under_mount and not (
+            args.bucket and (workdir + "/").startswith(mount_point(args.bucket) + "/")):
+        mounted = f"only {mount_point(args.bucket)}" if args.bucket else "nothing"
+        parser.error(f"workdir {workdir}: `all` mounts {mounted} on the new VM; give --bucket "
+                     f"with the bucket the workdir is on")
+    if not under_mount and not args.shared_workdir_ok:
+        print(f"tpu_vm: warning: workdir {workdir} is not on a bucket mounted with gcsfuse "
+              f"(--bucket NAME, --workdir {MOUNT_ROOT}/NAME/...): on each worker's own disk, a pod "
+              "slice's workers do not share it and deleting the VM deletes it (on a file system "
+              "every worker mounts, pass --shared_workdir_ok)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ Data: 20,000 training numbers, 500 held-out eval numbers never seen in training;
 warmup 100, cosine), label smoothing 0.1, batch 64, 1000 steps. Eval: teacher-forced loss and
 sacreBLEU of beam-search (4 beams, length penalty 0.6) translations.
 Variants: `:runlocal` (300 steps) for a quick check.
+Measured (2-core CPU, 70 to 88 s a run): eval/bleu 100.0 / 100.0 / 100.0 for seeds 0 / 1 / 2
+(eval/loss 0.105); BLEU passes 99.9 by step 500.
 """
 
 from fmjax import configs

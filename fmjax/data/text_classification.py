@@ -30,7 +30,6 @@ from fmjax.data.pipeline import ArrayPipeline, Arrays
 from fmjax.errors import UserError, first_line
 
 LABELS_FILE = "labels.json"
-PAD_ID = -1
 # TFDS datasets known by name: (text feature, train split, eval split).
 TFDS_DATASETS = {"glue/sst2": ("sentence", "train", "validation"),
                  "imdb_reviews": ("text", "train", "test")}
@@ -169,15 +168,11 @@ def read_tsv(path: str, key: str) -> tuple[list[str], list[str]]:
 def encode_padded(tokenizer, texts: list[str], seq_len: int) -> np.ndarray:
     """[N, seq_len] int32 token ids, truncated, padded with PAD_ID; unknown text -> <unk> or
     [MASK] (see the module docstring), never an error."""
-    out = np.full((len(texts), seq_len), PAD_ID, np.int32)
     if tokenizer.kind == "char":
         index, unknown = {c: i for i, c in enumerate(tokenizer.chars)}, tokenizer.vocab_size
-        rows = [[index.get(c, unknown) for c in text[:seq_len]] for text in texts]
-    else:
-        rows = [ids[:seq_len] for ids in tokenizer.sp.encode(texts)]
-    for i, ids in enumerate(rows):
-        out[i, :len(ids)] = ids
-    return out
+        return tokenizers.pad_ids([[index.get(c, unknown) for c in text[:seq_len]]
+                                   for text in texts], seq_len)
+    return tokenizers.pad_ids(tokenizer.sp.encode(texts), seq_len)
 
 
 def _stored_label_names(workdir) -> list[str] | None:

@@ -13,6 +13,8 @@ import numpy as np
 
 from fmjax.errors import UserError, first_line
 
+# Token arrays (model inputs and targets) mark padding with this id; models mask it out.
+PAD_ID = -1
 CHAR_FILE = "tokenizer_char.json"
 SENTENCEPIECE_FILE = "tokenizer.model"
 
@@ -115,6 +117,15 @@ class SentencePieceTokenizer:
 
 
 TOKENIZERS = {"char": CharTokenizer, "sentencepiece": SentencePieceTokenizer}
+
+
+def pad_ids(rows, length: int) -> np.ndarray:
+    """[N, length] int32: each row of token ids truncated to `length`, padded with PAD_ID."""
+    out = np.full((len(rows), length), PAD_ID, np.int32)
+    for out_row, ids in zip(out, rows):
+        ids = list(ids)[:length]
+        out_row[:len(ids)] = ids
+    return out
 
 
 def check_choice(kind: str, vocab_size: int) -> None:

@@ -23,7 +23,6 @@ from fmjax.data import number_words, tokenizers
 from fmjax.data.pipeline import Arrays, ArrayPipeline
 from fmjax.errors import UserError, first_line
 
-PAD = -1
 Pairs = list[tuple[str, str]]
 
 
@@ -49,12 +48,9 @@ class TranslationPipeline(ArrayPipeline):
 
 
 def _padded(ids_list, length: int, eos: int | None) -> np.ndarray:
-    """[N, length] int32: each id list (+ EOS), truncated to `length`, padded with PAD."""
-    out = np.full((len(ids_list), length), PAD, np.int32)
-    for row, ids in zip(out, ids_list):
-        ids = (list(ids) + ([eos] if eos is not None else []))[:length]
-        row[:len(ids)] = ids
-    return out
+    """[N, length] int32: each id list (+ EOS), truncated to `length`, padded with PAD_ID."""
+    return tokenizers.pad_ids([list(ids) + ([eos] if eos is not None else [])
+                               for ids in ids_list], length)
 
 
 def _tokenizer(train: Pairs, vocab_size: int, workdir) -> tokenizers.SentencePieceTokenizer:

@@ -4,6 +4,7 @@ Every other key of `config.model` must be a field of that class; `num_classes` (
 equivalent) comes from the dataset.
 """
 
+from fmjax.errors import UserError, first_line
 from fmjax.models.bert import BERT
 from fmjax.models.cnn import CNN1D, CNN2D
 from fmjax.models.dcgan import DCGAN
@@ -38,4 +39,8 @@ def build_model(model_config, **from_data):
     kwargs = {k: v for k, v in model_config.items() if k != "name"}
     kwargs["dtype"] = jnp.dtype(kwargs.get("dtype", "float32"))
     kwargs.update(from_data)
-    return MODELS[model_config.name](**kwargs)
+    try:
+        return MODELS[model_config.name](**kwargs)
+    except TypeError as e:   # e.g. a feature model given a token dataset's vocab_size
+        raise UserError(f"model '{model_config.name}' does not fit this task and dataset: "
+                        f"{first_line(e)}") from e

@@ -14,11 +14,11 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fmjax.data.tokenizers import PAD_ID
 from fmjax.errors import UserError
 from fmjax.models.layers import dense, partitioned
 from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
 
-PAD_ID = -1
 
 
 class BERT(nn.Module):

@@ -15,10 +15,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fmjax.data.tokenizers import PAD_ID
 from fmjax.models.layers import partitioned
 from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
 
-PAD = -1
 
 
 class EncoderDecoder(nn.Module):
@@ -70,7 +70,7 @@ class EncoderDecoder(nn.Module):
     def encode(self, source_BS, train: bool = False):
         """-> (memory_BSD, source_mask_BS): the encoder output and which positions are real."""
         b, s = source_BS.shape
-        mask_BS = source_BS != PAD
+        mask_BS = source_BS != PAD_ID
         positions_BS = jnp.broadcast_to(jnp.arange(s), (b, s))
         x_BSD = self._embed(source_BS, self.encoder_positions, positions_BS, train)
         for block in self.encoder_blocks:

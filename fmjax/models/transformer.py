@@ -203,10 +203,10 @@ class Block(nn.Module):
     cross_attention: bool = False
     dtype: Dtype = jnp.float32
 
-    def _attention(self, name: str, causal: bool):
-        return Attention(self.num_heads, self.head_dim, self.max_len, causal,
-                         self.use_rotary and causal, self.use_bias,
-                         out_init_std=self.out_init_std, dtype=self.dtype, name=name)
+    def _attention(self, name: str, causal: bool, use_rotary: bool):
+        return Attention(self.num_heads, self.head_dim, self.max_len, causal, use_rotary,
+                         self.use_bias, out_init_std=self.out_init_std, dtype=self.dtype,
+                         name=name)
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, train: bool = False, decode: bool = False,
@@ -219,10 +219,10 @@ class Block(nn.Module):
         def norm(name, x_BTD):
             return layer_norm(self.dtype, name, self.use_bias)(x_BTD)
 
-        x_BTD = residual(x_BTD, self._attention("attention", self.causal)(
+        x_BTD = residual(x_BTD, self._attention("attention", self.causal, self.use_rotary)(
             norm("ln_attention", x_BTD), positions_BT, decode, mask_BS))
         if self.cross_attention:
-            x_BTD = residual(x_BTD, self._attention("cross_attention", False)(
+            x_BTD = residual(x_BTD, self._attention("cross_attention", False, False)(
                 norm("ln_cross_attention", x_BTD), positions_BT, False, memory_mask_BS,
                 memory_BSD))
         h_BTD = MLP(self.mlp_size, self.activation, self.use_bias, out_init_std=self.out_init_std,

@@ -17,7 +17,9 @@ import numpy as np
 import optax
 
 from fmjax.beam_search import beam_search, expand_to_beams
-from fmjax.data.translation import PAD, bos_id, eos_id
+from fmjax.data import tokenizers
+from fmjax.data.tokenizers import PAD_ID
+from fmjax.data.translation import bos_id, eos_id
 from fmjax.errors import UserError
 from fmjax.models import build_model
 from fmjax.tasks.base import Task
@@ -39,6 +41,9 @@ class Translation(Task):
         self.source_len, self.target_len = info.input_shape[0], config.data.target_len
         self.vocab_size = info.num_classes           # the tokenizer's
         self.eos, self.bos = eos_id(self.vocab_size), bos_id(self.vocab_size)
+        if config.model.name != "seq2seq":
+            raise UserError(f"task 'translation' needs model 'seq2seq', not "
+                            f"'{config.model.name}'")
         self.model = build_model(config.model, vocab_size=self.vocab_size + 2)
         if self.model.max_len < max(self.source_len, self.target_len):
             raise UserError(f"config.model.max_len={self.model.max_len} is shorter than "
@@ -69,7 +74,7 @@ class Translation(Task):
     def _token_stats(self, logits_BTV, targets_BT):
         """(per-token NLL, correct, real-token weights)."""
         logits_BTV = logits_BTV.astype(jnp.float32)
-        weights_BT = (targets_BT != PAD).astype(jnp.float32)
+        weights_BT = (targets_BT != PAD_ID).astype(jnp.float32)
         labels_BT = jnp.maximum(targets_BT, 0)
         nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, labels_BT)
         return nll_BT, (logits_BTV.argmax(-1) == labels_BT) * weights_BT, weights_BT
@@ -136,10 +141,7 @@ class Translation(Task):
 
     def encode_sources(self, texts: list[str]) -> np.ndarray:
         """[N, source_len] token ids, truncated and padded; unknown text becomes <unk>."""
-        out = np.full((len(texts), self.source_len), PAD, np.int32)
-        for row, ids in zip(out, self.tokenizer.sp.encode(texts)):
-            row[:min(len(ids), self.source_len)] = ids[:self.source_len]
-        return out
+        return tokenizers.pad_ids(self.tokenizer.sp.encode(texts), self.source_len)
 
     def detokenize(self, tokens_L) -> str:
         """Text of the tokens before the first EOS (BOS, never a target, is dropped too)."""
