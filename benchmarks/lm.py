@@ -32,19 +32,16 @@ Prints a markdown table; with --out, replaces (or appends) this benchmark's sect
 """
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 
-from report import cpu_name, fmt, version, write_section
+from fmjax.metric_writers import read_jsonl
+from report import fmt, fmjax_env, provenance, run_checked, write_section
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEADING = "## Character GPT on CPU: fmjax vs PyTorch tokens/s"
 LOG_EVERY = 50
 
@@ -58,17 +55,7 @@ def pin(threads):
     return lambda: os.sched_setaffinity(0, cpus[:threads])
 
 
-def run(cmd, threads, env=None):
-    """Runs `cmd` from the repo root; returns its stdout. Raises on failure."""
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                          preexec_fn=pin(threads))
-    if proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc.stdout
-
-
 def run_fmjax(args):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     n = args.steps
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp) / "workdir"
@@ -81,9 +68,8 @@ def run_fmjax(args):
                f"--config.optimizer.warmup_steps={args.warmup_steps}", "--noprogress"]
         if args.no_bias:
             cmd.append("--config.model.use_bias=False")
-        run(cmd, args.threads, env)
-        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
-                   if line.strip()]
+        run_checked(cmd, fmjax_env(), preexec_fn=pin(args.threads))
+        records = read_jsonl(workdir / "metrics.jsonl")
     perf = [r for r in records if "perf/tokens_per_sec" in r]
     if len(perf) < 2:
         raise RuntimeError(f"fmjax: {len(perf)} perf/tokens_per_sec records in metrics.jsonl; "
@@ -97,7 +83,7 @@ def run_torch(args, compile_):
            str(args.steps), "--log_every", str(LOG_EVERY), "--threads", str(args.threads),
            "--warmup_steps", str(args.warmup_steps)]
     cmd += ["--no_bias"] * args.no_bias + ["--compile"] * compile_
-    out = json.loads(run(cmd, args.threads).strip().splitlines()[-1])
+    out = json.loads(run_checked(cmd, preexec_fn=pin(args.threads)).strip().splitlines()[-1])
     return out["tokens_per_sec"], out["final_train_loss"], out["tokens_per_sec_windows"]
 
 
@@ -166,13 +152,8 @@ def main():
     if args.out and failed:
         print(f"Some runs failed; {args.out} left as it was.", file=sys.stderr)
     elif args.out:
-        command = shlex.join(["python", "benchmarks/lm.py", *sys.argv[1:]])
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        machine = f"{cpu_name()}, {os.cpu_count()} CPUs"
         bias = "without biases" if args.no_bias else "with biases"
-        body = (f"Command: `{command}`  \nDate: {now}  \nMachine: {machine}  \n"
-                f"Versions: jax {version('jax')}, flax {version('flax')}, "
-                f"torch {version('torch')}\n\n"
+        body = (provenance("lm.py", sys.argv[1:], ("jax", "flax", "torch")) +
                 f"`gpt_char.py:cpu` shape ({bias}), batch 12 x context 64 = 768 tokens per step, "
                 f"{args.steps} steps (lr warm-up {args.warmup_steps}, then cosine to 1e-4), "
                 f"{args.threads} threads each, the same training windows. "

@@ -11,18 +11,13 @@ kind, or `--peak_tflops`.
 """
 
 import argparse
-import datetime
-import json
 import pathlib
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 
-from report import version, write_section
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from fmjax.metric_writers import read_jsonl
+from report import provenance, run_checked, write_section
 
 
 def main():
@@ -44,10 +39,8 @@ def main():
                f"--config.model.remat={args.remat}", f"--config.train.log_every={args.log_every}",
                f"--config.train.steps_per_call={args.log_every}",
                f"--config.train.peak_tflops_per_device={args.peak_tflops}", "--noprogress"]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(f"{shlex.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        records = [json.loads(line) for line in (pathlib.Path(tmp) / "metrics.jsonl").open()]
+        run_checked(cmd)
+        records = read_jsonl(pathlib.Path(tmp) / "metrics.jsonl")
     timed = [r for r in records if "perf/tokens_per_sec" in r][1:]
     if not timed:
         sys.exit("no timed records: use more --steps (at least 2 logged calls)")
@@ -62,9 +55,7 @@ def main():
              f"| {mfu} |")
     print(table)
     if args.out:
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        body = (f"Command: `{shlex.join(['python', 'benchmarks/mfu.py', *sys.argv[1:]])}`  \n"
-                f"Date: {now}  \nVersions: jax {version('jax')}, flax {version('flax')}\n\n"
+        body = (provenance("mfu.py", sys.argv[1:], ("jax", "flax")) +
                 "GPT-2 small (124M), bf16 compute, float32 parameters, AdamW; model FLOPs "
                 "6N + 12LHQT per token (attention not halved); median over logged calls after "
                 f"the first, {args.steps} steps.\n\n{table}")

@@ -20,41 +20,32 @@ Prints a markdown table; with --out, replaces (or appends) this benchmark's sect
 """
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-
-from report import cpu_name, fmt, version, write_section
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from fmjax.metric_writers import read_jsonl
+from report import fmjax_env, fmt, provenance, run_checked, write_section
 
 
 def timed(cmd, env=None):
     """Runs `cmd` from the repo root; returns (wall seconds, stdout). Raises on failure."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} exited with {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return wall, proc.stdout
+    stdout = run_checked(cmd, env)
+    return time.perf_counter() - start, stdout
 
 
 def run_fmjax(model, steps):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp) / "workdir"
         wall, _ = timed([sys.executable, "-m", "fmjax.main", "train",
                          "--config", f"experiments/mnist1d/{model}.py", "--workdir", str(workdir),
-                         f"--config.train.num_steps={steps}"], env)
-        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()
-                   if line.strip()]
+                         f"--config.train.num_steps={steps}"], fmjax_env())
+        records = read_jsonl(workdir / "metrics.jsonl")
     evals = [r for r in records if "eval/accuracy" in r]
     if not evals:
         raise RuntimeError(f"fmjax {model}: no eval/accuracy in metrics.jsonl")
@@ -115,11 +106,7 @@ def main():
     if args.out and failed:
         print(f"Some runs failed; {args.out} left as it was.", file=sys.stderr)
     elif args.out:
-        command = shlex.join(["python", "benchmarks/mnist1d.py", *sys.argv[1:]])
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        machine = f"{cpu_name()}, {os.cpu_count()} CPUs"
-        body = (f"Command: `{command}`  \nDate: {now}  \nMachine: {machine}  \n"
-                f"Versions: jax {version('jax')}, torch {version('torch')}\n\n"
+        body = (provenance("mnist1d.py", sys.argv[1:], ("jax", "torch")) +
                 f"Median over {args.repeats} runs of the wall time of each whole process, start to "
                 "exit (start-up, imports, compilation, evaluation and checkpointing included), "
                 f"{args.steps} steps. {note}\n\n{md}")

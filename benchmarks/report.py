@@ -3,10 +3,31 @@
 Imported by the scripts in this folder (run as `python benchmarks/<name>.py`).
 """
 
+import datetime
 import importlib.metadata
+import os
 import pathlib
 import platform
 import re
+import shlex
+import subprocess
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_checked(cmd, env=None, **kwargs) -> str:
+    """Runs `cmd` from the repo root and returns its stdout; raises with its stderr's tail."""
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(map(str, cmd))} exited with {proc.returncode}:\n"
+                           f"{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def fmjax_env() -> dict:
+    """This environment without XLA_FLAGS: fmjax runs on the real devices, not forced ones."""
+    return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 
 
 def version(package):
@@ -25,6 +46,15 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def provenance(script: str, argv: list[str], packages: tuple[str, ...]) -> str:
+    """The header of a results section: the exact command, the date, the machine, versions."""
+    command = shlex.join(["python", f"benchmarks/{script}", *argv])
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    versions = ", ".join(f"{p} {version(p)}" for p in packages)
+    return (f"Command: `{command}`  \nDate: {now}  \nMachine: {cpu_name()}, "
+            f"{os.cpu_count()} CPUs  \nVersions: {versions}\n\n")
 
 
 def fmt(x, spec):
