@@ -45,3 +45,17 @@ def test_tfds_resume_sees_the_same_batches(tmp_path):
                  final_params(tmp_path / "straight", tfds_config(20)),
                  final_params(tmp_path / "resumed", tfds_config(20)))
     assert model_metrics(tmp_path / "straight") == model_metrics(tmp_path / "resumed")
+
+
+def test_generative_model_on_tfds_measures_feature_distance(tmp_path, monkeypatch):
+    """A VAE on TFDS mnist reaches its first eval: the feature-distance classifier reads the
+    TFDS training split into memory (tf.data streams it for training)."""
+    from conftest import experiment_config
+    monkeypatch.setenv("FMJAX_CACHE_DIR", str(tmp_path / "cache"))
+    config = experiment_config("experiments/mnist/vae.py")
+    config.data.update(download=False, shuffle_buffer=64)
+    config.train.update(num_steps=10, batch_size=20, eval_batch_size=100, log_every=5,
+                        eval_every=10, steps_per_call=5)
+    config.checkpoint.every = 10
+    final = train_and_evaluate(config, tmp_path / "vae", show_progress=False)
+    assert np.isfinite(final["eval/feature_distance"]) and final["eval/feature_distance"] > 0

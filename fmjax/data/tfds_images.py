@@ -7,6 +7,7 @@ eval batches.
 """
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -112,6 +113,16 @@ class TFDSPipeline:
 
     def first_eval_inputs(self, n: int) -> np.ndarray:
         return self.eval_pipeline.first_eval_inputs(n)
+
+    @functools.cached_property
+    def arrays(self) -> Arrays:
+        """Both splits in host memory, read on first use: for what needs the whole training set
+        at once (the feature-distance classifier of generative tasks), not for training."""
+        _, _, train_ds, _ = self.source._load(self.source.train_split)
+        x_train, y_train = _to_numpy(train_ds)
+        held = self.eval_pipeline.arrays
+        return Arrays(self.source.scale(x_train), y_train, held.x_eval, held.y_eval,
+                      held.num_classes)
 
     def assets(self) -> dict[str, bytes]:
         return {}
