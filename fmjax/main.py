@@ -167,7 +167,7 @@ def cmd_sample():
     run = runs.restore(_require("workdir"), FLAGS.step)
     if run.config.task != "lm":
         return sample_images(run)
-    tokenizer = sampling.tokenizer_of(run)
+    tokenizer = runs.tokenizer(run)
     tokens = sampling.generate(run.task.model, run.params, tokenizer.encode(FLAGS.prompt),
                                FLAGS.max_new_tokens, FLAGS.seed, FLAGS.num_samples,
                                FLAGS.temperature, FLAGS.top_k, FLAGS.top_p)
@@ -193,13 +193,10 @@ def sample_images(run):
 
 def cmd_translate():
     from fmjax import runs
-    from fmjax.data import tokenizers
     run = runs.restore(_require("workdir"), FLAGS.step)
     if run.config.task != "translation":
         fail(f"{run.workdir} holds a '{run.config.task}' run, not a translation model")
-    run.task.tokenizer = tokenizers.load_from_workdir(run.workdir)
-    if run.task.tokenizer is None:
-        fail(f"{run.workdir} holds no tokenizer file; it was not written by `fmjax train`")
+    run.task.tokenizer = runs.tokenizer(run)
     options = run.task.options
     beam_size = options.beam_size if FLAGS.beam_size is None else FLAGS.beam_size
     if beam_size < 1:

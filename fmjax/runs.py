@@ -38,6 +38,16 @@ class Run:
     workdir: pathlib.Path
 
 
+def tokenizer(run: Run):
+    """The tokenizer a text run stored in its workdir."""
+    from fmjax.data import tokenizers
+    stored = tokenizers.load_from_workdir(run.workdir)
+    if stored is None:
+        raise UserError(f"{run.workdir} holds no tokenizer file; it was not written by "
+                        "`fmjax train`")
+    return stored
+
+
 def restore(workdir, step: int | None = None) -> Run:
     """The run in `workdir` at checkpoint `step` (default: the latest)."""
     checkpoint.check_workdir(workdir)

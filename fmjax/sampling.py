@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fmjax.errors import UserError
+from fmjax.models.transformer import empty_cache
 
 
 def filter_logits(logits_SV, temperature: float, top_k: int, top_p: float):
@@ -56,9 +57,7 @@ def _generate(model, params, prompt_P, max_new_tokens, key, num_samples, tempera
                                           decode=True, mutable=["cache"])
         return mutated["cache"], logits_STV[:, -1]
 
-    abstract = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((s, 1), jnp.int32), decode=True))
-    empty = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract["cache"])
+    empty = empty_cache(model, jnp.zeros((s, 1), jnp.int32))
     cache, logits_SV = forward(empty, jnp.broadcast_to(prompt_P, (s, p)))
     tokens_SL = jnp.zeros((s, p + max_new_tokens), jnp.int32).at[:, :p].set(prompt_P)
 
@@ -110,16 +109,3 @@ def generate_without_cache(model, params, prompt_P: np.ndarray, max_new_tokens: 
                            top_k, top_p)
         tokens[:, p + i] = np.asarray(token)
     return tokens[:, :p + max_new_tokens]
-
-
-def tokenizer_of(run):
-    """The tokenizer stored with the language-model run `run` (a `runs.Run`)."""
-    from fmjax.data import tokenizers
-
-    if run.config.task != "lm":
-        raise UserError(f"{run.workdir} holds a '{run.config.task}' run, not a language model")
-    tokenizer = tokenizers.load_from_workdir(run.workdir)
-    if tokenizer is None:
-        raise UserError(f"{run.workdir} holds no tokenizer file; it was not written by "
-                        "`fmjax train`")
-    return tokenizer

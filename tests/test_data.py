@@ -62,6 +62,9 @@ def test_synthetic_tokens_are_a_function_of_seed_and_step():
     np.testing.assert_array_equal(first["inputs"], again["inputs"])
     np.testing.assert_array_equal(first["inputs"][:, 1:], first["targets"][:, :-1])
     assert first["inputs"].shape == (4, 5) and first["inputs"].max() < 11
+    evals = list(source.pipeline(0).eval_batches(2))          # what masked-LM eval needs
+    assert [b["index"].tolist() for b in evals] == [[0, 1], [2, 3]]
+    assert [b["mask"].tolist() for b in evals] == [[True, True], [True, False]]
     eval_batches = list(source.pipeline(0).eval_batches(2))
     assert [b["mask"].tolist() for b in eval_batches] == [[True, True], [True, False]]
 

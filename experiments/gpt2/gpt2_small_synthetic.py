@@ -7,7 +7,7 @@ Command:  fmjax train --config experiments/gpt2/gpt2_small_synthetic.py --workdi
           table, perf/mfu; benchmarks/mfu.py wraps it)
 Variants: `:cpu` shrinks the batch to 1 x 1024 tokens and 4 steps, a smoke test.
 Settings: bf16 compute with float32 parameters, no dropout, tied embeddings, biases, AdamW
-(lr 6e-4, beta2 0.95, weight decay 0.1, clip 1.0), batch 16 x 1024 tokens per device.
+(lr 6e-4, beta2 0.95, weight decay 0.1, clip 1.0), global batch 16 x 1024 tokens.
 """
 
 from fmjax import configs

@@ -53,4 +53,4 @@ class SyntheticTokensPipeline:
         for first in range(0, n, global_batch_size):
             index = np.arange(first, first + global_batch_size)[_host_slice(global_batch_size)]
             batch = {k: v[np.minimum(index, n - 1)] for k, v in windows.items()}
-            yield {**batch, "mask": index < n}
+            yield {**batch, "index": index.astype(np.int32), "mask": index < n}

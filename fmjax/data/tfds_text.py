@@ -27,7 +27,6 @@ TensorFlow is imported only when this source is used.
 """
 
 import dataclasses
-import io
 from typing import Iterator
 
 import numpy as np
@@ -81,23 +80,12 @@ class TFDSText:
             yield text.decode("utf-8")
 
     def train_tokenizer(self) -> tokenizers.SentencePieceTokenizer:
-        import sentencepiece as spm
         # Read first: the trainer calls the iterator holding the GIL, which a tf.data generator
         # (e.g. under tfds.testing.mock_data) needs too.
         sentences = list(self._sentences(self.train_split, self.tokenizer_sentences))
-        model = io.BytesIO()
-        try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(sentences),
-                model_writer=model, vocab_size=self.vocab_size, model_type="unigram",
-                character_coverage=0.9995, num_threads=1, minloglevel=2,
-                unk_id=UNK_ID, eos_id=EOS_ID, bos_id=-1, pad_id=-1)
-        except RuntimeError as e:   # e.g. "Vocabulary size too high (8000). Please set it to ..."
-            reason = first_line(e)
-            raise UserError(f"cannot train the tokenizer on the first "
-                            f"{self.tokenizer_sentences} sentences of '{self.dataset}': {reason} "
-                            "(config.data.vocab_size / tokenizer_sentences)")
-        return tokenizers.SentencePieceTokenizer(model.getvalue())
+        return tokenizers.SentencePieceTokenizer.train_unigram(
+            iter(sentences), self.vocab_size, character_coverage=0.9995, unk_id=UNK_ID,
+            eos_id=EOS_ID)
 
     def pipeline(self, seed: int, workdir=None) -> "TFDSTextPipeline":
         if self.seq_len <= 0 or self.vocab_size <= 2:

@@ -73,26 +73,28 @@ class SentencePieceTokenizer:
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> "SentencePieceTokenizer":
-        return cls._train(iter(_line_chunks(text)), vocab_size, user_defined_symbols=["\n"],
-                          normalization_rule_name="identity", remove_extra_whitespaces=False,
-                          add_dummy_prefix=False, max_sentence_length=1 << 20)
+        return cls.train_unigram(iter(_line_chunks(text)), vocab_size,
+                                 user_defined_symbols=["\n"], normalization_rule_name="identity",
+                                 remove_extra_whitespaces=False, add_dummy_prefix=False,
+                                 max_sentence_length=1 << 20)
 
     @classmethod
     def train_on_sentences(cls, sentences: list[str], vocab_size: int) -> "SentencePieceTokenizer":
         """For one-line sentences (translation): SentencePiece's usual whitespace handling (runs
         collapsed, a word-start marker on the first word too), so a word is the same piece
         wherever it stands; decode gives the sentence with its whitespace normalised."""
-        return cls._train(iter(sentences), vocab_size, normalization_rule_name="identity")
+        return cls.train_unigram(iter(sentences), vocab_size, normalization_rule_name="identity")
 
     @classmethod
-    def _train(cls, sentences, vocab_size: int, **options) -> "SentencePieceTokenizer":
+    def train_unigram(cls, sentences, vocab_size: int, **options) -> "SentencePieceTokenizer":
+        """A unigram model; `options` (SentencePieceTrainer's) override the defaults here."""
         import sentencepiece as spm
         model = io.BytesIO()
+        defaults = dict(model_type="unigram", character_coverage=1.0, num_threads=1,
+                        minloglevel=2, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0)
         try:
-            spm.SentencePieceTrainer.train(
-                sentence_iterator=sentences, model_writer=model, vocab_size=vocab_size,
-                model_type="unigram", character_coverage=1.0, num_threads=1, minloglevel=2,
-                bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, **options)
+            spm.SentencePieceTrainer.train(sentence_iterator=sentences, model_writer=model,
+                                           vocab_size=vocab_size, **{**defaults, **options})
         except RuntimeError as e:   # e.g. "Vocabulary size too high (8000). Please set it to ..."
             raise UserError(f"cannot train a {vocab_size}-piece SentencePiece model on this text: "
                             f"{first_line(e)} (config.data.vocab_size)")

@@ -230,6 +230,14 @@ class Block(nn.Module):
         return residual(x_BTD, h_BTD)
 
 
+def empty_cache(model: nn.Module, *args, method=None):
+    """Zeros shaped like the 'cache' collection `model.apply(..., *args, decode=True)` fills
+    (shapes only: nothing is initialised)."""
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, decode=True,
+                                                 method=method))
+    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract["cache"])
+
+
 def remat_block(policy: str):
     """`Block`, rematerialised in the backward pass according to `policy` (see REMAT_POLICIES)."""
     if policy == "none":

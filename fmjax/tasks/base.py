@@ -30,8 +30,6 @@ class Task:
     """Base class; subclasses set `self.model` and implement the methods below."""
 
     model: nn.Module
-    # The metric whose improvement the best-checkpoint policy tracks by default.
-    default_best_metric = "eval/loss"
     # Its fields (with defaults) are the keys of config.task_options for this task.
     Options = NoOptions
 

@@ -28,7 +28,6 @@ class ClassificationOptions:
 
 
 class Classification(Task):
-    default_best_metric = "eval/accuracy"
     Options = ClassificationOptions
 
     def __init__(self, config, info):

@@ -45,7 +45,6 @@ def _merge_stats(extra, new):
 
 
 class GAN(GeneratesImages):
-    default_best_metric = "eval/feature_distance"
     Options = GANOptions
 
     def __init__(self, config, info):
@@ -156,9 +155,6 @@ class GAN(GeneratesImages):
                 metrics[f"{name}_grad_norm"] = optax.tree.norm(grads)
         metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]   # finite-loss check
         return state.replace(params=params, extra=extra, opt_state=opt_state), metrics
-
-    def loss_fn(self, params, extra, batch, rng):
-        raise NotImplementedError("GANs update through `update`")
 
     # ---- evaluation and sampling -------------------------------------------------------------
     def _generate(self, params, extra, z):

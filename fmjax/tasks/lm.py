@@ -11,17 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fmjax.errors import UserError
 from fmjax.models import build_model
 from fmjax.tasks.base import Task
 
 
 class LanguageModel(Task):
-    default_best_metric = "eval/loss"
-
     def __init__(self, config, info):
         super().__init__(config, info)
         self.seq_len = info.input_shape[0]
         self.model = build_model(config.model, vocab_size=info.num_classes)
+        if self.model.max_len < self.seq_len:   # learned positions past the table would be NaN
+            raise UserError(f"config.model.max_len={self.model.max_len} is shorter than "
+                            f"config.data.seq_len={self.seq_len}")
         self.z_loss = config.train.z_loss
 
     def example_batch(self):

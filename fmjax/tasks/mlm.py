@@ -26,7 +26,6 @@ class MLMOptions:
 
 
 class MaskedLanguageModel(Task):
-    default_best_metric = "eval/loss"
     Options = MLMOptions
 
     def __init__(self, config, info):

@@ -8,7 +8,6 @@ reference texts, so tokenization never flatters the number.
 """
 
 import dataclasses
-import functools
 import math
 
 import jax
@@ -17,11 +16,11 @@ import numpy as np
 import optax
 
 from fmjax.beam_search import beam_search, expand_to_beams
-from fmjax.data import tokenizers
-from fmjax.data.tokenizers import PAD_ID
+from fmjax.data.tokenizers import PAD_ID, pad_ids
 from fmjax.data.translation import bos_id, eos_id
 from fmjax.errors import UserError
 from fmjax.models import build_model
+from fmjax.models.transformer import empty_cache
 from fmjax.tasks.base import Task
 
 
@@ -33,7 +32,6 @@ class TranslationOptions:
 
 
 class Translation(Task):
-    default_best_metric = "eval/bleu"
     Options = TranslationOptions
 
     def __init__(self, config, info):
@@ -119,10 +117,8 @@ class Translation(Task):
         model, b = self.model, source_BS.shape[0]
         memory_BSD, mask_BS = model.apply({"params": params}, source_BS, method=model.encode)
         memory_NSD, mask_NS = expand_to_beams((memory_BSD, mask_BS), beam_size)
-        first_N1 = jnp.zeros((b * beam_size, 1), jnp.int32)
-        abstract = jax.eval_shape(functools.partial(model.init, method=model.decode, decode=True),
-                                  jax.random.key(0), first_N1, memory_NSD, mask_NS)
-        cache = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), abstract["cache"])
+        cache = empty_cache(model, jnp.zeros((b * beam_size, 1), jnp.int32), memory_NSD,
+                            mask_NS, method=model.decode)
 
         def step_fn(cache, tokens_N1, position):
             logits_N1V, mutated = model.apply({"params": params, "cache": cache}, tokens_N1,
@@ -141,7 +137,7 @@ class Translation(Task):
 
     def encode_sources(self, texts: list[str]) -> np.ndarray:
         """[N, source_len] token ids, truncated and padded; unknown text becomes <unk>."""
-        return tokenizers.pad_ids(self.tokenizer.sp.encode(texts), self.source_len)
+        return pad_ids(self.tokenizer.sp.encode(texts), self.source_len)
 
     def detokenize(self, tokens_L) -> str:
         """Text of the tokens before the first EOS (BOS, never a target, is dropped too)."""

@@ -47,7 +47,6 @@ def kl_to_standard_normal(mean_BZ, logvar_BZ):
 
 
 class VAE(GeneratesImages):
-    default_best_metric = "eval/neg_elbo"
     Options = VAEOptions
 
     def __init__(self, config, info):
