@@ -39,17 +39,19 @@ def test_cached_decoding_equals_recomputing(positions, temperature, top_k, top_p
 
 
 def test_generation_continues_past_the_context():
-    """Past max_len the cache is refilled with the last max_len / 2 tokens: greedy decoding
-    equals recomputing, at every step, the model on the tokens since the last refill."""
+    """Past max_len the cache is refilled with the last max_len / 2 tokens: sampling equals
+    recomputing, at every step, the model on the tokens since the last refill (same keys)."""
     model = GPT(vocab_size=11, max_len=16, num_layers=1, num_heads=2, embed_dim=16)
     params = nn.unbox(model.init(jax.random.key(0), np.zeros((1, 16), np.int32)))["params"]
-    tokens = sampling.generate(model, params, np.array([1, 2]), 40, seed=0, temperature=0.0)
-    assert tokens.shape == (1, 42)
+    tokens = sampling.generate(model, params, np.array([1, 2]), 40, seed=0, temperature=1.0)
+    assert tokens.shape == (1, 42) and len(set(tokens[0].tolist())) > 3
 
     expected, start, in_cache, keep = [1, 2], 0, 2, model.max_len // 2
-    logits_of = jax.jit(lambda t: model.apply({"params": params}, t[None])[0, -1])
-    for _ in range(40):
-        expected.append(int(np.argmax(logits_of(np.array(expected[start:])))))
+    logits_of = jax.jit(lambda t: model.apply({"params": params}, t[None])[:, -1])
+    for i in range(40):
+        key = jax.random.fold_in(jax.random.key(0), i)
+        logits = logits_of(np.array(expected[start:]))
+        expected.append(int(sampling.next_token(logits, key, 1.0, 0, 1.0)[0]))
         if in_cache >= model.max_len:          # full: re-encode the newest `keep` tokens
             start, in_cache = len(expected) - keep, keep
         else:
