@@ -5,9 +5,14 @@ Async and atomic (Orbax writes to a temporary directory and renames), keeping th
 every pipeline produces the batch of step s as a function of (seed, s). Restore takes target
 shardings, so a checkpoint written on one mesh restores onto another.
 
+Every checkpoint also holds a checksum of each array (`fmjax.integrity`), and every read of a
+checkpoint goes through `restore_intact`, which verifies them: a damaged checkpoint (unreadable,
+or whose arrays differ from their checksums) is reported in one line and skipped for the newest
+intact one, unless a step was asked for by name.
+
 Fine-tuning (`config.init_from`): `plan_init_from` matches a new model's arrays against another
 run's checkpoint by path and shape (from metadata, nothing read), and `restore_matching` reads
-only the matched arrays (Orbax partial restore) onto the new model's shardings.
+only the matched arrays (Orbax partial restore) onto the new model's shardings, verified too.
 """
 
 import contextlib
@@ -17,17 +22,25 @@ import pathlib
 import re
 import weakref
 
+from typing import Callable
+
 import flax
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
-from fmjax.errors import UserError, WorkdirError
+from fmjax import integrity
+from fmjax.errors import UserError, WorkdirError, first_line
 
 
 def check_workdir(workdir) -> None:
     """UserError for a URL: fmjax writes its workdir with local file operations (pathlib, atomic
     renames, appends), which would turn gs://b/run into a local directory gs:/b/run."""
+    if not str(workdir).strip():
+        raise UserError("--workdir is empty; give the run's directory (fmjax would otherwise "
+                        "write into the current one)")
     if "://" in str(workdir):
         raise UserError(f"workdir {workdir}: fmjax workdirs are filesystem paths; for a bucket, "
                         "mount it on every host (gcsfuse) and pass the mount path")
@@ -49,7 +62,8 @@ def _preservation(ckpt_config):
 
 
 def _handlers() -> dict:
-    return {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()}
+    return {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
+            "checksums": ocp.JsonCheckpointHandler()}
 
 
 def open_manager(workdir, ckpt_config) -> ocp.CheckpointManager:
@@ -73,27 +87,6 @@ def read_only_manager(workdir) -> ocp.CheckpointManager | None:
 def path_name(path) -> str:
     """'params/conv_0/kernel' for dict keys, dataclass fields and sequence indices alike."""
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
-def check_compatible(manager, step: int, abstract_state) -> None:
-    """UserError naming the first array whose saved shape differs from the config's model."""
-    saved = manager.item_metadata(step)["state"]
-    want = [(path_name(p), x) for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]]
-    have = {path_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]}
-    where = manager.directory
-    if len(have) != len(want):
-        raise UserError(f"checkpoint {where}/{step} holds {len(have)} arrays but the config's "
-                        f"model has {len(want)}; use a new --workdir or the config it was "
-                        f"trained with")
-    for name, leaf in want:
-        saved_leaf = have.get(name)
-        if saved_leaf is None:
-            raise UserError(f"checkpoint {where}/{step} has no array {name}; use a new "
-                            f"--workdir or the config it was trained with")
-        if tuple(saved_leaf.shape) != tuple(leaf.shape):
-            raise UserError(f"checkpoint {where}/{step} does not fit the config: {name} has shape "
-                            f"{tuple(saved_leaf.shape)} there but {tuple(leaf.shape)} in the "
-                            f"config; use a new --workdir or the config it was trained with")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,9 +122,12 @@ def plan_init_from(workdir: str, step: int, abstract_state) -> InitSource:
     if step not in steps:
         raise UserError(f"config.init_from_step: no checkpoint at step {step} in {workdir} "
                         f"(have: {steps})")
-    saved = {path_name(p): x for p, x in
-             jax.tree_util.tree_flatten_with_path(manager.item_metadata(step)["state"])[0]}
-    manager.close()
+    try:
+        saved = _saved_shapes(manager, step, _written_checksums(manager, step))
+    except DamagedCheckpoint as e:
+        raise UserError(f"config.init_from: {e} in {workdir}") from e
+    finally:
+        manager.close()
     matched, new = [], []
     for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
         name = path_name(path)
@@ -139,9 +135,9 @@ def plan_init_from(workdir: str, step: int, abstract_state) -> InitSource:
             continue
         if name not in saved:
             new.append(name)
-        elif tuple(saved[name].shape) != tuple(leaf.shape):
+        elif saved[name] != tuple(leaf.shape):
             raise UserError(f"config.init_from: {name.split('/', 1)[1]} has shape "
-                            f"{tuple(saved[name].shape)} in {workdir} (step {step}) but "
+                            f"{saved[name]} in {workdir} (step {step}) but "
                             f"{tuple(leaf.shape)} in this config's model; use the model config "
                             "the encoder was trained with")
         else:
@@ -155,7 +151,8 @@ def plan_init_from(workdir: str, step: int, abstract_state) -> InitSource:
 
 def restore_matching(source: InitSource, state):
     """`state` with the arrays `source` matched replaced by the saved ones (Orbax partial
-    restore, read directly onto `state`'s shardings); everything else as it was."""
+    restore, read directly onto `state`'s shardings, verified against their checksums);
+    everything else as it was."""
     flat = flax.traverse_util.flatten_dict(
         {part: getattr(state, part) for part in _MODEL_PARTS}, keep_empty_nodes=True, sep="/")
     wanted = flax.traverse_util.unflatten_dict(
@@ -165,11 +162,18 @@ def restore_matching(source: InitSource, state):
     manager = ocp.CheckpointManager(
         checkpoint_dir(source.workdir),
         options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-        item_handlers={"state": ocp.PyTreeCheckpointHandler()})
-    restored = manager.restore(source.step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                       "checksums": ocp.JsonCheckpointHandler()})
+    args = ocp.args.PyTreeRestore(
         wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
-        partial_restore=True)))["state"]
-    manager.close()
+        partial_restore=True)
+    try:
+        restored = _read_verified(manager, source.step, args,
+                                  _written_checksums(manager, source.step))
+    except DamagedCheckpoint as e:
+        raise UserError(f"config.init_from: {e} in {source.workdir}") from e
+    finally:
+        manager.close()
     flat.update(flax.traverse_util.flatten_dict(restored, sep="/"))
     parts = flax.traverse_util.unflatten_dict(flat, sep="/")
     return state.replace(**{part: parts.get(part, {}) for part in _MODEL_PARTS})
@@ -203,10 +207,11 @@ def _write_errors(manager, step: int | None):
 
 
 def save(manager, step: int, state, config_dict: dict, metrics: dict | None) -> None:
-    """Start writing checkpoint `step` (in the background when async); WorkdirError when the
-    filesystem refuses it or the previous one."""
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              config=ocp.args.JsonSave(config_dict))
+    """Start writing checkpoint `step` with its checksums (in the background when async);
+    WorkdirError when the filesystem refuses it or the previous one."""
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_dict),
+        checksums=ocp.args.JsonSave(integrity.checksums(state, path_name)))
     with _write_errors(manager, _writing.get(manager)):   # the previous one, written async
         manager.wait_until_finished()
     _writing[manager] = step
@@ -223,8 +228,134 @@ def close(manager) -> None:
             manager.close()
 
 
+# ---- Reading: every restore is verified. ---------------------------------------------------------
+
+class DamagedCheckpoint(Exception):
+    """A checkpoint that does not read back as it was written: a file is missing or garbled, or
+    an array differs from the checksum stored with it."""
+
+    def __init__(self, step: int, reason: str):
+        super().__init__(f"checkpoint {step} is damaged ({reason})")
+        self.step, self.reason = step, reason
+
+
+def _reason(error: BaseException) -> str:
+    """A short reason for a failed read: the innermost error's first line (Orbax wraps
+    TensorStore's message, e.g. "Truncated Zstd-compressed stream", in pages of spec)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = first_line(error)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _read(step: int, what: str, read: Callable):
+    """`read()`, or DamagedCheckpoint on every process when it fails on any (a damaged file may
+    be one host's shard only, and every host must skip the same checkpoint)."""
+    error = None
+    try:
+        value = read()
+    except Exception as e:   # TensorStore, Orbax and json raise many types for a damaged file
+        error = e
+    ok = error is None
+    if jax.process_count() > 1:
+        ok = bool(np.all(multihost_utils.process_allgather(np.array(ok))))
+    if not ok:
+        reason = _reason(error) if error is not None else "unreadable on another host"
+        raise DamagedCheckpoint(step, f"cannot read its {what}: {reason}") from error
+    return value
+
+
+def _written_checksums(manager, step: int) -> dict[str, str]:
+    """{array path: checksum} as saved with checkpoint `step`: also the list of its arrays."""
+    checksums = _read(step, "checksums", lambda: manager.restore(
+        step, args=ocp.args.Composite(checksums=ocp.args.JsonRestore())).checksums)
+    if not isinstance(checksums, dict) or not checksums:
+        raise DamagedCheckpoint(step, "it holds no checksums")
+    return checksums
+
+
+def _saved_shapes(manager, step: int, written: dict[str, str]) -> dict[str, tuple]:
+    """{array path: shape} from the checkpoint's metadata, which must list the arrays written."""
+    metadata = _read(step, "metadata", lambda: manager.item_metadata(step)["state"])
+    shapes = {path_name(p): tuple(x.shape)
+              for p, x in jax.tree_util.tree_flatten_with_path(metadata)[0]}
+    if shapes.keys() != written.keys():
+        raise DamagedCheckpoint(step, f"its metadata lists {len(shapes)} arrays, but "
+                                f"{len(written)} were written")
+    return shapes
+
+
+def check_compatible(where, shapes: dict[str, tuple], abstract_state) -> None:
+    """UserError naming the first array whose saved shape (`shapes`) differs from the config's
+    model (`abstract_state`)."""
+    want = [(path_name(p), x) for p, x in jax.tree_util.tree_flatten_with_path(abstract_state)[0]]
+    advice = "use a new --workdir or the config it was trained with"
+    if len(shapes) != len(want):
+        raise UserError(f"checkpoint {where} holds {len(shapes)} arrays but the config's model "
+                        f"has {len(want)}; {advice}")
+    for name, leaf in want:
+        if name not in shapes:
+            raise UserError(f"checkpoint {where} has no array {name}; {advice}")
+        if shapes[name] != tuple(leaf.shape):
+            raise UserError(f"checkpoint {where} does not fit the config: {name} has shape "
+                            f"{shapes[name]} there but {tuple(leaf.shape)} in the config; "
+                            f"{advice}")
+
+
+def _read_verified(manager, step: int, state_args, written: dict[str, str]):
+    """The `state` item of checkpoint `step`, restored with `state_args` (all arrays, or some)
+    and checked against the checksums it was `written` with; DamagedCheckpoint otherwise."""
+    state = _read(step, "arrays", lambda: manager.restore(
+        step, args=ocp.args.Composite(state=state_args)).state)
+    mismatch = integrity.first_mismatch(state, written, path_name)
+    if mismatch is not None:
+        raise DamagedCheckpoint(step, f"{mismatch} differs from its checksum")
+    return state
+
+
 def restore(manager, step: int, abstract_state):
-    """The state at `step`, placed on the shardings carried by `abstract_state`."""
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
-    return restored["state"]
+    """The state at `step` on the shardings carried by `abstract_state`, verified: UserError when
+    it does not fit the config, DamagedCheckpoint when it is damaged."""
+    written = _written_checksums(manager, step)
+    check_compatible(f"{manager.directory}/{step}", _saved_shapes(manager, step, written),
+                     abstract_state)
+    return _read_verified(manager, step, ocp.args.StandardRestore(abstract_state), written)
+
+
+def quarantine(workdir, step: int) -> pathlib.Path:
+    """Move damaged checkpoint `step` out of the checkpoints directory (to
+    `workdir/damaged_checkpoints/`, kept for a post-mortem), so that neither a restore nor the
+    keep-N rotation counts it; the new path."""
+    target_dir = pathlib.Path(workdir).absolute() / "damaged_checkpoints"
+    target_dir.mkdir(exist_ok=True)
+    target = target_dir / str(step)
+    n = 1
+    while target.exists():   # damaged twice at the same step
+        target, n = target_dir / f"{step}.{n}", n + 1
+    os.replace(checkpoint_dir(workdir) / str(step), target)
+    return target
+
+
+def restore_intact(manager, abstract_state, step: int | None = None,
+                   on_damaged: Callable[[DamagedCheckpoint], None] = lambda e: None):
+    """(step, state) of checkpoint `step`, or by default of the newest intact checkpoint: each
+    newer damaged one is passed to `on_damaged` and skipped. UserError when the asked-for step
+    is missing or damaged, when no checkpoint is intact, or when one does not fit the config."""
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        raise UserError(f"{manager.directory} holds no checkpoint")
+    if step is not None and step not in steps:
+        raise UserError(f"no checkpoint at step {step} in {manager.directory} "
+                        f"(have: {sorted(steps)})")
+    damaged = []
+    for candidate in [step] if step is not None else steps:
+        try:
+            return candidate, restore(manager, candidate, abstract_state)
+        except DamagedCheckpoint as e:
+            if step is not None:
+                raise UserError(f"{e} in {manager.directory}; choose another --step") from e
+            damaged.append(e)
+            on_damaged(e)
+    raise UserError(f"no intact checkpoint in {manager.directory}: "
+                    + "; ".join(str(e) for e in damaged)
+                    + "; move the directory aside to start afresh")

@@ -115,45 +115,16 @@ def cmd_train():
 
 
 def cmd_eval():
-    from fmjax import checkpoint, configs
-    from fmjax.train import evaluate, prepare
+    import jax
+    from fmjax import runs
     from fmjax.step import make_eval_step
+    from fmjax.train import evaluate
 
-    workdir = pathlib.Path(_require("workdir"))
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        fail(f"{workdir} holds no fmjax run (no config.json)")
-    config = configs.from_json_dict(json.loads(config_path.read_text()))
-    _fit_mesh_to_devices(config)
-    exp = prepare(config, workdir)
-    manager = checkpoint.read_only_manager(workdir)
-    steps = manager.all_steps() if manager else []
-    step = FLAGS.step if FLAGS.step is not None else exp.latest_step
-    if step not in steps:
-        fail(f"no checkpoint at step {step} in {workdir} (have: {sorted(steps)})")
-    import jax
-    with jax.set_mesh(exp.mesh):
-        state = checkpoint.restore(manager, step, exp.abstract_state)
-        metrics = evaluate(exp, state, make_eval_step(exp.task, exp.mesh, exp.state_shardings))
-    print(json.dumps({"step": step, **metrics}, sort_keys=True))
-
-
-def _fit_mesh_to_devices(config) -> None:
-    """A run trained on a mesh this machine cannot form (e.g. 8 devices, evaluated on 1) is
-    evaluated with FSDP over every device here: the batch still splits over all of them, and the
-    parameters are sharded as finely as they can be, so a model that needed model parallelism to
-    fit still has the best chance to. The checkpoint is restored onto that mesh (resharded)."""
-    import jax
-    from fmjax import sharding
-    from fmjax.errors import UserError
-    try:
-        sharding.mesh_shape(config.mesh, jax.device_count())
-    except UserError:
-        trained = {a: config.mesh[a] for a in sharding.MESH_AXES}
-        config.mesh.update(data=1, fsdp=-1, tensor=1)
-        print(f"fmjax: the run's mesh {trained} does not fit the devices here "
-              f"({jax.device_count()}); evaluating with fsdp={jax.device_count()}",
-              file=sys.stderr)
+    run = runs.load(_require("workdir"), FLAGS.step, with_data=True)
+    with jax.set_mesh(run.exp.mesh):
+        metrics = evaluate(run.exp, run.state, make_eval_step(run.task, run.exp.mesh,
+                                                              run.exp.state_shardings))
+    print(json.dumps({"step": run.step, **metrics}, sort_keys=True))
 
 
 def cmd_inspect():
@@ -164,10 +135,10 @@ def cmd_inspect():
 
 def cmd_sample():
     from fmjax import runs, sampling
-    run = runs.restore(_require("workdir"), FLAGS.step)
+    run = runs.load(_require("workdir"), FLAGS.step, one_device=True)
     if run.config.task != "lm":
         return sample_images(run)
-    tokenizer = runs.tokenizer(run)
+    tokenizer = run.tokenizer
     tokens = sampling.generate(run.task.model, run.params, tokenizer.encode(FLAGS.prompt),
                                FLAGS.max_new_tokens, FLAGS.seed, FLAGS.num_samples,
                                FLAGS.temperature, FLAGS.top_k, FLAGS.top_p)
@@ -193,10 +164,9 @@ def sample_images(run):
 
 def cmd_translate():
     from fmjax import runs
-    run = runs.restore(_require("workdir"), FLAGS.step)
+    run = runs.load(_require("workdir"), FLAGS.step, one_device=True)
     if run.config.task != "translation":
         fail(f"{run.workdir} holds a '{run.config.task}' run, not a translation model")
-    run.task.tokenizer = runs.tokenizer(run)
     options = run.task.options
     beam_size = options.beam_size if FLAGS.beam_size is None else FLAGS.beam_size
     if beam_size < 1:
@@ -211,9 +181,11 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fmjax` script."""
     from absl import logging
 
+    from fmjax import library_logs
     from fmjax.errors import NonFiniteLoss, Preempted, UserError
 
-    logging.set_verbosity(logging.ERROR)   # keep library chatter (orbax) off the console
+    logging.set_verbosity(logging.WARNING)
+    library_logs.silence()   # library chatter (Orbax, TensorStore) stays off the console
     argv = sys.argv if argv is None else argv
     if argv[1:2] == ["launch_local"]:
         from fmjax import launch

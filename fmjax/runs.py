@@ -1,16 +1,23 @@
-"""A workdir as a thing to use after training: its config, its data's shapes and a checkpoint's
-parameters, restored on one device without reading the dataset (for `fmjax sample`)."""
+"""A workdir as a thing to use after training: `load` is the one way to open a run (for `fmjax
+eval`, `sample`, `translate`, tools and tests).
+
+It reads the run's config, rebuilds its task (from the stored data shapes, or from the dataset
+when eval needs the data), gives the task its workdir assets (the tokenizer), and restores a
+verified checkpoint (`checkpoint.restore_intact`: the newest intact one unless a step is named)
+onto the devices at hand, whatever mesh the run was trained on.
+"""
 
 import dataclasses
 import json
 import pathlib
+import sys
+from typing import Any
 
 import jax
 
-from fmjax import checkpoint, configs, sharding, state as state_lib
-from fmjax.data import DataInfo
+from fmjax import checkpoint, configs, sharding
+from fmjax.data import DataInfo, tokenizers
 from fmjax.errors import UserError
-from fmjax.tasks import build_task
 
 DATA_INFO_FILE = "data_info.json"
 
@@ -20,53 +27,99 @@ def data_info_asset(info: DataInfo) -> dict[str, bytes]:
     return {DATA_INFO_FILE: json.dumps(dataclasses.asdict(info)).encode()}
 
 
-def _data_info(workdir: pathlib.Path) -> DataInfo:
-    path = workdir / DATA_INFO_FILE
+def _read_json(path: pathlib.Path, what: str) -> dict:
+    """The JSON object in `path`; UserError in one line when it is missing or damaged."""
     if not path.exists():
-        raise UserError(f"{workdir} has no {DATA_INFO_FILE}; it was not written by `fmjax train`")
-    d = json.loads(path.read_text())
-    return DataInfo(**{**d, "input_shape": tuple(d["input_shape"])})
+        raise UserError(f"{path.parent} holds no {what} ({path.name}); it is not a run "
+                        "written by `fmjax train`")
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:   # truncated, garbled, not UTF-8, unreadable
+        raise UserError(f"{path} is damaged: {type(e).__name__}: {str(e).splitlines()[0]}") \
+            from e
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is damaged: not a JSON object")
+    return value
+
+
+def read_config(workdir: pathlib.Path):
+    """The run's resolved config (`config.json`), locked like an experiment file's."""
+    return configs.from_json_dict(_read_json(workdir / "config.json", "fmjax run"))
+
+
+def read_data_info(workdir: pathlib.Path) -> DataInfo:
+    d = _read_json(workdir / DATA_INFO_FILE, "data shapes")
+    try:
+        return DataInfo(**{**d, "input_shape": tuple(d["input_shape"])})
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{workdir / DATA_INFO_FILE} is damaged: {e}") from e
 
 
 @dataclasses.dataclass
 class Run:
-    config: object
-    task: object
-    params: object
-    extra: object     # non-parameter collections, e.g. batch statistics
+    config: Any
+    exp: Any          # `train.Experiment`: task, mesh, abstract state (and data, if asked for)
+    state: Any        # the restored `TrainState`
     step: int
     workdir: pathlib.Path
+    tokenizer: Any    # the run's tokenizer (text runs), or None
+
+    @property
+    def task(self):
+        return self.exp.task
+
+    @property
+    def params(self):
+        return self.state.params
+
+    @property
+    def extra(self):
+        """Non-parameter collections, e.g. batch statistics."""
+        return self.state.extra
 
 
-def tokenizer(run: Run):
-    """The tokenizer a text run stored in its workdir."""
-    from fmjax.data import tokenizers
-    stored = tokenizers.load_from_workdir(run.workdir)
-    if stored is None:
-        raise UserError(f"{run.workdir} holds no tokenizer file; it was not written by "
-                        "`fmjax train`")
-    return stored
+def _fit_mesh(config, num_devices: int) -> None:
+    """A run trained on a mesh these devices cannot form (e.g. 8 devices, evaluated on 1) is
+    placed with FSDP over every device here: the batch still splits over all of them, and the
+    parameters are sharded as finely as they can be, so a model that needed model parallelism to
+    fit still has the best chance to. The checkpoint is restored onto that mesh (resharded)."""
+    try:
+        sharding.mesh_shape(config.mesh, num_devices)
+    except UserError:
+        trained = {a: config.mesh[a] for a in sharding.MESH_AXES}
+        config.mesh.update(data=1, fsdp=-1, tensor=1)
+        print(f"fmjax: the run's mesh {trained} does not fit the devices here ({num_devices}); "
+              f"using fsdp={num_devices}", file=sys.stderr)
 
 
-def restore(workdir, step: int | None = None) -> Run:
-    """The run in `workdir` at checkpoint `step` (default: the latest)."""
+def load(workdir, step: int | None = None, with_data: bool = False,
+         one_device: bool = False) -> Run:
+    """The run in `workdir` at checkpoint `step` (default: the newest intact one, saying which
+    damaged ones it skipped). `with_data` builds the data pipeline too (for eval); otherwise
+    nothing of the dataset is read. `one_device`: on this host's first device (sampling, whose
+    text must not depend on the device count); else on every device."""
+    from fmjax.train import prepare   # train imports this module
     checkpoint.check_workdir(workdir)
     workdir = pathlib.Path(workdir)
-    if not (workdir / "config.json").exists():
-        raise UserError(f"{workdir} holds no fmjax run (no config.json)")
-    config = configs.from_json_dict(json.loads((workdir / "config.json").read_text()))
-    task = build_task(config, _data_info(workdir))
-    config.mesh.update(data=1, fsdp=1, tensor=1)   # after training: one device is enough
-    mesh = sharding.make_mesh(config.mesh)
-    tx, _ = task.optimizer()
-    rules = tuple(tuple(r) for r in config.sharding.rules)
-    abstract, _ = state_lib.abstract_and_shardings(task, tx, config.train.seed, mesh, rules)
+    config = read_config(workdir)
+    devices = jax.local_devices()[:1] if one_device else jax.devices()
+    if one_device:
+        config.mesh.update(data=1, fsdp=1, tensor=1)
+    _fit_mesh(config, len(devices))
+    exp = prepare(config, workdir, data_info=None if with_data else read_data_info(workdir),
+                  devices=devices)
+    tokenizer = (exp.pipeline.tokenizer if exp.pipeline is not None
+                 and hasattr(exp.pipeline, "tokenizer") else tokenizers.load_from_workdir(workdir))
+    if tokenizer is not None:
+        exp.task.bind_tokenizer(tokenizer)
     manager = checkpoint.read_only_manager(workdir)
-    steps = sorted(manager.all_steps()) if manager else []
-    step = steps[-1] if step is None and steps else step
-    if step not in steps:
-        raise UserError(f"no checkpoint at step {step} in {workdir} (have: {steps})")
-    checkpoint.check_compatible(manager, step, abstract)   # e.g. a tokenizer of another size
-    with jax.set_mesh(mesh):
-        state = checkpoint.restore(manager, step, abstract)
-    return Run(config, task, state.params, state.extra, step, workdir)
+    if manager is None:
+        raise UserError(f"{workdir} holds no checkpoint")
+    try:
+        with jax.set_mesh(exp.mesh):
+            step, state = checkpoint.restore_intact(
+                manager, exp.abstract_state, step,
+                on_damaged=lambda e: print(f"fmjax: {e}; skipped", file=sys.stderr))
+    finally:
+        manager.close()
+    return Run(config, exp, state, step, workdir, tokenizer)

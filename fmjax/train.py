@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import sys
 from typing import Any, Callable
 
 import jax
@@ -17,7 +18,8 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from fmjax import checkpoint, configs, data, perf, runs, sharding, state as state_lib, tasks
+from fmjax import (checkpoint, configs, data, library_logs, perf, runs, sharding,
+                   state as state_lib, tasks, workdir_lock)
 from fmjax.errors import NonFiniteLoss, Preempted, WorkdirError
 from fmjax.metric_writers import MetricWriters
 from fmjax.preemption import PreemptionWatch
@@ -30,37 +32,40 @@ class Experiment:
     config: ml_collections.ConfigDict
     mesh: jax.sharding.Mesh
     rules: tuple
-    pipeline: Any
+    pipeline: Any               # None when built from a run's stored data shapes
     task: tasks.Task
     tx: Any
     lr_schedule: Callable
     abstract_state: Any
     state_shardings: Any
-    latest_step: int | None     # newest checkpoint in the workdir, if any
+    latest_step: int | None     # newest checkpoint in the workdir, if any (intact or not)
     init_source: checkpoint.InitSource | None = None   # config.init_from, for a fresh start
 
 
-def prepare(config: ml_collections.ConfigDict, workdir=None) -> Experiment:
-    """Build and check the whole experiment (and `workdir`'s checkpoint, if any); raises
-    UserError and writes nothing."""
+def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
+            devices=None) -> Experiment:
+    """Build and check the whole experiment on `devices` (default: all); raises UserError and
+    writes nothing. With `data_info` (a trained run's stored data shapes) the dataset is not
+    read and the experiment has no pipeline."""
     configs.validate(config)
-    mesh = sharding.make_mesh(config.mesh)
+    mesh = sharding.make_mesh(config.mesh, devices)
     sharding.check_batch_size(config.train.batch_size // config.train.grad_accum_steps, mesh,
                               "config.train.batch_size / grad_accum_steps")
     sharding.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
     rules = tuple(tuple(r) for r in config.sharding.rules)
-    pipeline = data.build_pipeline(config.data, config.train.seed, workdir)
-    task = tasks.build_task(config, pipeline.info)
-    task.bind_data(pipeline)
+    pipeline = None
+    if data_info is None:
+        pipeline = data.build_pipeline(config.data, config.train.seed, workdir)
+        data_info = pipeline.info
+    task = tasks.build_task(config, data_info)
+    if pipeline is not None:
+        task.bind_data(pipeline)
     tx, lr_schedule = task.optimizer()
     abstract_state, state_shardings = state_lib.abstract_and_shardings(
         task, tx, config.train.seed, mesh, rules)
-    latest_step = None
     manager = checkpoint.read_only_manager(workdir) if workdir is not None else None
+    latest_step = manager.latest_step() if manager is not None else None
     if manager is not None:
-        latest_step = manager.latest_step()
-        if latest_step is not None:
-            checkpoint.check_compatible(manager, latest_step, abstract_state)
         manager.close()
     init_source = None   # a resumed run restores its own checkpoint, never init_from again
     if config.init_from and latest_step is None:
@@ -83,18 +88,28 @@ def evaluate(exp: Experiment, state, eval_step) -> dict[str, float]:
     return {f"eval/{k}": v for k, v in exp.task.eval_metrics(merged).items()}
 
 
-def restore_or_init(exp: Experiment, manager, writers_message=print):
-    """The latest checkpoint's state if the workdir has one, else a fresh sharded init (with the
-    arrays `config.init_from` provides read from that run's checkpoint)."""
+def restore_or_init(exp: Experiment, workdir: pathlib.Path) -> tuple[Any, int, str | None]:
+    """(state, step, what to log): the newest intact checkpoint of `workdir` if it has one (newer
+    damaged ones are moved to `workdir/damaged_checkpoints/`), else a fresh sharded init, with
+    the arrays `config.init_from` provides read from that run's checkpoint."""
     if exp.latest_step is None:
         state = state_lib.init_state(exp.task, exp.tx, exp.config.train.seed, exp.mesh,
                                      exp.rules, exp.abstract_state)
-        if exp.init_source is not None:
-            state = checkpoint.restore_matching(exp.init_source, state)
-            writers_message(exp.init_source.message())
-        return state
-    writers_message(f"resuming from the checkpoint at step {exp.latest_step}")
-    return checkpoint.restore(manager, exp.latest_step, exp.abstract_state)
+        if exp.init_source is None:
+            return state, 0, None
+        return checkpoint.restore_matching(exp.init_source, state), 0, exp.init_source.message()
+    manager = checkpoint.read_only_manager(workdir)
+    damaged = []
+    try:
+        step, state = checkpoint.restore_intact(manager, exp.abstract_state,
+                                                on_damaged=damaged.append)
+    finally:
+        manager.close()
+    for e in damaged:   # out of Orbax's sight: the run saves these steps anew
+        if jax.process_index() == 0:
+            print(f"fmjax: {e}; moved to {checkpoint.quarantine(workdir, e.step)}",
+                  file=sys.stderr)
+    return state, step, f"resuming from the checkpoint at step {step}"
 
 
 def _nonfinite_stop(metrics_K: dict, first_step: int, train_config) -> tuple[int, str] | None:
@@ -121,26 +136,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        show_progress: bool = True) -> dict[str, float]:
     """Train (or resume) the experiment in `workdir`; returns the last eval metrics."""
     exp = prepare(config, workdir)
+    with workdir_lock.hold(workdir):
+        return _train(exp, pathlib.Path(workdir), show_progress)
+
+
+def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[str, float]:
+    """The body of `train_and_evaluate`, run while this process holds the workdir's lock."""
+    config = exp.config
     tc, k = config.train, config.train.steps_per_call
-    if jax.process_count() > 1:   # all have seen the same workdir before process 0 writes to it
+    library_logs.to_workdir(workdir)
+    state, step, note = restore_or_init(exp, workdir)
+    if jax.process_count() > 1:   # all have read the workdir before process 0 writes to it
         multihost_utils.sync_global_devices("fmjax: workdir read")
 
     # ---- From here on the workdir is written. -------------------------------------------------
-    workdir = pathlib.Path(workdir)
     if jax.process_index() == 0:
         assets = {"config.json": configs.to_json(config).encode(), **exp.pipeline.assets(),
                   **runs.data_info_asset(exp.pipeline.info)}
         try:
-            workdir.mkdir(parents=True, exist_ok=True)
             for name, content in assets.items():
                 _write_whole(workdir / name, content)
         except OSError as e:
             raise WorkdirError(f"cannot write to the workdir {workdir}: {e.strerror or e}") from e
     config_dict = json.loads(configs.to_json(config))
     manager = checkpoint.open_manager(workdir, config.checkpoint)
-    step = exp.latest_step or 0
     writers = MetricWriters(workdir, step, tc.num_steps, show_progress)
-    state = restore_or_init(exp, manager, writers.message)
+    if note:
+        writers.message(note)
     train_call = make_train_call(exp.task, exp.tx, exp.lr_schedule, config, exp.mesh,
                                  exp.state_shardings)
     eval_step = make_eval_step(exp.task, exp.mesh, exp.state_shardings)

@@ -139,7 +139,7 @@ def test_sigkill_at_any_moment_then_resume_is_exact(tmp_path):
     hit = {phase for _, inside, _ in landed if inside != "finished" for phase in inside}
     assert {"call", "commit", "eval"} <= hit, landed
     assert committed_steps(crashed) == committed_steps(straight) and not partial_steps(crashed)
-    expected, got = runs.restore(straight), runs.restore(crashed)
+    expected, got = runs.load(straight), runs.load(crashed)
     assert got.step == expected.step == NUM_STEPS
     jax.tree.map(np.testing.assert_array_equal, jax.device_get((got.params, got.extra)),
                  jax.device_get((expected.params, expected.extra)))

@@ -61,7 +61,7 @@ def test_nan_policy_skip_drops_bad_updates_counts_them_and_trains_on(tmp_path, s
     assert records[-1]["train/skipped_steps"] == 2
     assert all(np.isfinite(r["train/loss"]) for r in records if r["step"] != 30)
     assert final["eval/accuracy"] > 0.3          # chance: 0.1
-    run = runs.restore(tmp_path)
+    run = runs.load(tmp_path)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(run.params))
 
 

@@ -86,11 +86,8 @@ def pretrained(tmp_path_factory):
     return root
 
 
-def params_of(workdir, config):
-    exp = prepare(config, workdir)
-    state = checkpoint.restore(checkpoint.read_only_manager(workdir), exp.latest_step,
-                               exp.abstract_state)
-    return jax.tree.map(np.asarray, state.params)
+def params_of(workdir):
+    return jax.tree.map(np.asarray, runs.load(workdir).params)
 
 
 def flat(params) -> dict:
@@ -114,14 +111,13 @@ def test_pretrained_encoder_beats_random_init(pretrained, tmp_path):
 
 
 def test_init_from_copies_the_encoder_and_keeps_a_fresh_head(pretrained, tmp_path):
-    source = flat(runs.restore(pretrained / "mlm").params)
+    source = flat(runs.load(pretrained / "mlm").params)
     exp = prepare(finetune_config(pretrained, str(pretrained / "mlm")), tmp_path / "ft")
     assert exp.init_source.new == ("params/classifier/bias", "params/classifier/kernel")
-    lines = []
     with jax.set_mesh(exp.mesh):
-        state = restore_or_init(exp, None, lines.append)
+        state, step, note = restore_or_init(exp, tmp_path / "ft")
     fresh = flat(restore_or_init(prepare(finetune_config(pretrained, ""), tmp_path / "new"),
-                                 None).params)
+                                 tmp_path / "new")[0].params)
     restored = flat(state.params)
     assert len(restored) == 38 and set(restored) - set(source) == {"classifier/bias",
                                                                   "classifier/kernel"}
@@ -129,8 +125,8 @@ def test_init_from_copies_the_encoder_and_keeps_a_fresh_head(pretrained, tmp_pat
         expected = fresh[name] if name.startswith("classifier/") else source[name]
         np.testing.assert_array_equal(value, expected, err_msg=name)
     assert not np.array_equal(restored["token_embed/embedding"], fresh["token_embed/embedding"])
-    assert lines == [f"initialised 36 of 38 model arrays from {pretrained / 'mlm'} (step 200); "
-                     "new: classifier/bias, classifier/kernel"]
+    assert step == 0 and note == (f"initialised 36 of 38 model arrays from {pretrained / 'mlm'} "
+                                  "(step 200); new: classifier/bias, classifier/kernel")
     assert not (tmp_path / "ft").exists()
 
 
@@ -144,7 +140,7 @@ def test_frozen_parameters_do_not_move(pretrained, tmp_path):
                    jax.tree_util.tree_flatten_with_path(exp.abstract_state.opt_state)[0]]
     assert state_paths and not [p for p in state_paths if "block_0/" in p or "embed" in p]
     train_and_evaluate(config, tmp_path, show_progress=False)
-    before, after = flat(runs.restore(pretrained / "mlm").params), flat(params_of(tmp_path, config))
+    before, after = flat(runs.load(pretrained / "mlm").params), flat(params_of(tmp_path))
     frozen = [n for n in after if n.startswith(("token_embed", "position_embed", "block_0/"))]
     assert len(frozen) == 18
     for name in after:
@@ -237,8 +233,8 @@ def test_resumed_finetune_restores_its_own_checkpoint(pretrained, tmp_path):
     resumed = prepare(config(40), tmp_path / "resumed")
     assert resumed.latest_step == 20 and resumed.init_source is None
     train_and_evaluate(config(40), tmp_path / "resumed", show_progress=False)
-    jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path / "straight", config(40)),
-                 params_of(tmp_path / "resumed", config(40)))
+    jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path / "straight"),
+                 params_of(tmp_path / "resumed"))
     drop_perf = [{k: v for k, v in r.items() if not k.startswith("perf/")}
                  for r in read_metrics(tmp_path / "straight")]
     assert drop_perf == [{k: v for k, v in r.items() if not k.startswith("perf/")}

@@ -97,6 +97,10 @@ def test_loss_agrees_across_meshes(tmp_path, text_file):
             np.testing.assert_allclose([r[key] for r in records if key in r],
                                        [r[key] for r in reference if key in r], rtol=2e-4,
                                        err_msg=f"{key} on mesh {(data, fsdp, tensor)}")
+    # A host with several devices (a TPU v4-8 has 4 chips) samples the one-device text.
+    sample = ["sample", "--workdir", tmp_path / "2x2x2", "--prompt", "the ", "--seed", "3",
+              "--max_new_tokens", "40"]
+    assert run_cli(*sample, devices=4).stdout == run_cli(*sample).stdout
 
 
 def test_fsdp_divides_gpt_state_bytes_per_device_as_the_compiler_sees_it(text_file):

@@ -57,8 +57,8 @@ def test_sigterm_saves_exits_and_the_same_command_resumes_exactly(tmp_path):
     resumed = run_cli("train", "--workdir", workdir, *FLAGS)
     assert f"resuming from the checkpoint at step {stopped_at}" in resumed.stdout
     assert model_metrics(workdir) == model_metrics(tmp_path / "straight")
-    jax.tree.map(np.testing.assert_array_equal, runs.restore(workdir).params,
-                 runs.restore(tmp_path / "straight").params)
+    jax.tree.map(np.testing.assert_array_equal, runs.load(workdir).params,
+                 runs.load(tmp_path / "straight").params)
 
 
 def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):

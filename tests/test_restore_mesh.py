@@ -36,7 +36,7 @@ def test_eval_on_fewer_devices_reproduces_the_training_eval(eight_device_runs, d
     logged = read_metrics(stopped)[-1]
     proc = run_cli("eval", "--workdir", stopped, devices=devices)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert f"evaluating with fsdp={devices}" in proc.stderr
+    assert f"using fsdp={devices}" in proc.stderr
     assert out["step"] == logged["step"] == 20
     assert out["eval/accuracy"] == pytest.approx(logged["eval/accuracy"], abs=1e-3)   # 1 of 1000
     assert out["eval/loss"] == pytest.approx(logged["eval/loss"], rel=1e-5)
@@ -58,5 +58,5 @@ def test_training_resumes_on_one_device(eight_device_runs, tmp_path):
                                    err_msg=key)
     np.testing.assert_allclose(got[-1]["eval/loss"], expected[-1]["eval/loss"], rtol=1e-4)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 jax.device_get(runs.restore(resumed).params),
-                 jax.device_get(runs.restore(straight).params))
+                 jax.device_get(runs.load(resumed).params),
+                 jax.device_get(runs.load(straight).params))

@@ -5,18 +5,15 @@ import jax
 import numpy as np
 import pytest
 
-from fmjax import checkpoint, configs
+from fmjax import checkpoint, configs, runs
 from fmjax.metric_writers import PERF_PREFIX
-from fmjax.train import prepare, train_and_evaluate
+from fmjax.train import train_and_evaluate
 from conftest import read_metrics
 
 
-def final_params(workdir, config):
+def final_params(workdir):
     """The parameters of the newest checkpoint in `workdir`, as numpy arrays."""
-    exp = prepare(config, workdir)
-    manager = checkpoint.read_only_manager(workdir)
-    state = checkpoint.restore(manager, exp.latest_step, exp.abstract_state)
-    return jax.tree.map(np.asarray, state.params)
+    return jax.tree.map(np.asarray, runs.load(workdir).params)
 
 
 def model_metrics(workdir):
@@ -57,8 +54,8 @@ def test_grad_accumulation_matches_full_batch(tmp_path, small_config):
     np.testing.assert_allclose([r["train/loss"] for r in accum], [r["train/loss"] for r in full],
                                rtol=1e-4)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 final_params(tmp_path / "accum", small_config),
-                 final_params(tmp_path / "full", small_config))
+                 final_params(tmp_path / "accum"),
+                 final_params(tmp_path / "full"))
 
 
 def test_steps_per_call_does_not_change_training(tmp_path, small_config):
@@ -66,8 +63,8 @@ def test_steps_per_call_does_not_change_training(tmp_path, small_config):
     train_and_evaluate(small_config, tmp_path / "fused", show_progress=False)
     small_config.train.steps_per_call = 1
     train_and_evaluate(small_config, tmp_path / "single", show_progress=False)
-    jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "fused", small_config),
-                 final_params(tmp_path / "single", small_config))
+    jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "fused"),
+                 final_params(tmp_path / "single"))
     assert model_metrics(tmp_path / "fused") == model_metrics(tmp_path / "single")
 
 
@@ -88,8 +85,8 @@ def test_resume_is_exact(tmp_path):
     train_and_evaluate(config(30), tmp_path / "resumed", show_progress=False)   # "stops" at 30
     assert checkpoint.read_only_manager(tmp_path / "resumed").latest_step() == 30
     train_and_evaluate(config(60), tmp_path / "resumed", show_progress=False)   # same command again
-    jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "straight", config(60)),
-                 final_params(tmp_path / "resumed", config(60)))
+    jax.tree.map(np.testing.assert_array_equal, final_params(tmp_path / "straight"),
+                 final_params(tmp_path / "resumed"))
     assert model_metrics(tmp_path / "straight") == model_metrics(tmp_path / "resumed")
 
 
@@ -111,5 +108,5 @@ def test_bfloat16_compute_keeps_float32_parameters(tmp_path, small_config):
     small_config.checkpoint.every = 200
     final = train_and_evaluate(small_config, tmp_path, show_progress=False)
     assert final["eval/accuracy"] > 0.4, final
-    dtypes = {x.dtype for x in jax.tree.leaves(final_params(tmp_path, small_config))}
+    dtypes = {x.dtype for x in jax.tree.leaves(final_params(tmp_path))}
     assert dtypes == {np.dtype("float32")}

@@ -53,6 +53,9 @@ def test_loss_and_bleu_agree_across_meshes(tmp_path):
                                rtol=2e-4)
     for key in ("eval/loss", "eval/bleu"):
         np.testing.assert_allclose(mesh[-1][key], one[-1][key], rtol=2e-3, err_msg=key)
+    # A host with several devices (a TPU v4-8 has 4 chips) translates as one device does.
+    translate = ["translate", "--workdir", tmp_path / "mesh", "--input", "forty two\nseven"]
+    assert run_cli(*translate, devices=4).stdout == run_cli(*translate).stdout
 
 
 def test_ted_pt_en_trains_under_mock_data(tmp_path):

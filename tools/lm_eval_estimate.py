@@ -30,7 +30,7 @@ def main():
     parser.add_argument("--draws", type=int, default=10)
     args = parser.parse_args()
     logging.set_verbosity(logging.ERROR)   # keep orbax's read-only notices off the console
-    run = runs.restore(args.workdir)
+    run = runs.load(args.workdir)
     data = run.config.data
     pipeline = Text(path=args.text, seq_len=data.seq_len, val_fraction=data.val_fraction,
                     tokenizer=data.tokenizer, vocab_size=data.vocab_size

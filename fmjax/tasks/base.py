@@ -58,6 +58,10 @@ class Task:
         """Called once the data pipeline exists (tasks that measure samples against real data
         keep it); a no-op by default."""
 
+    def bind_tokenizer(self, tokenizer) -> None:
+        """Called with a trained run's tokenizer when the run is loaded without its data (tasks
+        that turn text into tokens at inference keep it); a no-op by default."""
+
     def eval_images(self, params, extra) -> dict[str, np.ndarray]:
         """Images to write at each eval (name -> NHWC floats in [0, 1]); none by default."""
         return {}

@@ -54,6 +54,9 @@ class Translation(Task):
     def bind_data(self, pipeline):
         self.tokenizer, self.references = pipeline.tokenizer, pipeline.references
 
+    def bind_tokenizer(self, tokenizer):
+        self.tokenizer = tokenizer
+
     def example_batch(self):
         return {"inputs": np.zeros((1, self.source_len), np.int32),
                 "labels": np.zeros((1, self.target_len), np.int32)}
