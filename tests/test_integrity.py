@@ -48,28 +48,30 @@ def test_a_checksum_changes_with_any_bit_or_position(dtype):
     assert len(reference) == 16
 
 
-def test_a_checksum_does_not_depend_on_the_mesh():
-    """8 devices, three shardings, and one device: one checksum per array."""
+def test_a_checksum_does_not_depend_on_the_mesh_nor_on_where_it_is_computed():
+    """On 8 devices with four shardings and on one device, hashed on the devices and on the
+    host: one checksum per array."""
     script = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from fmjax import checkpoint, integrity
+from fmjax import integrity
 mesh = jax.make_mesh((2, 4), ("a", "b"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
-x = np.random.default_rng(0).normal(size=(16, 24)).astype(np.float32)
-def total(spec):
-    tree = {"x": jax.device_put(x, NamedSharding(mesh, spec)),
-            "b": jax.device_put(jnp.asarray(x, jnp.bfloat16), NamedSharding(mesh, spec))}
-    return integrity.checksums(tree, checkpoint.path_name)
-one = integrity.checksums({"x": jax.device_put(x, jax.devices()[0]),
-                           "b": jax.device_put(jnp.asarray(x, jnp.bfloat16), jax.devices()[0])},
-                          checkpoint.path_name)
-assert all(total(s) == one for s in (P(), P("a", "b"), P("b", None), P(None, ("a", "b")))), one
+rng = np.random.default_rng(0)
+for dtype in ["float32", "bfloat16", "float16", "int8", "int32", "uint8", "bool"]:
+    x = jnp.asarray(rng.normal(size=(16, 24)) * 50).astype(dtype)
+    reference = integrity._on_device([jax.device_put(x, jax.devices()[0])])[0]
+    for spec in (P(), P("a", "b"), P("b", None), P(None, ("a", "b"))):
+        y = jax.device_put(x, NamedSharding(mesh, spec))
+        for way in (integrity._on_device, integrity._on_host):
+            assert (way([y])[0] == reference).all(), (dtype, spec, way)
+scalar = jnp.float32(3.0)
+assert (integrity._on_device([scalar])[0] == integrity._on_host([scalar])[0]).all()
 print("same")
 """
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip() == "same", proc.stderr[-3000:]
 
 
