@@ -4,15 +4,23 @@ Every file under `experiments/` starts from `base_config()` and fills in `model`
 The base config is locked: a typo such as `config.train.num_step = 10` fails at load time, and
 ml-collections rejects unknown `--config.x=y` overrides and values of the wrong type. `validate`
 checks what locking cannot: names that must exist in a registry, keys a model or dataset does
-not accept, and numbers that must divide each other.
+not accept, every number against its declared range (fmjax/ranges.py), numbers that must divide
+each other, and metric names the task must report.
 """
 
 import dataclasses
+import functools
+import importlib.machinery
+import importlib.util
 import json
+import pathlib
+import traceback
 
 import ml_collections
 
-from fmjax.errors import UserError
+from fmjax import ranges
+from fmjax.errors import UserError, first_line
+from fmjax.ranges import MeshSize, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 
 # Logical axis name -> mesh axes. Models name axes; this table decides the parallelism.
 DEFAULT_SHARDING_RULES = (
@@ -85,6 +93,33 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+# The valid range of every numeric key above but the optimizer's (`optim.RANGES`); models,
+# datasets and task options declare theirs as field types (fmjax/ranges.py).
+BASE_RANGES = {
+    "init_from_step": NonNegativeInt,
+    "train.num_steps": PositiveInt,
+    "train.batch_size": PositiveInt,
+    "train.seed": Seed,
+    "train.log_every": PositiveInt,
+    "train.eval_every": PositiveInt,
+    "train.eval_batch_size": PositiveInt,
+    "train.steps_per_call": PositiveInt,
+    "train.grad_accum_steps": PositiveInt,
+    "train.clip_grad_norm": NonNegativeFloat,
+    "train.z_loss": NonNegativeFloat,
+    "train.peak_tflops_per_device": NonNegativeFloat,
+    "train.max_nan_skips": NonNegativeInt,
+    "checkpoint.every": PositiveInt,
+    "checkpoint.keep": PositiveInt,
+    "mesh.data": MeshSize,
+    "mesh.fsdp": MeshSize,
+    "mesh.tensor": MeshSize,
+}
+
+# Keys that name an eval metric: each must be one the task reports.
+METRIC_KEYS = ("checkpoint.best_metric",)
+
+
 def experiment(**sections) -> ml_collections.ConfigDict:
     """`base_config()` with `sections` applied, e.g. `experiment(model=dict(name='mlp'), ...)`.
 
@@ -103,9 +138,10 @@ def experiment(**sections) -> ml_collections.ConfigDict:
         if section == "task_options":
             c.task_options.update(values)
             continue
-        if section in registries:
+        if section in registries:   # defaults first: a value keeps its field's type (0 -> 0.0)
             cls = registries[section].get(values.get("name"))
-            c[section] = with_fields(c[section], **{**_field_defaults(cls), **values})
+            c[section] = with_fields(c[section], **_field_defaults(cls))
+            c[section].update(values)
         elif isinstance(values, dict):
             for key, value in values.items():
                 if key not in c[section]:
@@ -114,6 +150,72 @@ def experiment(**sections) -> ml_collections.ConfigDict:
         else:
             c[section] = values
     return c
+
+
+def load_experiment(spec: str) -> ml_collections.ConfigDict:
+    """The locked config of experiment `FILE[:variant]`: `get_config(variant)`, or `get_config()`
+    without a variant (as ml-collections' config flags call it). Each way the file can be wrong
+    (missing, failing to load, no get_config, get_config raising or returning something that is
+    not a config built with `experiment`) is a UserError naming the file."""
+    path, _, variant = spec.partition(":")
+    get_config = getattr(_load_module(path), "get_config", None)
+    if not callable(get_config):
+        raise UserError(f"{path} has no get_config(variant) function")
+    call = f"get_config({variant!r})" if variant else "get_config()"
+    try:
+        config = get_config(variant) if variant else get_config()
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"{path}{_line_in(path, e)}: {call} raised {type(e).__name__}: "
+                        f"{first_line(e)}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UserError(f"{path}: {call} returned {type(config).__name__}, not an ml_collections "
+                        "ConfigDict (build it with fmjax.configs.experiment)")
+    missing = sorted(dotted_keys(base_config()) - dotted_keys(config))
+    if missing:
+        raise UserError(f"{path}: {call} returned a config without config.{missing[0]} (build it "
+                        "with fmjax.configs.experiment)")
+    config.lock()
+    return config
+
+
+def _load_module(path: str):
+    """Python file `path` (any name: the loader does not ask for `.py`) as a module; UserError
+    naming the file and line if it is missing or its code fails."""
+    if not pathlib.Path(path).is_file():
+        raise UserError(f"config file not found: '{path}'")
+    name = pathlib.Path(path).stem
+    loader = importlib.machinery.SourceFileLoader(name, path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    try:
+        loader.exec_module(module)
+    except SyntaxError as e:
+        where = f", line {e.lineno}" if e.lineno else ""
+        raise UserError(f"{path}{where}: syntax error: {e.msg}") from e
+    except UserError:
+        raise
+    except Exception as e:  # anything the file's own code raises while it is loaded
+        raise UserError(f"{path}{_line_in(path, e)}: {type(e).__name__}: {first_line(e)}") from e
+    return module
+
+
+def _line_in(path: str, error: BaseException) -> str:
+    """', line N': where in file `path` `error` was raised (its innermost frame there), or ''."""
+    target = pathlib.Path(path).resolve()
+    lines = [frame.lineno for frame in traceback.extract_tb(error.__traceback__)
+             if pathlib.Path(frame.filename).resolve() == target]
+    return f", line {lines[-1]}" if lines else ""
+
+
+def dotted_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
+    """Every dotted key of `config`, sections included ("train", "train.seed", ...)."""
+    keys = set()
+    for name, value in config.items():
+        keys.add(prefix + name)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys |= dotted_keys(value, f"{prefix}{name}.")
+    return keys
 
 
 def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
@@ -152,15 +254,6 @@ def with_fields(section: ml_collections.ConfigDict, **fields) -> ml_collections.
     return out
 
 
-def _check_positive(config):
-    for key in ("num_steps", "batch_size", "log_every", "eval_every", "eval_batch_size",
-                "steps_per_call", "grad_accum_steps"):
-        if config.train[key] <= 0:
-            raise UserError(f"config.train.{key} must be positive, got {config.train[key]}")
-    if config.checkpoint.every <= 0 or config.checkpoint.keep <= 0:
-        raise UserError("config.checkpoint.every and config.checkpoint.keep must be positive")
-
-
 def _check_divisibility(config):
     spc = config.train.steps_per_call
     for key, value in (("train.num_steps", config.train.num_steps),
@@ -188,26 +281,45 @@ def check_fields(section_name: str, section, cls, owner: str | None = None) -> N
 
 def lookup(kind: str, name: str, registry: dict):
     """registry[name], or a UserError listing the known names."""
+    if not name:
+        raise UserError(f"the config names no {kind} (known: {', '.join(sorted(registry))})")
     if name not in registry:
         raise UserError(f"unknown {kind} '{name}' (known: {', '.join(sorted(registry))})")
     return registry[name]
+
+
+def value_at(config: ml_collections.ConfigDict, key: str):
+    """The value of dotted `key` ("train.seed") in `config`."""
+    return functools.reduce(lambda section, name: section[name], key.split("."), config)
+
+
+def check_metric_names(config: ml_collections.ConfigDict, task_class) -> None:
+    """Each key of METRIC_KEYS names an eval metric the task reports (or is "": unused), so a
+    typo stops the run here, not at its first checkpoint."""
+    reported = [f"eval/{name}" for name in task_class.EVAL_METRICS]
+    for key in METRIC_KEYS:
+        name = value_at(config, key)
+        if name and name not in reported:
+            raise UserError(f"config.{key}={name!r} is not a metric of task '{config.task}' "
+                            f"(it reports: {', '.join(reported)})")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise UserError for any problem that can be seen without devices or data."""
     from fmjax import data, models, optim, tasks  # late: registries import jax/flax
 
-    _check_positive(config)
+    for key, hint in BASE_RANGES.items():   # first: the checks below divide by these
+        ranges.check(key, value_at(config, key), hint)
+    optim.validate(config.optimizer)
     _check_divisibility(config)
     task_class = lookup("task", config.task, tasks.TASKS)
-    check_fields("task_options", config.task_options, task_class.Options,
-                 f"task '{config.task}'")
-    check_fields("model", config.model, lookup("model", config.model.name, models.MODELS))
-    check_fields("data", config.data, lookup("dataset", config.data.name, data.SOURCES))
-    optim.validate(config.optimizer)
-    if config.init_from_step < 0:
-        raise UserError(f"config.init_from_step must be >= 0 (0 = the latest checkpoint), got "
-                        f"{config.init_from_step}")
+    for section, cls, owner in (
+            ("task_options", task_class.Options, f"task '{config.task}'"),
+            ("model", lookup("model", config.model.name, models.MODELS), None),
+            ("data", lookup("dataset", config.data.name, data.SOURCES), None)):
+        check_fields(section, config[section], cls, owner)
+        ranges.check_dataclass(config[section], cls, section)
+    check_metric_names(config, task_class)
     if (config.optimizer.schedule in ("warmup_cosine", "warmup_linear")
             and config.optimizer.warmup_steps >= config.train.num_steps):
         raise UserError(f"config.optimizer.warmup_steps={config.optimizer.warmup_steps} leaves no "

@@ -29,9 +29,23 @@ COMMANDS = ("train", "eval", "inspect", "sample", "translate")
 USAGE = ("usage: fmjax {train|eval|inspect|sample|translate} [--config FILE[:variant]] "
          "[--workdir DIR] ... (or: fmjax launch_local --num_processes=N -- COMMAND ...)")
 
+
+class _ExperimentFileParser(flags.ArgumentParser):
+    """Loads `--config FILE[:variant]` with `configs.load_experiment`, whose errors name the file
+    (config_flags' own loader names its internal module, and defers some errors)."""
+
+    def parse(self, argument):
+        from fmjax import configs
+        return configs.load_experiment(argument)
+
+    def flag_type(self):
+        return "config object"
+
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
                                 lock_config=True)
+FLAGS["config"].parser = _ExperimentFileParser()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
 flags.DEFINE_integer("step", None, "eval: the checkpoint step (default: the latest).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
@@ -56,19 +70,16 @@ def fail(message: str, status: int = 2):
 
 
 def _config_error(error: BaseException, argv: list[str]) -> str:
-    """One readable line for an error raised while parsing flags or loading the config file.
-
-    config_flags wraps errors (sometimes with a traceback inside the message), so look for the
-    user-facing part: our own UserError, an unknown override key, or the innermost message.
-    """
+    """One readable line for an error raised while parsing flags or loading the config file:
+    our own UserError (a bad experiment file), an unknown override key, or the flag error."""
+    from fmjax.errors import UserError, first_line
     chain = []
     while error is not None:
         chain.append(error)
         error = error.__cause__ or error.__context__
-    texts = [str(e) for e in chain]
-    for text in texts:
-        if "UserError: " in text:
-            return text.rsplit("UserError: ", 1)[1].strip().splitlines()[0]
+    for e in chain:
+        if isinstance(e, UserError):
+            return first_line(e)
     overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
     unknown = [str(e.args[0]) if isinstance(e, KeyError) else str(e).split("'")[1]
                for e in chain if isinstance(e, (KeyError, flags.UnrecognizedFlagError))]
@@ -76,34 +87,33 @@ def _config_error(error: BaseException, argv: list[str]) -> str:
         key = unknown[-1]
         flag = next((o for o in overrides if key in o.split(".") or o == f"--{key}"), key)
         return f"unknown config key {flag}: the experiment's config has no such key"
-    if isinstance(chain[0], flags.Error):
-        return texts[0].strip().splitlines()[0]
-    lines = [line.strip() for line in texts[-1].splitlines() if line.strip()]
-    return lines[-1] if lines else type(chain[-1]).__name__
+    lines = [line.strip() for line in str(chain[0]).splitlines() if line.strip()]
+    return lines[0] if lines else type(chain[0]).__name__
 
 
 def _parse(argv: list[str]) -> str:
     """Parse flags and load the config file now, so every config error is reported here."""
     if len(argv) < 2 or argv[1] not in COMMANDS:
         fail(USAGE)
-    config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    if config_arg is None and "--config" in argv[:-1]:
-        config_arg = argv[argv.index("--config") + 1]
-    if config_arg is not None and not pathlib.Path(config_arg.split(":")[0]).is_file():
-        fail(f"config file not found: {config_arg.split(':')[0]}")
     try:
         FLAGS([argv[0]] + argv[2:])
-        if FLAGS.config is not None:
-            FLAGS.config.keys()   # config_flags loads the file lazily; load it now
     except Exception as e:  # flag errors, and experiment files that raise while building
         fail(_config_error(e, argv))
     return argv[1]
 
 
+# Flags naming a path: an empty or blank one would mean the current directory.
+PATH_FLAGS = ("workdir", "out")
+
+
 def _require(name: str):
+    """The value of flag --`name`; one line if it is missing, or blank where it names a path."""
     value = getattr(FLAGS, name)
     if value is None:
         fail(f"--{name} is required for this command")
+    if name in PATH_FLAGS and not value.strip():
+        fail(f"--{name} is empty; give a path (fmjax would otherwise write into the current "
+             "directory)")
     return value
 
 

@@ -6,35 +6,51 @@ learning-rate decay: the blocks nearest the input learn slowest).
 """
 
 import re
-from typing import Callable
+from typing import Annotated, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from fmjax import ranges
 from fmjax.checkpoint import path_name
 from fmjax.errors import UserError
+from fmjax.ranges import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adafactor")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "step")
 
 
-def validate(opt) -> None:
+# The valid range of every numeric key of config.optimizer (fmjax/ranges.py).
+RANGES = {
+    "learning_rate": PositiveFloat,
+    "warmup_steps": NonNegativeInt,
+    "end_learning_rate": NonNegativeFloat,
+    "decay_boundaries": Sequence[NonNegativeInt],
+    "decay_factor": PositiveFloat,
+    "momentum": Fraction,            # 0 = none
+    "b1": Fraction,
+    "b2": Fraction,
+    "eps": PositiveFloat,
+    "weight_decay": NonNegativeFloat,
+    "layer_decay": Annotated[float, Range(0, 1, low_open=True)],   # 1 = off
+}
+
+
+def validate(opt, key: str = "optimizer") -> None:
+    """UserError for anything wrong in optimizer config `opt`, shown as `config.<key>`."""
     if opt.name not in OPTIMIZERS:
         raise UserError(f"unknown optimizer '{opt.name}' (known: {', '.join(OPTIMIZERS)})")
     if opt.schedule not in SCHEDULES:
         raise UserError(f"unknown schedule '{opt.schedule}' (known: {', '.join(SCHEDULES)})")
-    if opt.learning_rate <= 0:
-        raise UserError(f"config.optimizer.learning_rate must be positive, got {opt.learning_rate}")
-    if not 0 < opt.layer_decay <= 1:
-        raise UserError(f"config.optimizer.layer_decay must be in (0, 1] (1 = off), got "
-                        f"{opt.layer_decay}")
+    for name, hint in RANGES.items():
+        ranges.check(f"{key}.{name}", opt[name], hint)
     for pattern in opt.freeze:
         try:
             re.compile(pattern)
         except re.error as e:
-            raise UserError(f"config.optimizer.freeze: bad regular expression {pattern!r}: {e}")
+            raise UserError(f"config.{key}.freeze: bad regular expression {pattern!r}: {e}")
 
 
 def schedule(opt, num_steps: int) -> optax.Schedule:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from fmjax import sharding
+from fmjax.errors import UserError, first_line
 
 
 @flax.struct.dataclass
@@ -31,9 +32,17 @@ def init_boxed(task, tx: optax.GradientTransformation, seed: int) -> TrainState:
 
 
 def abstract_and_shardings(task, tx, seed: int, mesh, rules):
-    """(abstract unboxed state, matching NamedShardings), from shapes alone (`eval_shape`)."""
-    with nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(lambda: init_boxed(task, tx, seed))
+    """(abstract unboxed state, matching NamedShardings), from shapes alone (`eval_shape`).
+    A model whose config does not fit the data's shapes is a UserError (this runs in `prepare`)."""
+    try:
+        with nn.logical_axis_rules(rules):
+            boxed = jax.eval_shape(lambda: init_boxed(task, tx, seed))
+    except UserError:
+        raise
+    except (TypeError, ValueError, IndexError, ZeroDivisionError) as e:
+        # e.g. a conv kernel longer than the input, or an empty list of layer widths
+        raise UserError(f"config.model ('{task.config.model.name}') cannot be built for inputs "
+                        f"of shape {tuple(task.info.input_shape)}: {first_line(e)}") from e
     shardings = sharding.tree_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             sharding.unbox(boxed), shardings)

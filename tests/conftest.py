@@ -30,11 +30,8 @@ def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO) -> subprocess
 
 def experiment_config(path: str, variant: str = ""):
     """`get_config(variant)` of an experiment file, e.g. "experiments/lm1b/gpt_small.py"."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    from fmjax import configs
+    return configs.load_experiment(f"{REPO / path}:{variant}" if variant else str(REPO / path))
 
 
 def read_metrics(workdir) -> list[dict]:

@@ -172,8 +172,8 @@ def test_layer_decay_scales_each_layers_updates():
 
 
 @pytest.mark.parametrize("key, value, fragment", [
-    ("layer_decay", 0.0, "layer_decay must be in (0, 1]"),
-    ("layer_decay", 1.5, "layer_decay must be in (0, 1]"),
+    ("layer_decay", 0.0, "config.optimizer.layer_decay=0.0 is out of range: must be in (0, 1]"),
+    ("layer_decay", 1.5, "config.optimizer.layer_decay=1.5 is out of range: must be in (0, 1]"),
     ("freeze", ("block_(",), "bad regular expression 'block_('"),
 ])
 def test_bad_optimizer_keys_are_user_errors(key, value, fragment):

@@ -6,14 +6,16 @@ import numpy as np
 
 from fmjax.data.augment import crop_and_flip
 from fmjax.data.pipeline import Arrays, ArrayPipeline
+from fmjax.errors import UserError, first_line
+from fmjax.ranges import NonNegativeInt, OpenFraction, Seed
 
 
 @dataclasses.dataclass
 class Digits:
     """config.data for `name='digits'`: a stratified train/test split with a fixed seed."""
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    crop_padding: int = 0      # random-crop augmentation (0 = off); digits must not be flipped
+    test_fraction: OpenFraction = 0.2
+    split_seed: Seed = 0
+    crop_padding: NonNegativeInt = 0   # random-crop padding (0 = off); digits are never flipped
     binarize: bool = False     # pixels > 0.5 -> 1, else 0 (Bernoulli likelihood models)
 
     def pipeline(self, seed: int, workdir=None) -> ArrayPipeline:
@@ -25,7 +27,10 @@ class Digits:
         if self.binarize:
             x = (x > 0.5).astype(np.float32)
         y = digits.target.astype(np.int32)
-        x_tr, x_te, y_tr, y_te = train_test_split(
-            x, y, test_size=self.test_fraction, random_state=self.split_seed, stratify=y)
+        try:
+            x_tr, x_te, y_tr, y_te = train_test_split(
+                x, y, test_size=self.test_fraction, random_state=self.split_seed, stratify=y)
+        except ValueError as e:   # a split too small to hold every class
+            raise UserError(f"config.data.test_fraction={self.test_fraction}: {first_line(e)}")
         return ArrayPipeline(Arrays(x_tr, y_tr, x_te, y_te, 10), seed,
                              crop_and_flip(self.crop_padding, flip=False))

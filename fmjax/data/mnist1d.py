@@ -3,10 +3,13 @@
 import dataclasses
 import os
 import pathlib
+from typing import Annotated
 
 import numpy as np
 
 from fmjax.data.pipeline import Arrays, ArrayPipeline
+from fmjax.errors import UserError
+from fmjax.ranges import INT32_MAX, OpenFraction, Range, Seed
 
 
 def cache_dir() -> pathlib.Path:
@@ -49,11 +52,17 @@ def load_arrays(num_samples: int = 5000, train_split: float = 0.8, seed: int = 4
 @dataclasses.dataclass
 class MNIST1D:
     """config.data for `name='mnist1d'`; the defaults reproduce the paper's split."""
-    num_samples: int = 5000
-    train_split: float = 0.8
-    dataset_seed: int = 42
+    num_samples: Annotated[int, Range(10, INT32_MAX, integer=True)] = 5000   # >= 1 per class
+    train_split: OpenFraction = 0.8
+    dataset_seed: Seed = 42
 
     def pipeline(self, seed: int, workdir=None) -> ArrayPipeline:
+        generated = self.num_samples // 10 * 10   # the same number of each of the 10 classes
+        num_train = int(generated * self.train_split)
+        if not 0 < num_train < generated:
+            raise UserError(f"config.data.num_samples={self.num_samples} with train_split="
+                            f"{self.train_split} leaves {num_train} train and "
+                            f"{generated - num_train} test examples; both need at least one")
         d = load_arrays(self.num_samples, self.train_split, self.dataset_seed)
         arrays = Arrays(d["x"].astype(np.float32), d["y"].astype(np.int32),
                         d["x_test"].astype(np.float32), d["y_test"].astype(np.int32), 10)

@@ -11,14 +11,15 @@ from typing import Iterator
 import numpy as np
 
 from fmjax.data.pipeline import DataInfo, _host_slice
+from fmjax.ranges import PositiveInt
 
 
 @dataclasses.dataclass
 class SyntheticTokens:
     """config.data for `name='synthetic_tokens'`."""
-    vocab_size: int = 50257
-    seq_len: int = 1024
-    eval_windows: int = 16
+    vocab_size: PositiveInt = 50257
+    seq_len: PositiveInt = 1024
+    eval_windows: PositiveInt = 16
 
     def pipeline(self, seed: int, workdir=None) -> "SyntheticTokensPipeline":
         return SyntheticTokensPipeline(self, seed)

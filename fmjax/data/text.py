@@ -18,6 +18,7 @@ import numpy as np
 from fmjax.data import tokenizers
 from fmjax.data.pipeline import DataInfo, _host_slice
 from fmjax.errors import UserError, first_line
+from fmjax.ranges import NonNegativeInt, OpenFraction, PositiveInt
 
 
 @dataclasses.dataclass
@@ -26,11 +27,11 @@ class Text:
     path: str = ""                      # local UTF-8 text file; "" = TFDS `tfds_name`
     tfds_name: str = "tiny_shakespeare"
     data_dir: str = ""                  # TFDS data_dir ("" = TFDS's default)
-    val_fraction: float = 0.1
-    seq_len: int = 256                  # tokens per training window
+    val_fraction: OpenFraction = 0.1
+    seq_len: PositiveInt = 256          # tokens per training window
     tokenizer: str = "char"             # char | sentencepiece
-    vocab_size: int = 0                 # sentencepiece: size of the vocabulary to train
-    eval_windows: int = 0               # validation windows per eval (0 = the whole split)
+    vocab_size: NonNegativeInt = 0      # sentencepiece: size of the vocabulary to train
+    eval_windows: NonNegativeInt = 0    # validation windows per eval (0 = the whole split)
 
     def read_text(self) -> str:
         if self.path:

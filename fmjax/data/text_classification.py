@@ -28,6 +28,7 @@ import numpy as np
 from fmjax.data import tokenizers
 from fmjax.data.pipeline import ArrayPipeline, Arrays
 from fmjax.errors import UserError, first_line
+from fmjax.ranges import NonNegativeInt, PositiveInt
 
 LABELS_FILE = "labels.json"
 # TFDS datasets known by name: (text feature, train split, eval split).
@@ -46,10 +47,10 @@ class TextClassification:
     eval_split: str = ""
     data_dir: str = ""               # TFDS data_dir ("" = TFDS's default)
     download: bool = True
-    seq_len: int = 128               # tokens per example (longer texts are truncated)
+    seq_len: PositiveInt = 128       # tokens per example (longer texts are truncated)
     tokenizer_from: str = ""         # a workdir whose tokenizer to use (the pre-training run)
     tokenizer: str = "char"          # without tokenizer_from: char | sentencepiece, trained here
-    vocab_size: int = 0              # sentencepiece trained here: its vocabulary size
+    vocab_size: NonNegativeInt = 0   # sentencepiece trained here: its vocabulary size
 
     def read(self) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
         """(train texts, train labels, eval texts, eval labels, label names)."""

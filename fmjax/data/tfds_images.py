@@ -15,6 +15,7 @@ import numpy as np
 from fmjax.data.augment import crop_and_flip
 from fmjax.data.pipeline import Arrays, ArrayPipeline, DataInfo, _host_slice
 from fmjax.errors import UserError, first_line
+from fmjax.ranges import NonNegativeInt, PositiveInt
 
 
 def import_tfds():
@@ -40,8 +41,8 @@ class TFDSImages:
     eval_split: str = "test"
     data_dir: str = ""          # "" = TFDS's default (~/tensorflow_datasets)
     download: bool = True
-    shuffle_buffer: int = 10_000
-    crop_padding: int = 0
+    shuffle_buffer: PositiveInt = 10_000
+    crop_padding: NonNegativeInt = 0
     flip: bool = False
     binarize: bool = False      # pixels > 0.5 -> 1, else 0 (Bernoulli likelihood models)
 

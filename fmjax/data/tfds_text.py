@@ -27,7 +27,7 @@ TensorFlow is imported only when this source is used.
 """
 
 import dataclasses
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import numpy as np
 
@@ -35,6 +35,7 @@ from fmjax.data import tokenizers
 from fmjax.data.pipeline import DataInfo, _host_slice
 from fmjax.data.text import TokenWindows
 from fmjax.errors import UserError, first_line
+from fmjax.ranges import INT32_MAX, NonNegativeInt, PositiveInt, Range
 
 UNK_ID, EOS_ID = 0, 1
 SENTENCES_PER_READ = 1024     # sentences tokenized per numpy chunk
@@ -49,11 +50,12 @@ class TFDSText:
     eval_split: str = "test"
     data_dir: str = ""               # "" = TFDS's default (~/tensorflow_datasets)
     download: bool = True            # False: fail at once when the dataset is not prepared
-    seq_len: int = 128               # tokens per window
-    vocab_size: int = 8000           # SentencePiece vocabulary (with <unk> and </s>)
-    tokenizer_sentences: int = 100_000   # training sentences the tokenizer is trained on
-    eval_windows: int = 0            # eval windows (0 = the whole eval split)
-    shuffle_buffer: int = 10_000     # sentences
+    seq_len: PositiveInt = 128       # tokens per window
+    # SentencePiece vocabulary, <unk> and </s> included
+    vocab_size: Annotated[int, Range(3, INT32_MAX, integer=True)] = 8000
+    tokenizer_sentences: PositiveInt = 100_000   # training sentences the tokenizer is trained on
+    eval_windows: NonNegativeInt = 0    # eval windows (0 = the whole eval split)
+    shuffle_buffer: PositiveInt = 10_000   # sentences
 
     def _load(self, split: str, with_info: bool = False):
         from fmjax.data.tfds_images import import_tfds
@@ -88,8 +90,6 @@ class TFDSText:
             eos_id=EOS_ID)
 
     def pipeline(self, seed: int, workdir=None) -> "TFDSTextPipeline":
-        if self.seq_len <= 0 or self.vocab_size <= 2:
-            raise UserError("config.data.seq_len must be positive and config.data.vocab_size > 2")
         tokenizer = tokenizers.load_from_workdir(workdir) if workdir else None
         if tokenizer is None:
             tokenizer = self.train_tokenizer()

@@ -16,12 +16,14 @@ tokenizer's vocabulary (`eos_id`, `bos_id`).
 
 import dataclasses
 import pathlib
+from typing import Annotated
 
 import numpy as np
 
 from fmjax.data import number_words, tokenizers
 from fmjax.data.pipeline import Arrays, ArrayPipeline
 from fmjax.errors import UserError, first_line
+from fmjax.ranges import NonNegativeInt, PositiveInt, Range, Seed
 
 Pairs = list[tuple[str, str]]
 
@@ -101,10 +103,10 @@ class Translation:
     download: bool = True
     train_path: str = ""
     eval_path: str = ""
-    source_len: int = 96           # tokens
-    target_len: int = 96           # tokens, EOS included
-    vocab_size: int = 8000         # the shared SentencePiece vocabulary
-    eval_examples: int = 0         # the first N eval pairs (0 = the whole split)
+    source_len: PositiveInt = 96     # tokens
+    target_len: PositiveInt = 96     # tokens, EOS included
+    vocab_size: PositiveInt = 8000   # the shared SentencePiece vocabulary
+    eval_examples: NonNegativeInt = 0   # the first N eval pairs (0 = the whole split)
 
     def _read_tsv(self, path: str) -> Pairs:
         file = pathlib.Path(path).expanduser()
@@ -151,13 +153,13 @@ class SyntheticTranslation:
     The eval numbers are drawn first and never appear in training."""
     source: str = "en"
     target: str = "es"
-    max_number: int = 999_999
-    num_train: int = 20_000
-    num_eval: int = 500
-    data_seed: int = 0             # which numbers (the training order is `train.seed`'s)
-    source_len: int = 16
-    target_len: int = 20
-    vocab_size: int = 100
+    max_number: Annotated[int, Range(0, number_words.MAX_NUMBER, integer=True)] = 999_999
+    num_train: PositiveInt = 20_000
+    num_eval: PositiveInt = 500
+    data_seed: Seed = 0            # which numbers (the training order is `train.seed`'s)
+    source_len: PositiveInt = 16
+    target_len: PositiveInt = 20
+    vocab_size: PositiveInt = 100
 
     def pipeline(self, seed: int, workdir=None) -> TranslationPipeline:
         draw = dict(max_number=self.max_number, source=self.source, target=self.target)

@@ -18,18 +18,19 @@ from fmjax.data.tokenizers import PAD_ID
 from fmjax.errors import UserError
 from fmjax.models.layers import dense, partitioned
 from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
+from fmjax.ranges import Fraction, NonNegativeInt, PositiveInt
 
 
 
 class BERT(nn.Module):
     vocab_size: int                    # including the [MASK] token
-    num_classes: int = 0               # 0: the masked-LM head; > 0: a classification head
-    max_len: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    embed_dim: int = 128
-    mlp_ratio: int = 4
-    dropout_rate: float = 0.1
+    num_classes: NonNegativeInt = 0    # 0: the masked-LM head; > 0: a classification head
+    max_len: PositiveInt = 128
+    num_layers: PositiveInt = 4
+    num_heads: PositiveInt = 4
+    embed_dim: PositiveInt = 128
+    mlp_ratio: PositiveInt = 4
+    dropout_rate: Fraction = 0.1
     remat: str = "none"
     dtype: Any = jnp.float32
 

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fmjax.models.layers import Conv1D, constrain_batch, conv, dense
+from fmjax.ranges import Fraction, NonNegativeInt, PositiveInt
 
 
 class CNN1D(nn.Module):
@@ -15,11 +16,11 @@ class CNN1D(nn.Module):
     padding 1, ReLU; 40 -> 19 -> 10 -> 5 positions, then 125 features into the head.
     """
     num_classes: int
-    features: int = 25
-    kernel_sizes: Sequence[int] = (5, 3, 3)
-    stride: int = 2
-    padding: int = 1
-    dropout_rate: float = 0.0
+    features: PositiveInt = 25
+    kernel_sizes: Sequence[PositiveInt] = (5, 3, 3)
+    stride: PositiveInt = 2
+    padding: NonNegativeInt = 1
+    dropout_rate: Fraction = 0.0
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -37,9 +38,9 @@ class CNN1D(nn.Module):
 class CNN2D(nn.Module):
     """Conv-ReLU-maxpool blocks, a hidden dense layer and dropout: x_BHWC -> logits_BC."""
     num_classes: int
-    features: Sequence[int] = (32, 64)
-    hidden_size: int = 256
-    dropout_rate: float = 0.0
+    features: Sequence[PositiveInt] = (32, 64)
+    hidden_size: PositiveInt = 256
+    dropout_rate: Fraction = 0.0
     dtype: Any = jnp.float32
 
     @nn.compact

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fmjax.models.layers import batch_norm, constrain_batch, conv, conv_transpose, dense
+from fmjax.ranges import PositiveInt
 
 
 class Generator(nn.Module):
@@ -54,8 +55,8 @@ class Discriminator(nn.Module):
 
 class DCGAN(nn.Module):
     image_shape: Sequence[int]
-    latent_dim: int = 100
-    features: int = 64
+    latent_dim: PositiveInt = 100
+    features: PositiveInt = 64
     discriminator_norm: str = "batch"
     dtype: Any = jnp.float32
 

@@ -13,27 +13,27 @@ import jax.numpy as jnp
 
 from fmjax.models.layers import partitioned
 from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
+from fmjax.ranges import Fraction, PositiveInt
 
 
 class GPT(nn.Module):
     vocab_size: int
-    max_len: int = 256                 # context length (positions)
-    num_layers: int = 6
-    num_heads: int = 6
-    embed_dim: int = 384
-    mlp_ratio: int = 4
+    max_len: PositiveInt = 256                 # context length (positions)
+    num_layers: PositiveInt = 6
+    num_heads: PositiveInt = 6
+    embed_dim: PositiveInt = 384
+    mlp_ratio: PositiveInt = 4
     positions: str = "learned"         # learned | rotary
     activation: str = "gelu"           # gelu | swiglu
     use_bias: bool = True              # in every Dense and LayerNorm (nanoGPT's `bias`)
     tie_embeddings: bool = True
-    dropout_rate: float = 0.0
+    dropout_rate: Fraction = 0.0
     remat: str = "none"                # none | full | save_dots
     dtype: Any = jnp.float32           # compute dtype; parameters stay float32
 
     def __post_init__(self):
         super().__post_init__()
-        check_config(self, (self.num_layers >= 1, "num_layers must be at least 1"),
-                     (self.positions in ("learned", "rotary"), "positions: learned | rotary"),
+        check_config(self, (self.positions in ("learned", "rotary"), "positions: learned | rotary"),
                      (self.activation in ("gelu", "swiglu"), "activation: gelu | swiglu"))
 
     @nn.compact

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from fmjax.models.layers import dense, partitioned
+from fmjax.ranges import PositiveInt
 
 
 def _symmetric_uniform(limit: float):
@@ -54,7 +55,7 @@ class GRUClassifier(nn.Module):
     Defaults are the MNIST-1D paper's GRUBase: hidden 6, bidirectional, 40 steps -> 480 features.
     """
     num_classes: int
-    hidden_size: int = 6
+    hidden_size: PositiveInt = 6
     bidirectional: bool = True
     dtype: Any = jnp.float32
 

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fmjax.models.layers import constrain_batch, dense
+from fmjax.ranges import Fraction, NonNegativeInt, PositiveInt
 
 
 class LogisticRegression(nn.Module):
@@ -25,10 +26,10 @@ class MLP(nn.Module):
     The MNIST-1D paper's MLP is hidden_size=100, num_layers=2, residual=True.
     """
     num_classes: int
-    hidden_size: int = 100
-    num_layers: int = 2
+    hidden_size: PositiveInt = 100
+    num_layers: NonNegativeInt = 2   # 0: logistic regression
     residual: bool = True
-    dropout_rate: float = 0.0
+    dropout_rate: Fraction = 0.0
     dtype: Any = jnp.float32
 
     @nn.compact

@@ -5,7 +5,9 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fmjax.errors import UserError
 from fmjax.models.layers import batch_norm, constrain_batch, conv, dense
+from fmjax.ranges import PositiveInt
 
 
 class ResidualBlock(nn.Module):
@@ -30,9 +32,15 @@ class ResidualBlock(nn.Module):
 class ResNet(nn.Module):
     """Stem conv, stages of residual blocks (stride 2 between stages), global average pool."""
     num_classes: int
-    stage_sizes: Sequence[int] = (2, 2, 2)
-    features: Sequence[int] = (16, 32, 64)
+    stage_sizes: Sequence[PositiveInt] = (2, 2, 2)
+    features: Sequence[PositiveInt] = (16, 32, 64)
     dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.stage_sizes or len(self.stage_sizes) != len(self.features):
+            raise UserError(f"config.model.stage_sizes={tuple(self.stage_sizes)} and features="
+                            f"{tuple(self.features)} need one entry per stage, the same number")
 
     @nn.compact
     def __call__(self, x, train: bool = False):

@@ -18,25 +18,25 @@ import jax.numpy as jnp
 from fmjax.data.tokenizers import PAD_ID
 from fmjax.models.layers import partitioned
 from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
+from fmjax.ranges import Fraction, PositiveInt
 
 
 
 class EncoderDecoder(nn.Module):
     vocab_size: int                    # tokenizer vocabulary + EOS + BOS
-    max_len: int = 128                 # positions, for source and target alike
-    num_layers: int = 3                # encoder blocks
-    num_decoder_layers: int = 3
-    num_heads: int = 4
-    embed_dim: int = 256
-    mlp_ratio: int = 4
-    dropout_rate: float = 0.1
+    max_len: PositiveInt = 128                 # positions, for source and target alike
+    num_layers: PositiveInt = 3                # encoder blocks
+    num_decoder_layers: PositiveInt = 3
+    num_heads: PositiveInt = 4
+    embed_dim: PositiveInt = 256
+    mlp_ratio: PositiveInt = 4
+    dropout_rate: Fraction = 0.1
     remat: str = "none"                # none | full | save_dots
     dtype: Any = jnp.float32
 
     def __post_init__(self):
         super().__post_init__()
-        check_config(self, (min(self.num_layers, self.num_decoder_layers) >= 1,
-                            "num_layers and num_decoder_layers must be at least 1"))
+        check_config(self)
 
     def setup(self):
         self.token_embed = nn.Embed(

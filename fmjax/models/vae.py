@@ -12,14 +12,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fmjax.models.layers import conv, conv_transpose, dense
+from fmjax.ranges import PositiveInt
 
 
 class VAE(nn.Module):
     image_shape: Sequence[int]          # (H, W, C), from the dataset
-    latent_dim: int = 20
-    hidden_size: int = 500
+    latent_dim: PositiveInt = 20
+    hidden_size: PositiveInt = 500
     network: str = "mlp"                # mlp | conv
-    conv_features: Sequence[int] = (32, 64)
+    conv_features: Sequence[PositiveInt] = (32, 64)
     dtype: Any = jnp.float32
 
     def setup(self):

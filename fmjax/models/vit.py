@@ -13,17 +13,18 @@ import jax.numpy as jnp
 from fmjax.errors import UserError
 from fmjax.models.layers import dense, partitioned
 from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
+from fmjax.ranges import Fraction, PositiveInt
 
 
 class ViT(nn.Module):
     num_classes: int
-    patch_size: int = 4
-    num_layers: int = 6
-    num_heads: int = 4
-    embed_dim: int = 128
-    mlp_ratio: int = 4
+    patch_size: PositiveInt = 4
+    num_layers: PositiveInt = 6
+    num_heads: PositiveInt = 4
+    embed_dim: PositiveInt = 128
+    mlp_ratio: PositiveInt = 4
     pool: str = "cls"                  # cls | mean
-    dropout_rate: float = 0.0
+    dropout_rate: Fraction = 0.0
     remat: str = "none"                # none | full | save_dots
     dtype: Any = jnp.float32
 

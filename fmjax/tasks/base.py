@@ -30,8 +30,12 @@ class Task:
     """Base class; subclasses set `self.model` and implement the methods below."""
 
     model: nn.Module
-    # Its fields (with defaults) are the keys of config.task_options for this task.
+    # Its fields (with defaults) are the keys of config.task_options for this task; numeric
+    # fields declare their valid range as their type (fmjax/ranges.py).
     Options = NoOptions
+    # The keys of `eval_metrics` (logged as eval/<name>), known without running an eval, so that
+    # config keys naming a metric (checkpoint.best_metric) are checked before training starts.
+    EVAL_METRICS: tuple[str, ...] = ()
 
     def __init__(self, config, info: DataInfo):
         self.config = config

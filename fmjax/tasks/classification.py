@@ -18,25 +18,28 @@ import optax
 
 from fmjax.errors import UserError
 from fmjax.models import build_model
+from fmjax.ranges import NonNegativeFloat
 from fmjax.tasks.base import Task
 from fmjax.tasks.classification_metrics import classification_metrics
 
 
 @dataclasses.dataclass
 class ClassificationOptions:
-    mixup_alpha: float = 0.0        # 0 = no mixup; 0.2-1.0 is usual for images
+    mixup_alpha: NonNegativeFloat = 0.0   # 0 = no mixup; 0.2-1.0 is usual for images
 
 
 class Classification(Task):
     Options = ClassificationOptions
+    EVAL_METRICS = ("loss", "accuracy", "precision_macro", "recall_macro", "f1_macro",
+                    "roc_auc_ovr")
 
     def __init__(self, config, info):
         super().__init__(config, info)
         tokens = {"vocab_size": info.vocab_size} if info.vocab_size else {}
         self.model = build_model(config.model, num_classes=info.num_classes, **tokens)
-        if self.options.mixup_alpha < 0 or (self.options.mixup_alpha and info.vocab_size):
-            raise UserError("config.task_options.mixup_alpha must be >= 0, and 0 for token "
-                            "inputs (ids cannot be blended)")
+        if self.options.mixup_alpha and info.vocab_size:
+            raise UserError("config.task_options.mixup_alpha must be 0 for token inputs (ids "
+                            "cannot be blended)")
 
     def mixup_loss(self, params, extra, inputs, labels_B, rng):
         """(mean cross-entropy against blended one-hot labels, logits_BC, the label with the

@@ -21,6 +21,7 @@ import optax
 from fmjax import configs, optim
 from fmjax.errors import UserError
 from fmjax.models import build_model
+from fmjax.ranges import NonNegativeFloat, PositiveInt
 from fmjax.tasks.base import GeneratesImages
 
 NOISE_KEY = jax.random.key(20260103)
@@ -30,11 +31,11 @@ LOSSES = ("non_saturating", "hinge", "wgan_gp")
 @dataclasses.dataclass
 class GANOptions:
     loss: str = "non_saturating"
-    gp_weight: float = 10.0              # wgan_gp: weight of the gradient penalty
-    d_steps: int = 1                     # discriminator updates per generator update
+    gp_weight: NonNegativeFloat = 10.0   # wgan_gp: weight of the gradient penalty
+    d_steps: PositiveInt = 1             # discriminator updates per generator update
     discriminator_optimizer: dict = dataclasses.field(     # keys of config.optimizer
         default_factory=lambda: dict(name="adam", learning_rate=2e-4, b1=0.5))
-    num_eval_images: int = 64            # the fixed-noise sample grid written at each eval
+    num_eval_images: PositiveInt = 64    # the fixed-noise sample grid written at each eval
 
 
 def _merge_stats(extra, new):
@@ -46,14 +47,13 @@ def _merge_stats(extra, new):
 
 class GAN(GeneratesImages):
     Options = GANOptions
+    EVAL_METRICS = ("feature_distance",)
 
     def __init__(self, config, info):
         super().__init__(config, info)
         o = self.options
         if o.loss not in LOSSES:
             raise UserError(f"config.task_options.loss must be one of {', '.join(LOSSES)}")
-        if o.d_steps < 1:
-            raise UserError("config.task_options.d_steps must be at least 1")
         if o.loss == "wgan_gp" and config.model.discriminator_norm != "none":
             raise UserError("wgan_gp's gradient penalty is per example: set "
                             "config.model.discriminator_norm=none")
@@ -75,7 +75,7 @@ class GAN(GeneratesImages):
                             f"{unknown[0]} (known: {', '.join(sorted(d))})")
         d.update(self.options.discriminator_optimizer)
         opt = ml_collections.ConfigDict(d)
-        optim.validate(opt)
+        optim.validate(opt, "task_options.discriminator_optimizer")
         return opt
 
     def optimizer(self):

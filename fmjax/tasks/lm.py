@@ -17,6 +17,8 @@ from fmjax.tasks.base import Task
 
 
 class LanguageModel(Task):
+    EVAL_METRICS = ("loss", "bits_per_token", "perplexity")
+
     def __init__(self, config, info):
         super().__init__(config, info)
         self.seq_len = info.input_shape[0]

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from fmjax.models import build_model
+from fmjax.ranges import OpenFraction
 from fmjax.tasks.base import Task
 
 EVAL_KEY = jax.random.key(20260104)
@@ -22,11 +23,12 @@ EVAL_KEY = jax.random.key(20260104)
 
 @dataclasses.dataclass
 class MLMOptions:
-    mask_rate: float = 0.15
+    mask_rate: OpenFraction = 0.15
 
 
 class MaskedLanguageModel(Task):
     Options = MLMOptions
+    EVAL_METRICS = ("loss", "accuracy", "perplexity")
 
     def __init__(self, config, info):
         super().__init__(config, info)

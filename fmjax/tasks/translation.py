@@ -21,18 +21,20 @@ from fmjax.data.translation import bos_id, eos_id
 from fmjax.errors import UserError
 from fmjax.models import build_model
 from fmjax.models.transformer import empty_cache
+from fmjax.ranges import Fraction, NonNegativeFloat, PositiveInt
 from fmjax.tasks.base import Task
 
 
 @dataclasses.dataclass
 class TranslationOptions:
-    label_smoothing: float = 0.1
-    beam_size: int = 4              # eval and `fmjax translate`'s default (1 = greedy)
-    length_penalty: float = 0.6     # GNMT's alpha: score / ((5 + length) / 6) ** alpha
+    label_smoothing: Fraction = 0.1
+    beam_size: PositiveInt = 4               # eval and `fmjax translate`'s default (1 = greedy)
+    length_penalty: NonNegativeFloat = 0.6   # GNMT's alpha: score / ((5 + length) / 6) ** alpha
 
 
 class Translation(Task):
     Options = TranslationOptions
+    EVAL_METRICS = ("loss", "accuracy", "perplexity", "bleu")
 
     def __init__(self, config, info):
         super().__init__(config, info)
@@ -47,8 +49,6 @@ class Translation(Task):
             raise UserError(f"config.model.max_len={self.model.max_len} is shorter than "
                             f"config.data.source_len/target_len ({self.source_len}, "
                             f"{self.target_len})")
-        if self.options.beam_size < 1:
-            raise UserError("config.task_options.beam_size must be at least 1")
         self.tokenizer, self.references = None, None
 
     def bind_data(self, pipeline):

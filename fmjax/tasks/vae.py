@@ -13,6 +13,7 @@ holds exactly (Jensen), and both approach the true NLL from above as k grows.
 
 import dataclasses
 import math
+from typing import Annotated
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +21,7 @@ import numpy as np
 import optax
 
 from fmjax.models import build_model
+from fmjax.ranges import INT32_MAX, PositiveInt, Range
 from fmjax.tasks.base import GeneratesImages
 
 EVAL_KEY = jax.random.key(20260101)
@@ -28,8 +30,10 @@ SAMPLE_KEY = jax.random.key(20260102)
 
 @dataclasses.dataclass
 class VAEOptions:
-    iw_samples: int = 100       # k posterior samples per eval image
-    num_eval_images: int = 64   # prior samples / reconstructions in each eval's image grids
+    iw_samples: PositiveInt = 100       # k posterior samples per eval image
+    # Prior samples in each eval's image grid, and as many images beside their reconstructions
+    # (half of them real: at least 2).
+    num_eval_images: Annotated[int, Range(2, INT32_MAX, integer=True)] = 64
 
 
 def bernoulli_log_prob(logits, x):
@@ -48,6 +52,7 @@ def kl_to_standard_normal(mean_BZ, logvar_BZ):
 
 class VAE(GeneratesImages):
     Options = VAEOptions
+    EVAL_METRICS = ("neg_elbo", "kl", "iw_nll", "loss", "feature_distance")
 
     def __init__(self, config, info):
         super().__init__(config, info)
