@@ -103,7 +103,7 @@ def _parse(argv: list[str]) -> str:
 
 
 # Flags naming a path: an empty or blank one would mean the current directory.
-PATH_FLAGS = ("workdir", "out")
+PATH_FLAGS = ("out",)   # --workdir: checkpoint.check_workdir, for every caller
 
 
 def _require(name: str):

@@ -47,6 +47,8 @@ def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
     """Build and check the whole experiment on `devices` (default: all); raises UserError and
     writes nothing. With `data_info` (a trained run's stored data shapes) the dataset is not
     read and the experiment has no pipeline."""
+    if workdir is not None:
+        checkpoint.check_workdir(workdir)
     configs.validate(config)
     mesh = sharding.make_mesh(config.mesh, devices)
     sharding.check_batch_size(config.train.batch_size // config.train.grad_accum_steps, mesh,

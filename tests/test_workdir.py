@@ -77,7 +77,8 @@ def test_every_process_of_a_multi_process_run_stops_on_a_busy_workdir(tmp_path):
 
 
 @pytest.mark.parametrize("workdir", ["", " "])
-def test_an_empty_workdir_is_refused(tmp_path, workdir):
+def test_an_empty_workdir_is_refused(tmp_path, monkeypatch, workdir):
+    monkeypatch.setenv("PYTHONPATH", str(REPO))   # run from tmp_path: this checkout's fmjax
     proc = run_cli("train", "--config", REPO / FLAGS[1], *FLAGS[2:], f"--workdir={workdir}",
                    check=False, cwd=tmp_path)
     assert proc.returncode == 2
