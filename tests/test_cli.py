@@ -2,6 +2,7 @@
 exit status 2, and an untouched workdir."""
 
 import json
+import shutil
 
 import pytest
 
@@ -129,3 +130,16 @@ def test_sample_needs_a_generative_model(trained_workdir):
     proc = run_cli("sample", "--workdir", trained_workdir, "--prompt", "x", check=False)
     assert proc.returncode == 2 and "generates nothing to sample" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command, name", [("eval", "config.json"), ("sample", "config.json"),
+                                           ("sample", "data_info.json")])
+def test_a_truncated_run_file_is_one_line(trained_workdir, tmp_path, command, name):
+    workdir = tmp_path / "run"
+    shutil.copytree(trained_workdir, workdir)
+    text = (workdir / name).read_text()
+    (workdir / name).write_text(text[:len(text) // 2])
+    proc = run_cli(command, "--workdir", workdir, "--out", tmp_path / "x.png", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"fmjax: error: {workdir / name} is damaged: JSONDecodeError: ")
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
