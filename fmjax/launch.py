@@ -109,11 +109,11 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def _supervise(procs: list[subprocess.Popen], received: list[int]) -> int:
-    """Wait for the processes; the run's exit status. A failed process stops the others at once
-    (returns); a stop signal (`received`, filled by the launcher's handler) is passed on as one
-    SIGTERM to each, and a process that stopped on its own signal (130, 143: it saved) leaves
-    the others to stop at the same step through JAX; either way they all get the whole grace
-    period, however many more signals arrive."""
+    """Wait for the processes; the run's exit status. A stop signal (`received`, filled by the
+    launcher's handler) is passed on as one SIGTERM to each; a process that stops on its own
+    signal (exits 130 or 143, after saving) leaves the others to stop at the same step through
+    JAX. Either way each gets the whole grace period, however many signals follow. A process
+    that fails, or is killed, stops the others at once: they would wait for it in a collective."""
     status, deadline, forwarded = 0, None, False
     running = list(range(len(procs)))
     while running:
@@ -128,19 +128,19 @@ def _supervise(procs: list[subprocess.Popen], received: list[int]) -> int:
             if code is None:
                 continue
             running.remove(i)
-            if not code:
-                continue
-            status = status or (code if code > 0 else 128 - code)   # killed by a signal: 128 + n
-            if deadline is not None:
-                continue
+            if code:
+                status = status or (code if code > 0 else 128 - code)   # killed: 128 + signal
+            if not code or (deadline is not None and code > 0):
+                continue   # done, or stopped as asked
             if code in STOPPED_STATUSES:
                 deadline = time.monotonic() + PREEMPTION_GRACE_SECONDS
-            elif running:
+                continue
+            if running and deadline is None:   # (if stopping: killed before it could save)
                 how = f"exited with status {code}" if code > 0 else \
                     f"was killed by signal {-code}"
                 print(f"fmjax: error: launch_local: process {i} {how}; stopping the others",
                       file=sys.stderr)
-                return status
+            return status   # the others would wait for it in a collective
         if deadline is not None and time.monotonic() > deadline and running:
             print(f"fmjax: error: launch_local: process {', '.join(map(str, running))} still "
                   f"running {PREEMPTION_GRACE_SECONDS:.0f} s after SIGTERM; killed",
@@ -160,7 +160,7 @@ def launch_local(num_processes: int, devices_per_process: int, command: list[str
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
-                    for s in STOP_SIGNALS}
+                    for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         for i in range(num_processes):
             piped = subprocess.PIPE if i else None

@@ -45,10 +45,17 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+def _not_ignored(signums: list[int]) -> list[int]:
+    """Those of `signums` the process was not started to ignore (`nohup`, a shell's background
+    job ignores SIGINT): an ignored signal stays ignored."""
+    return [s for s in signums if signal.getsignal(s) is not signal.SIG_IGN]
+
+
 def stop_outside_the_loop() -> None:
     """SIGTERM raises `Interrupted` from now on (not the default silent kill), as SIGINT raises
     KeyboardInterrupt. Call before `jax.distributed.initialize`, which then takes SIGTERM over."""
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    for signum in _not_ignored([signal.SIGTERM]):
+        signal.signal(signum, _raise_interrupted)
 
 
 class PreemptionWatch:
@@ -64,7 +71,7 @@ class PreemptionWatch:
             own = [signal.SIGINT]
             if not jax.distributed.is_initialized():   # else SIGTERM is JAX's
                 own.append(signal.SIGTERM)
-            self._previous = {s: signal.signal(s, self._on_signal) for s in own}
+            self._previous = {s: signal.signal(s, self._on_signal) for s in _not_ignored(own)}
         return self
 
     def __exit__(self, *exc):

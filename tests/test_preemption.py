@@ -135,6 +135,7 @@ def test_a_signal_during_startup_is_one_line(tmp_path, signum):
                 writer = os.open(cache / "mnist1d.npz", os.O_WRONLY | os.O_NONBLOCK)
             except OSError as e:
                 assert e.errno == errno.ENXIO and proc.poll() is None, proc.communicate()
+                time.sleep(0.02)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
     finally:
