@@ -234,7 +234,7 @@ def _run(argv: list[str]) -> None:
         from fmjax import launch
         sys.exit(launch.main(argv[2:], COMMANDS))
     from fmjax import preemption
-    preemption.stop_outside_the_loop()
+    preemption.take_over_signals()
     # Before the config file loads: importing fmjax's tasks already runs JAX code.
     from fmjax import distributed
     try:

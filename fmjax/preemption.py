@@ -5,7 +5,7 @@ Inside the train loop (`PreemptionWatch`) a signal is only recorded; the loop re
 device calls, finishes the call, saves a checkpoint and stops with `Preempted` (exit status
 128 + the signal). A repeated SIGTERM changes nothing (`timeout` signals a process and then its
 group, schedulers repeat theirs): it must never cut the save short. A second SIGINT is a person
-insisting: the process exits at once without saving; the checkpoints already written stay valid
+insisting: the CLI exits at once without saving; the checkpoints already written stay valid
 (Orbax writes to a temporary directory and renames).
 
 Several processes: JAX's preemption service (started by `jax.distributed.initialize`, which
@@ -18,7 +18,7 @@ number of device calls made (`_device_calls`), +1 per call on every host, not th
 which moves by `train.steps_per_call`.
 
 Outside the loop (startup, compiling, `fmjax eval`, `sample`) there is nothing to save: SIGINT
-raises KeyboardInterrupt and SIGTERM `Interrupted` (`stop_outside_the_loop`), which the CLI turns
+raises KeyboardInterrupt and SIGTERM `Interrupted` (`take_over_signals`), which the CLI turns
 into one line and exit status 128 + the signal.
 """
 
@@ -37,6 +37,7 @@ from fmjax.errors import Interrupted, stopped_by
 # sequence of device calls, so the same count names the same call everywhere.
 _device_calls = itertools.count(1)
 
+_exit_on_second_interrupt = False   # set by `take_over_signals`
 ABORTED = ("fmjax: interrupted again (SIGINT): stopped at once, without saving; the checkpoints "
            "saved before are intact: run the same command again to resume from the newest")
 
@@ -51,9 +52,14 @@ def _not_ignored(signums: list[int]) -> list[int]:
     return [s for s in signums if signal.getsignal(s) is not signal.SIG_IGN]
 
 
-def stop_outside_the_loop() -> None:
-    """SIGTERM raises `Interrupted` from now on (not the default silent kill), as SIGINT raises
-    KeyboardInterrupt. Call before `jax.distributed.initialize`, which then takes SIGTERM over."""
+def take_over_signals() -> None:
+    """For the CLI, which owns its process: SIGTERM raises `Interrupted` from now on (not the
+    default silent kill), as SIGINT raises KeyboardInterrupt, and a second Ctrl-C in the train
+    loop ends the process at once (elsewhere, e.g. in a notebook, whose kernel must survive, it
+    raises KeyboardInterrupt). Call before `jax.distributed.initialize`, which then takes
+    SIGTERM over."""
+    global _exit_on_second_interrupt
+    _exit_on_second_interrupt = True
     for signum in _not_ignored([signal.SIGTERM]):
         signal.signal(signum, _raise_interrupted)
 
@@ -84,9 +90,11 @@ class PreemptionWatch:
             self.signum = signum
             if jax.distributed.is_initialized():   # JAX's service stops every host at one call
                 os.kill(os.getpid(), signal.SIGTERM)
-        elif signum == signal.SIGINT:
+        elif signum == signal.SIGINT and _exit_on_second_interrupt:
             print(ABORTED, file=sys.stderr, flush=True)
             os._exit(128 + signal.SIGINT)
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
 
     def requested(self) -> bool:
         """Stop after this device call? The same answer on every process."""
