@@ -66,13 +66,22 @@ def _handlers() -> dict:
             "checksums": ocp.JsonCheckpointHandler()}
 
 
+class _WritingManager(ocp.CheckpointManager):
+    """Orbax's manager without its own preemption query. Orbax's `save` passes the step to JAX's
+    `reached_preemption_sync_point`, which sets the per-process count that the hosts compare to
+    agree on a stopping point; fmjax's `PreemptionWatch` counts device calls instead, so Orbax's
+    step would move that count and the hosts would never stop."""
+
+    def reached_preemption(self, step: int) -> bool:
+        return False
+
+
 def open_manager(workdir, ckpt_config) -> ocp.CheckpointManager:
     """A manager that writes (creating the directory on first save)."""
     options = ocp.CheckpointManagerOptions(
         preservation_policy=_preservation(ckpt_config),
         enable_async_checkpointing=ckpt_config.async_save, create=True)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                 item_handlers=_handlers())
+    return _WritingManager(checkpoint_dir(workdir), options=options, item_handlers=_handlers())
 
 
 def read_only_manager(workdir) -> ocp.CheckpointManager | None:

@@ -3,6 +3,8 @@
 The CLI turns it into a single line on stderr and exit status 2, before any work is done.
 """
 
+import signal
+
 
 class UserError(ValueError):
     """Bad input: unknown key, impossible mesh, missing dataset, incompatible checkpoint, ..."""
@@ -23,5 +25,25 @@ class NonFiniteLoss(RuntimeError):
     """Training produced a NaN/Inf loss; the last good checkpoint is kept, nothing newer saved."""
 
 
+def stopped_by(signum: int) -> str:
+    """'interrupted (SIGINT)' (Ctrl-C), 'preempted (SIGTERM)' (a scheduler, `kill`)."""
+    return "interrupted (SIGINT)" if signum == signal.SIGINT else "preempted (SIGTERM)"
+
+
+class Interrupted(BaseException):
+    """SIGTERM (SIGINT raises KeyboardInterrupt) where there is nothing to save: before the train
+    loop, after it, in `fmjax eval` or `sample`. A BaseException, like KeyboardInterrupt, so that
+    no library's `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(stopped_by(signum))
+        self.signum = signum
+
+
 class Preempted(RuntimeError):
-    """SIGTERM: training stopped early after saving a checkpoint; the same command resumes."""
+    """SIGTERM or SIGINT: training stopped early after saving a checkpoint; the same command
+    resumes. The process exits with `exit_status` (128 + the signal)."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status

@@ -10,8 +10,13 @@ progress bar, its final JSON line); the others' output goes to stderr, each line
 "[process i] ". The launcher waits for all; when one fails it stops the others at once (a process
 whose peer died would otherwise wait in a collective; SIGKILL, as JAX catches SIGTERM to notice
 preemption, and Orbax's atomic writes leave no half checkpoint) and exits with that process's
-status. SIGTERM to the launcher (a scheduler preempting the job) is passed on, so the processes
-save the same step and stop, as on a real cluster; any left after 30 s are killed.
+status.
+
+Stopping: the processes run in their own sessions, so a terminal's Ctrl-C and `timeout` (which
+signals its child and then the child's whole group) reach the launcher alone. The launcher's
+handler only records the signal; it then sends each process exactly one SIGTERM, so they save the
+same step and stop, as on a real cluster, and exits with 128 + its signal (143; 130 for Ctrl-C).
+More signals change nothing: every process gets the whole 30 s, then any left are killed.
 """
 
 import os
@@ -26,18 +31,13 @@ USAGE = ("usage: fmjax launch_local --num_processes=N [--devices_per_process=D] 
          "{train|eval|inspect|sample|translate} [flags]")
 READER_SECONDS = 5.0   # to pass on the last output of the stopped processes
 PREEMPTION_GRACE_SECONDS = 30.0   # what a TPU VM allows between SIGTERM and the kill
+# A terminal's Ctrl-C, a scheduler or `timeout`, a closed terminal: each stops the whole run.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOPPED_STATUSES = (128 + signal.SIGINT, 128 + signal.SIGTERM)   # fmjax saved, then stopped
 
 
 class LaunchError(ValueError):
     """Bad launcher arguments (one line, exit 2)."""
-
-
-class _Terminated(Exception):
-    """The launcher got SIGTERM (a scheduler, `kill`): its processes must not outlive it."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated
 
 
 def parse_args(argv: list[str], commands: tuple[str, ...]) -> tuple[int, int, list[str]]:
@@ -99,21 +99,6 @@ def _prefix_lines(stream, process_id: int) -> None:
         sys.stderr.flush()
 
 
-def _forward_sigterm(procs: list[subprocess.Popen]) -> int:
-    """Pass SIGTERM on (JAX's preemption service makes every process save the same step) and
-    wait up to PREEMPTION_GRACE_SECONDS for them; the exit status to report."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + PREEMPTION_GRACE_SECONDS
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
-        except subprocess.TimeoutExpired:
-            break
-    return 128 + signal.SIGTERM
-
-
 def _stop(procs: list[subprocess.Popen]) -> None:
     """Kill every process still running."""
     for proc in procs:
@@ -123,48 +108,74 @@ def _stop(procs: list[subprocess.Popen]) -> None:
         proc.wait()
 
 
+def _supervise(procs: list[subprocess.Popen], received: list[int]) -> int:
+    """Wait for the processes; the run's exit status. A stop signal (`received`, filled by the
+    launcher's handler) is passed on as one SIGTERM to each; a process that stops on its own
+    signal (exits 130 or 143, after saving) leaves the others to stop at the same step through
+    JAX. Either way each gets the whole grace period, however many signals follow. A process
+    that fails, or is killed, stops the others at once: they would wait for it in a collective."""
+    status, deadline, forwarded = 0, None, False
+    running = list(range(len(procs)))
+    while running:
+        if received and not forwarded:
+            forwarded = True
+            for i in running:
+                procs[i].send_signal(signal.SIGTERM)
+            status = status or 128 + received[0]
+            deadline = deadline or time.monotonic() + PREEMPTION_GRACE_SECONDS
+        for i in list(running):
+            code = procs[i].poll()
+            if code is None:
+                continue
+            running.remove(i)
+            if code:
+                status = status or (code if code > 0 else 128 - code)   # killed: 128 + signal
+            if not code or (deadline is not None and code > 0):
+                continue   # done, or stopped as asked
+            if code in STOPPED_STATUSES:
+                deadline = time.monotonic() + PREEMPTION_GRACE_SECONDS
+                continue
+            if running and deadline is None:   # (if stopping: killed before it could save)
+                how = f"exited with status {code}" if code > 0 else \
+                    f"was killed by signal {-code}"
+                print(f"fmjax: error: launch_local: process {i} {how}; stopping the others",
+                      file=sys.stderr)
+            return status   # the others would wait for it in a collective
+        if deadline is not None and time.monotonic() > deadline and running:
+            print(f"fmjax: error: launch_local: process {', '.join(map(str, running))} still "
+                  f"running {PREEMPTION_GRACE_SECONDS:.0f} s after SIGTERM; killed",
+                  file=sys.stderr)
+            return status
+        time.sleep(0.05)
+    return status
+
+
 def launch_local(num_processes: int, devices_per_process: int, command: list[str],
                  program: tuple[str, ...] = (sys.executable, "-m", "fmjax.main")) -> int:
     """Run `program COMMAND` (`fmjax COMMAND`) as `num_processes` cooperating processes; the
-    first non-zero exit status (0 if all succeed)."""
+    first non-zero exit status (0 if all succeed), or 128 + the signal that stopped the run."""
     port = free_port()
-    procs, readers, status = [], [], 0
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    procs, readers = [], []
+    received = []   # stop signals to the launcher, in order of arrival
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                    for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         for i in range(num_processes):
             piped = subprocess.PIPE if i else None
             procs.append(subprocess.Popen(
                 [*program, *command], env=child_env(port, num_processes, i, devices_per_process),
                 stdin=subprocess.DEVNULL, stdout=piped, stderr=subprocess.STDOUT if i else None,
-                text=True))
+                text=True, start_new_session=True))
             if i:
                 readers.append(threading.Thread(target=_prefix_lines, args=(procs[i].stdout, i),
                                                  daemon=True))
                 readers[-1].start()
-        running = list(range(num_processes))
-        while running and not status:
-            time.sleep(0.05)
-            for i in list(running):
-                code = procs[i].poll()
-                if code is None:
-                    continue
-                running.remove(i)
-                if code:
-                    status = code if code > 0 else 128 - code   # killed by a signal: 128 + n
-                    if running:
-                        how = f"exited with status {code}" if code > 0 else \
-                            f"was killed by signal {-code}"
-                        print(f"fmjax: error: launch_local: process {i} {how}; stopping the "
-                              "others", file=sys.stderr)
-                    break
-    except KeyboardInterrupt:
-        status = 130
-    except _Terminated:   # a preemption of the whole job: let the processes save and stop
-        status = _forward_sigterm(procs)
+        status = _supervise(procs, received)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         _stop(procs)
         for reader in readers:
             reader.join(timeout=READER_SECONDS)

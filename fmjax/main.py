@@ -19,12 +19,12 @@ dataset, a checkpoint that does not fit) prints one line and exits with status 2
 
 import json
 import pathlib
+import signal
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
-PREEMPTED_STATUS = 143
 COMMANDS = ("train", "eval", "inspect", "sample", "translate")
 USAGE = ("usage: fmjax {train|eval|inspect|sample|translate} [--config FILE[:variant]] "
          "[--workdir DIR] ... (or: fmjax launch_local --num_processes=N -- COMMAND ...)")
@@ -189,17 +189,34 @@ def cmd_translate():
 
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fmjax` script."""
+    from fmjax.errors import Interrupted
+    try:
+        _run(sys.argv if argv is None else argv)
+    except (KeyboardInterrupt, Interrupted) as e:   # importing JAX, joining the other processes
+        _stopped(e)
+
+
+def _stopped(e: BaseException):
+    """Ctrl-C or SIGTERM outside the train loop, where there is nothing to save: one line."""
+    from fmjax.errors import stopped_by
+    signum = getattr(e, "signum", signal.SIGINT)
+    print(f"fmjax: {stopped_by(signum)}", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+def _run(argv: list[str]) -> None:
     from absl import logging
 
     from fmjax import library_logs
-    from fmjax.errors import NonFiniteLoss, Preempted, UserError
+    from fmjax.errors import Interrupted, NonFiniteLoss, Preempted, UserError
 
     logging.set_verbosity(logging.WARNING)
     library_logs.silence()   # library chatter (Orbax, TensorStore) stays off the console
-    argv = sys.argv if argv is None else argv
     if argv[1:2] == ["launch_local"]:
         from fmjax import launch
         sys.exit(launch.main(argv[2:], COMMANDS))
+    from fmjax import preemption
+    preemption.take_over_signals()
     # Before the config file loads: importing fmjax's tasks already runs JAX code.
     from fmjax import distributed
     try:
@@ -207,17 +224,19 @@ def run(argv: list[str] | None = None) -> None:
     except UserError as e:
         fail(str(e))
     with distributed.failures_exit_at_once():
-        command = _parse(argv)
         try:
+            command = _parse(argv)
             {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect, "sample": cmd_sample,
              "translate": cmd_translate}[command]()
         except UserError as e:
             fail(str(e))
         except NonFiniteLoss as e:
             fail(str(e), status=1)
-        except Preempted as e:   # 128 + SIGTERM: "terminated", so schedulers restart the job
+        except Preempted as e:   # 128 + the signal: "terminated", so schedulers restart the job
             print(f"fmjax: {e}", file=sys.stderr)
-            sys.exit(PREEMPTED_STATUS)
+            sys.exit(e.exit_status)
+        except (KeyboardInterrupt, Interrupted) as e:   # a peer stuck in a collective: exit now
+            _stopped(e)
 
 
 if __name__ == "__main__":

@@ -207,7 +207,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
                 writers.write(pending[0], fetch(*pending))
                 pending = None
             is_last = step == tc.num_steps
-            preempted = preemption.requested(step) and not is_last
+            preempted = preemption.requested() and not is_last
             do_eval = step % tc.eval_every == 0 or is_last
             do_save = step % config.checkpoint.every == 0 or is_last or preempted
             if not (do_eval or do_save):
@@ -224,8 +224,9 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
             if do_save and not preempted:
                 checkpoint.save(manager, step, state, config_dict, eval_metrics if do_eval else None)
             if preempted:   # leaving the `with` waits for the checkpoint to be written
-                raise Preempted(f"preempted (SIGTERM) at step {step}: checkpoint saved in "
-                                f"{workdir}; run the same command again to resume")
+                raise Preempted(f"{preemption.stopped_by} at step {step}: checkpoint saved in "
+                                f"{workdir}; run the same command again to resume",
+                                preemption.exit_status)
     return eval_metrics
 
 

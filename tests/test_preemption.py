@@ -1,7 +1,16 @@
-"""SIGTERM (what a spot TPU VM, Kubernetes or SLURM sends before a kill): fmjax finishes the
-step, saves a checkpoint, says so, exits with status 143 well within 30 s; the same command
-resumes and ends exactly where an uninterrupted run ends."""
+"""Stop signals lose nothing. SIGTERM (what a spot TPU VM, Kubernetes or SLURM sends before a kill)
+and SIGINT (Ctrl-C): fmjax finishes the device call, saves a checkpoint, says so in one line and
+exits with 128 + the signal; the same command resumes and ends exactly where an uninterrupted run
+ends. With several processes every host saves the same step. Before the train loop there is
+nothing to save: one line, the same exit status.
 
+Every run uses the shipped MNIST-1D MLP's `train.steps_per_call` (250), `log_every`, `eval_every`
+and `checkpoint.every`: with one device call of 250 steps, the step moves in jumps, which is what
+JAX's multi-host preemption sync must cope with. Signals are sent early (after the first log
+line, at step 250, or the first checkpoint), so with 12 calls in the run they land mid-run.
+"""
+
+import errno
 import os
 import signal
 import subprocess
@@ -10,84 +19,255 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import REPO, run_cli
-from fmjax import checkpoint, runs
+from fmjax import checkpoint, launch, runs
 from test_train import model_metrics
 
-# One optimizer step per device call, so there is a preemption check every step; dropout and a
-# schedule make exact resumption non-trivial.
+# Dropout and a schedule make exact resumption non-trivial.
 FLAGS = ["--config", "experiments/mnist1d/mlp.py", "--config.train.num_steps=3000",
-         "--config.train.steps_per_call=1", "--config.train.log_every=100",
-         "--config.train.eval_every=1000", "--config.checkpoint.every=1000",
          "--config.model.dropout_rate=0.1", "--config.optimizer.schedule=warmup_cosine",
          "--config.optimizer.warmup_steps=100", "--noprogress"]
+# Two processes of one device each, the batch split between them: one gradient all-reduce
+# across processes per step (gloo), and Orbax's save is collective. Signals are sent once a
+# checkpoint is being written: Orbax's save used to knock JAX's preemption agreement off (it
+# passes the step where fmjax passes its count of device calls); checkpoints every 500 steps
+# leave room after one for the run to be stopped.
+TWO_PROCESSES = [*FLAGS, "--config.mesh.data=2", "--config.checkpoint.every=500"]
+EXIT_STATUS = {signal.SIGTERM: 143, signal.SIGINT: 130}
+MESSAGE = {signal.SIGTERM: "preempted (SIGTERM)", signal.SIGINT: "interrupted (SIGINT)"}
 
 
-def _wait_for_first_log(workdir, proc, timeout=120.0):
-    metrics = workdir / "metrics.jsonl"
+def _env(**extra) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
+    env.pop("XLA_FLAGS", None)
+    return env
+
+
+def _start(*args, env=None, **kwargs) -> subprocess.Popen:
+    """`python -m fmjax.main ARGS` in the background, its output captured."""
+    return subprocess.Popen([sys.executable, "-m", "fmjax.main", *map(str, args)], cwd=REPO,
+                            env=env or _env(), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kwargs)
+
+
+def _wait_until(condition, proc, timeout=180.0):
     deadline = time.monotonic() + timeout
-    while not (metrics.exists() and metrics.read_text().strip()):
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "training never logged"
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training never got there"
         time.sleep(0.02)
 
 
-def test_sigterm_saves_exits_and_the_same_command_resumes_exactly(tmp_path):
-    run_cli("train", "--workdir", tmp_path / "straight", *FLAGS)
+def _logged(workdir):
+    """Has training written its first log line (step 250)?"""
+    metrics = workdir / "metrics.jsonl"
+    return lambda: metrics.exists() and metrics.read_text().strip()
 
-    workdir = tmp_path / "preempted"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "fmjax.main", "train", "--workdir",
-                             str(workdir), *FLAGS], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for_first_log(workdir, proc)
-    proc.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    _, stderr = proc.communicate(timeout=60)
-    assert time.monotonic() - sent < 30
-    assert proc.returncode == 143, stderr
-    message = stderr.strip().splitlines()[-1]
-    assert "preempted (SIGTERM) at step" in message, message
-    stopped_at = int(message.split("at step ")[1].split(":")[0])
-    assert 100 <= stopped_at < 3000
+
+def _saving_after(workdir, step: int):
+    """Has Orbax begun to write a checkpoint after `step` (its directory, or its temporary one)?"""
+    directory = workdir / "checkpoints"
+    return lambda: directory.is_dir() and any(
+        int(p.name.split(".")[0]) > step for p in directory.iterdir()
+        if p.name.split(".")[0].isdigit())
+
+
+def _stopped_at(message: str) -> int:
+    return int(message.split("at step ")[1].split(":")[0])
+
+
+def _fmjax_lines(stderr: str) -> list[str]:
+    """fmjax's own lines; a multi-process run's stderr also holds gloo's and JAX's C++ logs."""
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if "fmjax:" in line]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The workdir of the same run, never stopped."""
+    workdir = tmp_path_factory.mktemp("straight") / "run"
+    run_cli("train", "--workdir", workdir, *FLAGS)
+    return workdir
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_says_one_line_and_the_same_command_resumes_exactly(tmp_path, straight,
+                                                                           signum):
+    """SIGTERM is sent twice, as `timeout` sends it (to the process, then to its group): the
+    repeat changes nothing. Ctrl-C once."""
+    workdir = tmp_path / "stopped"
+    proc = _start("train", "--workdir", workdir, *FLAGS)
+    _wait_until(_logged(workdir), proc)
+    proc.send_signal(signum)
+    if signum == signal.SIGTERM:
+        proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_STATUS[signum], stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fmjax: {MESSAGE[signum]} at step "), stderr
+    assert lines[0].endswith(f": checkpoint saved in {workdir}; run the same command again to "
+                             "resume")
+    stopped_at = _stopped_at(lines[0])
+    assert 250 <= stopped_at < 3000
     assert checkpoint.read_only_manager(workdir).all_steps()[-1] == stopped_at
 
     resumed = run_cli("train", "--workdir", workdir, *FLAGS)
     assert f"resuming from the checkpoint at step {stopped_at}" in resumed.stdout
-    assert model_metrics(workdir) == model_metrics(tmp_path / "straight")
+    assert model_metrics(workdir) == model_metrics(straight)
     jax.tree.map(np.testing.assert_array_equal, runs.load(workdir).params,
-                 runs.load(tmp_path / "straight").params)
+                 runs.load(straight).params)
 
 
-def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
-    """Two processes (4 CPU devices each), SIGTERM to process 1 only: JAX's preemption sync
-    point makes both save the same step and exit 143; the run then resumes under launch_local
-    and ends where an uninterrupted 2-process run ends."""
-    from fmjax import launch
-    flags = [*FLAGS, "--config.mesh.data=2", "--config.mesh.fsdp=4",
-             "--config.train.batch_size=96", "--config.train.num_steps=200",
-             "--config.train.log_every=20"]   # gloo collectives: ~50 ms a step
-    port = launch.free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "fmjax.main", "train", "--workdir",
-                               str(tmp_path / "run"), *flags], cwd=REPO, text=True,
-                              env=launch.child_env(port, 2, i, 4), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for i in range(2)]
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_startup_is_one_line(tmp_path, signum):
+    """The dataset file is a FIFO that nobody writes: the process waits in data loading, before
+    the train loop, until the signal comes; nothing is written."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.mkfifo(cache / "mnist1d.npz")
+    proc = _start("train", "--workdir", tmp_path / "w", *FLAGS, env=_env(FMJAX_CACHE_DIR=cache))
+    writer = None
     try:
-        _wait_for_first_log(tmp_path / "run", procs[0])
+        while writer is None:   # opening the write end succeeds once fmjax has the read end open
+            try:
+                writer = os.open(cache / "mnist1d.npz", os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as e:
+                assert e.errno == errno.ENXIO and proc.poll() is None, proc.communicate()
+                time.sleep(0.02)
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        proc.kill()
+    assert proc.returncode == EXIT_STATUS[signum]
+    assert stderr == f"fmjax: {MESSAGE[signum]}\n"
+    assert not (tmp_path / "w").exists()
+
+
+def _launch_local(*args) -> list[str]:
+    return [sys.executable, "-m", "fmjax.main", "launch_local", "--num_processes=2", "--",
+            *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory):
+    """One 2-process run stopped twice and resumed to the end, and the same run never stopped.
+
+    1. The processes are started directly; SIGTERM to process 1 only: JAX's preemption service
+       must stop both at one step.
+    2. The same command under `launch_local`, stopped as `timeout` stops it: SIGTERM to the
+       launcher, then to the launcher's process group, here once the processes are saving.
+    3. The same command under `launch_local`, to the end.
+    """
+    root = tmp_path_factory.mktemp("two_processes")
+    workdir = root / "run"
+    train = ["train", "--workdir", workdir, *TWO_PROCESSES]
+    port = launch.free_port()
+    procs = [_start(*train, env=launch.child_env(port, 2, i, 1), start_new_session=True)
+             for i in range(2)]   # own sessions, as launch_local starts them
+    try:
+        _wait_until(_saving_after(workdir, 0), procs[0])
         procs[1].send_signal(signal.SIGTERM)
-        outputs = [p.communicate(timeout=60) for p in procs]
+        first = [(p.communicate(timeout=120)[1], p.returncode) for p in procs]
     finally:
         for p in procs:
             p.kill()
-    messages = [err.strip().splitlines()[-1] for _, err in outputs]
-    assert [p.returncode for p in procs] == [143, 143], messages
-    steps = {int(m.split("at step ")[1].split(":")[0]) for m in messages}
-    assert len(steps) == 1, messages
-    assert checkpoint.read_only_manager(tmp_path / "run").all_steps()[-1] == steps.pop()
+    first_steps = checkpoint.read_only_manager(workdir).all_steps()
 
-    two_processes = ["launch_local", "--num_processes=2", "--devices_per_process=4", "--", "train"]
-    run_cli(*two_processes, "--workdir", tmp_path / "run", *flags)
-    run_cli(*two_processes, "--workdir", tmp_path / "straight", *flags)
-    assert model_metrics(tmp_path / "run") == model_metrics(tmp_path / "straight")
+    launcher = subprocess.Popen(_launch_local(*train), cwd=REPO, env=_env(), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)   # its own group, as under `timeout`
+    try:
+        _wait_until(_saving_after(workdir, max(first_steps, default=0)), launcher)
+        newest = max(int(p.name.split(".")[0]) for p in (workdir / "checkpoints").iterdir())
+        launcher.send_signal(signal.SIGTERM)
+        _wait_until(_saving_after(workdir, newest), launcher)
+        os.killpg(launcher.pid, signal.SIGTERM)
+        _, second_stderr = launcher.communicate(timeout=120)
+    finally:
+        launcher.kill()
+    second = (second_stderr, launcher.returncode,
+              checkpoint.read_only_manager(workdir).all_steps())
+
+    third = subprocess.run(_launch_local(*train), cwd=REPO, env=_env(), capture_output=True,
+                           text=True, timeout=600)
+    uninterrupted = subprocess.run(_launch_local("train", "--workdir", root / "straight",
+                                                 *TWO_PROCESSES), cwd=REPO, env=_env(),
+                                   capture_output=True, text=True, timeout=600)
+    return dict(workdir=workdir, first=first, first_steps=first_steps, second=second,
+                third=third, straight=root / "straight", uninterrupted=uninterrupted)
+
+
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(two_process_runs):
+    messages = []
+    for stderr, status in two_process_runs["first"]:
+        assert status == 143, stderr
+        messages += _fmjax_lines(stderr)
+    assert len(messages) == 2 and all(m.startswith("fmjax: preempted (SIGTERM) at step ")
+                                      for m in messages), messages
+    steps = {_stopped_at(m) for m in messages}
+    assert len(steps) == 1 and 250 <= min(steps) < 3000, messages
+    assert max(two_process_runs["first_steps"]) == steps.pop()
+
+
+def test_launch_local_signalled_twice_like_timeout_still_saves(two_process_runs):
+    stderr, status, steps = two_process_runs["second"]
+    assert status == 143, stderr
+    messages = _fmjax_lines(stderr)
+    assert sorted(m.startswith("[process 1] fmjax: preempted (SIGTERM) at step ")
+                  for m in messages) == [False, True], messages
+    stopped = {_stopped_at(m) for m in messages}
+    assert len(stopped) == 1, messages
+    assert max(steps) == stopped.pop() > max(two_process_runs["first_steps"])
+
+
+def test_two_process_run_stopped_twice_ends_like_one_never_stopped(two_process_runs):
+    for name in ("third", "uninterrupted"):
+        assert two_process_runs[name].returncode == 0, two_process_runs[name].stderr[-3000:]
+    assert model_metrics(two_process_runs["workdir"]) == model_metrics(two_process_runs["straight"])
+
+
+# A stand-in for fmjax under `launch_local`: on SIGTERM it "saves" (takes a second, so further
+# signals to the launcher arrive meanwhile), then exits 143; it reports every SIGTERM it gets.
+SAVER = """
+import os, signal, sys, time
+received = []
+signal.signal(signal.SIGTERM, lambda *_: received.append(1))
+print("ready", flush=True)
+while not received:
+    time.sleep(0.01)
+print("saving", flush=True)
+time.sleep(1.0)
+print(f"saved after {len(received)} SIGTERM", flush=True)
+sys.exit(143)
+"""
+LAUNCH_SAVERS = (f"import sys; from fmjax import launch; sys.exit(launch.launch_local(2, 1, [], "
+                 f"program=(sys.executable, '-c', {SAVER!r})))")
+
+
+@pytest.mark.parametrize("signum, group", [(signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_launch_local_gives_every_process_the_whole_grace_period(signum, group):
+    """A scheduler's SIGTERM to the launcher, or a terminal's Ctrl-C to its whole foreground
+    group: the processes, in their own sessions, get exactly one SIGTERM each, from the
+    launcher, and however many signals follow, the whole time to save."""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCH_SAVERS], cwd=REPO, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+    try:
+        assert launcher.stdout.readline() == "ready\n"             # process 0: passed through
+        assert launcher.stderr.readline() == "[process 1] ready\n"
+        (os.killpg if group else os.kill)(launcher.pid, signum)
+        assert launcher.stdout.readline() == "saving\n"
+        assert launcher.stderr.readline() == "[process 1] saving\n"
+        for again in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            os.kill(launcher.pid, again)
+            os.killpg(launcher.pid, again)
+        stdout, stderr = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 128 + signum, stderr
+    assert stdout == "saved after 1 SIGTERM\n"
+    assert stderr == "[process 1] saved after 1 SIGTERM\n"
