@@ -18,12 +18,17 @@ dataset, a checkpoint that does not fit) prints one line and exits with status 2
 """
 
 import json
+import os
 import pathlib
 import signal
 import sys
 
-from absl import flags
-from ml_collections import config_flags
+# XLA's and JAX's C++ warnings ("SIGTERM caught", rematerialisation notes) stay off the console
+# like the Python libraries' (fmjax.library_logs); set it to 0 to see them. Read when jaxlib loads.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402 (after the variable above)
+from ml_collections import config_flags  # noqa: E402
 
 COMMANDS = ("train", "eval", "inspect", "sample", "translate")
 USAGE = ("usage: fmjax {train|eval|inspect|sample|translate} [--config FILE[:variant]] "
