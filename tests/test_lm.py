@@ -192,7 +192,7 @@ def test_fsdp_divides_gpt_state_bytes_per_device_as_the_compiler_sees_it(text_fi
 @pytest.mark.parametrize("flag, fragment", [
     ("--config.model.num_heads=5", "not divisible by num_heads=5"),
     ("--config.model.remat=sometimes", "remat: none | full | save_dots"),
-    ("--config.data.seq_len=100000", "longer than the train or validation text"),
+    ("--config.data.seq_len=100000", "seq_len=100000 is longer than the training text"),
     ("--config.model.max_len=32", "max_len=32 is shorter than config.data.seq_len=64"),
 ])
 def test_bad_language_model_config_is_one_line(tmp_path, text_file, flag, fragment):

@@ -141,7 +141,8 @@ class SentencePieceTokenizer:
         Decoding is per piece except at the start: SentencePiece drops the word-start space of
         the first pieces until one shows text. So after text has appeared, a chunk is decoded
         behind an anchor piece that shows text, and the anchor's own text is cut off."""
-        anchor = next(i for i in range(self.vocab_size) if self.sp.decode([i]).strip())
+        anchor = next(i for i in range(self.vocab_size)
+                      if not self.sp.is_unknown(i) and self.sp.decode([i]).strip())
         anchor_text = self.sp.decode([anchor])
         started = False
 
