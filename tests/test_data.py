@@ -182,10 +182,11 @@ def test_hostile_text_file_is_one_line_before_the_workdir_exists(tmp_path, name)
 
 @pytest.mark.parametrize("flag, fragment", [
     ("--config.data.path={tmp}", "is a directory, not a text file"),
+    ("--config.data.path=/dev/zero", "/dev/zero is a device or a pipe, not a text file"),
     ("--config.data.val_fraction=0.0003", "seq_len=64 is longer than the validation text "
      f"({len(TEXT) - int(len(TEXT) * (1 - 0.0003))} characters"),    # text_file holds TEXT
 ])
-def test_text_path_or_split_without_a_window_is_one_line(tmp_path, text_file, flag, fragment):
+def test_unreadable_text_path_or_a_split_without_a_window_is_one_line(tmp_path, text_file, flag, fragment):
     proc = run_cli("train", "--config", "experiments/shakespeare/gpt_char.py:runlocal",
                    f"--config.data.path={text_file}", flag.format(tmp=tmp_path), "--workdir",
                    tmp_path / "run", "--noprogress", check=False)

@@ -126,12 +126,14 @@ def test_samples_print_as_today_with_the_first_streamed(gpt_workdir):
     (["--num_samples", "0"], "num_samples must be between 1 and 1024 (got 0)"),
     (["--num_samples", "-3"], "num_samples must be between 1 and 1024 (got -3)"),
     (["--temperature", "nan"], "temperature must be a finite number >= 0"),
-    (["--temperature", "-inf"], "temperature must be a finite number >= 0"),
     (["--top_p", "0"], "top_p must be in (0, 1]"),
     (["--top_k", "-1"], "top_k must be >= 0"),
+    (["--num", "0"], "--num must be between 1 and 4096 (got 0)"),     # image generators' flag
+    (["--num", "-5"], "--num must be between 1 and 4096 (got -5)"),
 ])
 def test_bad_sample_request_is_one_line_before_the_run_is_read(gpt_workdir, flags, fragment):
-    """Checked before the checkpoint is read: the request's error wins over a missing step."""
+    """Checked before the checkpoint is read (so whatever the run generates): the request's
+    error wins over a missing step."""
     assert_one_line_error(run_cli("sample", "--workdir", gpt_workdir, *flags, "--step", "7",
                                   check=False), fragment)
 
@@ -192,7 +194,7 @@ def test_fsdp_divides_gpt_state_bytes_per_device_as_the_compiler_sees_it(text_fi
 @pytest.mark.parametrize("flag, fragment", [
     ("--config.model.num_heads=5", "not divisible by num_heads=5"),
     ("--config.model.remat=sometimes", "remat: none | full | save_dots"),
-    ("--config.data.seq_len=100000", "seq_len=100000 is longer than the training text"),
+    ("--config.data.seq_len=100000", "seq_len=100000 is longer than the validation text"),
     ("--config.model.max_len=32", "max_len=32 is shorter than config.data.seq_len=64"),
 ])
 def test_bad_language_model_config_is_one_line(tmp_path, text_file, flag, fragment):

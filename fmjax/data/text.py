@@ -101,12 +101,14 @@ def _unseen_characters(error: tokenizers.UnknownCharacters, text: str, split: in
 def read_text_file(path: str, key: str) -> str:
     """The text of the UTF-8 file `path`, named by config key `key` in the error line."""
     file = pathlib.Path(path).expanduser()
+    if not file.exists():
+        raise UserError(f"{key}: no such file: {path}")
     if file.is_dir():
         raise UserError(f"{key}: {path} is a directory, not a text file")
+    if not file.is_file():   # reading a device or a pipe may never end
+        raise UserError(f"{key}: {path} is a device or a pipe, not a text file")
     try:
         return file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{key}: no such file: {path}")
     except UnicodeDecodeError as e:   # e.start: the file offset (read() decodes all at once)
         raise UserError(f"{key}: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
                         f"offset {e.start}); convert it to UTF-8")
