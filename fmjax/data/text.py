@@ -3,6 +3,8 @@
 The text is a local UTF-8 file (`path`) or TFDS `tiny_shakespeare` (its train, validation and test
 texts joined back into the original file, then split the same way). The tokenizer is trained on
 the training part, or reloaded from the workdir when the run already has one, and saved there.
+The char tokenizer has no <unk>: a validation character the training part lacks stops the run
+with one line naming it (its loss would mean nothing); SentencePiece maps it to <unk>.
 
 Training windows start at offsets drawn from `default_rng([seed, step])`, so the batch at step s
 is a pure function of (seed, s) and resume is exact. Eval uses non-overlapping windows of the
