@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402 (after the variable above)
 from ml_collections import config_flags  # noqa: E402
 
+MAX_IMAGES = 4096   # sample --num: a grid, not a dataset
 COMMANDS = ("train", "eval", "inspect", "sample", "translate")
 USAGE = ("usage: fmjax {train|eval|inspect|sample|translate} [--config FILE[:variant]] "
          "[--workdir DIR] ... (or: fmjax launch_local --num_processes=N -- COMMAND ...)")
@@ -55,13 +56,15 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and log
 flags.DEFINE_integer("step", None, "eval: the checkpoint step (default: the latest).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_string("prompt", "\n", "sample: the text to continue.")
-flags.DEFINE_integer("max_new_tokens", 500, "sample: tokens to generate.")
+flags.DEFINE_integer("max_new_tokens", 500, "sample: tokens to generate, shown as they are "
+                     "generated.")
 flags.DEFINE_float("temperature", 0.8, "sample: softmax temperature (0 = greedy).")
 flags.DEFINE_integer("top_k", 200, "sample: keep the k most likely tokens (0 = all).")
 flags.DEFINE_float("top_p", 1.0, "sample: keep the smallest set with this much mass.")
 flags.DEFINE_integer("seed", 0, "sample: the same seed gives the same text.")
-flags.DEFINE_integer("num_samples", 1, "sample: independent continuations of the prompt.")
-flags.DEFINE_integer("num", 64, "sample (images): how many images.")
+flags.DEFINE_integer("num_samples", 1, "sample: independent continuations of the prompt (the "
+                     "first is shown as it is generated, the others at the end).")
+flags.DEFINE_integer("num", 64, f"sample (images): how many images (at most {MAX_IMAGES}).")
 flags.DEFINE_string("out", None, "sample (images): the PNG file to write.")
 flags.DEFINE_bool("interpolate", False, "sample (images): a latent interpolation strip.")
 flags.DEFINE_string("input", None, "translate: the text, one sentence per line.")
@@ -150,14 +153,23 @@ def cmd_inspect():
 
 def cmd_sample():
     from fmjax import runs, sampling
+    sampling.check_options(FLAGS.max_new_tokens, FLAGS.num_samples, FLAGS.temperature,
+                           FLAGS.top_k, FLAGS.top_p)   # before the minutes a restore may take
+    if not 1 <= FLAGS.num <= MAX_IMAGES:
+        fail(f"--num must be between 1 and {MAX_IMAGES} (got {FLAGS.num})")
     run = runs.load(_require("workdir"), FLAGS.step, one_device=True)
     if run.config.task != "lm":
         return sample_images(run)
     tokenizer = run.tokenizer
-    tokens = sampling.generate(run.task.model, run.params, tokenizer.encode(FLAGS.prompt),
-                               FLAGS.max_new_tokens, FLAGS.seed, FLAGS.num_samples,
-                               FLAGS.temperature, FLAGS.top_k, FLAGS.top_p)
-    print("\n---------------\n".join(tokenizer.decode(row) for row in tokens))
+    prompt_P = tokenizer.encode(FLAGS.prompt)
+    chunks = sampling.generate_chunks(run.task.model, run.params, prompt_P, FLAGS.max_new_tokens,
+                                      FLAGS.seed, FLAGS.num_samples, FLAGS.temperature,
+                                      FLAGS.top_k, FLAGS.top_p)
+    try:
+        sampling.write_samples(sys.stdout, tokenizer, prompt_P, chunks, FLAGS.num_samples)
+    except BrokenPipeError:   # e.g. `fmjax sample ... | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit
+        sys.exit(128 + signal.SIGPIPE)   # what a shell reports for `yes | head`
 
 
 def sample_images(run):

@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from fmjax import checkpoint, configs, sharding
+from fmjax import checkpoint, configs, sharding, workdir_files
 from fmjax.data import DataInfo, tokenizers
 from fmjax.errors import UserError
 
@@ -27,32 +27,28 @@ def data_info_asset(info: DataInfo) -> dict[str, bytes]:
     return {DATA_INFO_FILE: json.dumps(dataclasses.asdict(info)).encode()}
 
 
-def _read_json(path: pathlib.Path, what: str) -> dict:
-    """The JSON object in `path`; UserError in one line when it is missing or damaged."""
-    if not path.exists():
-        raise UserError(f"{path.parent} holds no {what} ({path.name}); it is not a run "
-                        "written by `fmjax train`")
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as e:   # truncated, garbled, not UTF-8, unreadable
-        raise UserError(f"{path} is damaged: {type(e).__name__}: {str(e).splitlines()[0]}") \
-            from e
+def _read_object(path: pathlib.Path, what: str) -> dict:
+    value = workdir_files.read_json(path, what)
     if not isinstance(value, dict):
-        raise UserError(f"{path} is damaged: not a JSON object")
+        raise workdir_files.damaged(path, what, "not a JSON object")
     return value
 
 
 def read_config(workdir: pathlib.Path):
     """The run's resolved config (`config.json`), locked like an experiment file's."""
-    return configs.from_json_dict(_read_json(workdir / "config.json", "fmjax run"))
+    if not (workdir / "config.json").exists():
+        raise UserError(f"{workdir} holds no fmjax run (no config.json)")
+    return configs.from_json_dict(_read_object(workdir / "config.json", "the run's config"))
 
 
 def read_data_info(workdir: pathlib.Path) -> DataInfo:
-    d = _read_json(workdir / DATA_INFO_FILE, "data shapes")
+    path = workdir / DATA_INFO_FILE
+    d = _read_object(path, "the run's data shapes")
     try:
         return DataInfo(**{**d, "input_shape": tuple(d["input_shape"])})
     except (KeyError, TypeError) as e:
-        raise UserError(f"{workdir / DATA_INFO_FILE} is damaged: {e}") from e
+        raise workdir_files.damaged(path, "the run's data shapes", f"{type(e).__name__}: {e}") \
+            from e
 
 
 @dataclasses.dataclass

@@ -1,11 +1,15 @@
-"""Sampling from a trained language model: KV-cache decoding in one jitted loop.
+"""Sampling from a trained language model: KV-cache decoding in jitted chunks.
 
 The prompt is encoded into the cache at once; then each step samples a token (temperature, top-k,
 top-p) with key `fold_in(seed_key, i)` and feeds only that token. When the cache is full, its last
-half is re-encoded and decoding goes on, so generations may be longer than the context.
+half is re-encoded and decoding goes on, so generations may be longer than the context. Steps run
+`CHUNK_SIZE` at a time in one compiled `lax.scan`, the cache carried from chunk to chunk, so the
+caller can show text as it is generated; the tokens are the same however the steps are cut.
 """
 
 import functools
+import math
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +17,11 @@ import numpy as np
 
 from fmjax.errors import UserError
 from fmjax.models.transformer import empty_cache
+
+MAX_NEW_TOKENS = 1_000_000   # per request: a bound, so a typo cannot start a day-long run
+MAX_SAMPLES = 1024           # continuations decoded side by side (one KV cache each)
+CHUNK_SIZE = 256             # tokens per jitted decoding call: the streaming granularity
+SEPARATOR = "\n---------------\n"   # between samples in `fmjax sample`'s output
 
 
 def filter_logits(logits_SV, temperature: float, top_k: int, top_p: float):
@@ -47,53 +56,134 @@ def check_prompt(model, prompt_P: np.ndarray) -> None:
                         f"{model.max_len}; shorten it")
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 5, 6, 7, 8))
-def _generate(model, params, prompt_P, max_new_tokens, key, num_samples, temperature, top_k, top_p):
-    s, p, max_len = num_samples, prompt_P.shape[0], model.max_len
-    keep = max_len // 2    # tokens re-encoded when the cache is full
+def check_options(max_new_tokens: int, num_samples: int, temperature: float, top_k: int,
+                  top_p: float) -> None:
+    """UserError for a request that is impossible or beyond the stated bounds, before any work."""
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise UserError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS:,} "
+                        f"(got {max_new_tokens})")
+    if not 1 <= num_samples <= MAX_SAMPLES:
+        raise UserError(f"num_samples must be between 1 and {MAX_SAMPLES} (got {num_samples})")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise UserError(f"temperature must be a finite number >= 0, 0 = greedy (got {temperature})")
+    if top_k < 0:
+        raise UserError(f"top_k must be >= 0, 0 = all tokens (got {top_k})")
+    if not 0 < top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], 1 = all tokens (got {top_p})")
 
-    def forward(cache, tokens_ST):
-        logits_STV, mutated = model.apply({"params": params, "cache": cache}, tokens_ST,
-                                          decode=True, mutable=["cache"])
-        return mutated["cache"], logits_STV[:, -1]
 
+def _forward(model, params, cache, tokens_ST):
+    """(the cache with `tokens_ST` appended, logits after the last of them [S, V])."""
+    logits_STV, mutated = model.apply({"params": params, "cache": cache}, tokens_ST,
+                                      decode=True, mutable=["cache"])
+    return mutated["cache"], logits_STV[:, -1]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _encode_prompt(model, params, prompt_P, num_samples):
+    """The decoding state after the prompt: (cache, logits, the newest max_len // 2 tokens,
+    left-padded with zeros: what a cache refill re-encodes; padding is never re-encoded, as the
+    cache only fills once max_len tokens exist)."""
+    s, p, keep = num_samples, len(prompt_P), model.max_len // 2
     empty = empty_cache(model, jnp.zeros((s, 1), jnp.int32))
-    cache, logits_SV = forward(empty, jnp.broadcast_to(prompt_P, (s, p)))
-    tokens_SL = jnp.zeros((s, p + max_new_tokens), jnp.int32).at[:, :p].set(prompt_P)
+    cache, logits_SV = _forward(model, params, empty, jnp.broadcast_to(prompt_P, (s, p)))
+    recent_K = jnp.zeros(keep, jnp.int32).at[-p:].set(prompt_P[-keep:])
+    return cache, logits_SV, jnp.broadcast_to(recent_K, (s, keep))
 
-    def step(carry, i):
-        cache, logits_SV, tokens_SL = carry
+
+@functools.partial(jax.jit, donate_argnames="state", static_argnames=(
+    "model", "num_steps", "may_refill", "temperature", "top_k", "top_p"))
+def _decode_chunk(model, params, state, key, first_step, *, num_steps, may_refill, temperature,
+                  top_k, top_p):
+    """`num_steps` tokens [S, num_steps] from the decoding `state`, and the state after them.
+
+    Step i (global, from `first_step`) samples with `fold_in(key, i)`, so the tokens do not
+    depend on how decoding is cut into chunks. A full cache is refilled with the newest
+    max_len // 2 tokens, which `state` carries along (static `may_refill`: whether it can fill).
+    """
+    max_len = model.max_len
+
+    def step(state, i):
+        cache, logits_SV, recent_SK = state
         token_S = next_token(logits_SV, jax.random.fold_in(key, i), temperature, top_k, top_p)
-        tokens_SL = tokens_SL.at[:, p + i].set(token_S)
+        recent_SK = jnp.concatenate([recent_SK[:, 1:], token_S[:, None]], axis=1)
 
         def refill(cache):
-            window_SK = jax.lax.dynamic_slice(tokens_SL, (0, p + i + 1 - keep), (s, keep))
-            return forward(empty, window_SK)
+            return _forward(model, params, empty_cache(model, token_S[:, None]), recent_SK)
 
         def extend(cache):
-            return forward(cache, token_S[:, None])
+            return _forward(model, params, cache, token_S[:, None])
 
-        if p + max_new_tokens <= max_len:   # the cache never fills
-            cache, logits_SV = extend(cache)
-        else:
+        if may_refill:
             cache, logits_SV = jax.lax.cond(cache["index"] >= max_len, refill, extend, cache)
-        return (cache, logits_SV, tokens_SL), None
+        else:
+            cache, logits_SV = extend(cache)
+        return (cache, logits_SV, recent_SK), token_S
 
-    (_, _, tokens_SL), _ = jax.lax.scan(step, (cache, logits_SV, tokens_SL),
-                                        jnp.arange(max_new_tokens))
-    return tokens_SL
+    state, tokens_NS = jax.lax.scan(step, state, first_step + jnp.arange(num_steps))
+    return state, tokens_NS.T
+
+
+def generate_chunks(model, params, prompt_P: np.ndarray, max_new_tokens: int, seed: int = 0,
+                    num_samples: int = 1, temperature: float = 1.0, top_k: int = 0,
+                    top_p: float = 1.0, chunk_size: int = CHUNK_SIZE) -> Iterator[np.ndarray]:
+    """The new tokens, as arrays [num_samples, <= chunk_size] as soon as each exists (the request
+    is checked now, not at the first chunk).
+
+    Chunks are equal in length (one compiled decoding function for the whole request); the
+    last one may run a few steps past `max_new_tokens`, which are dropped."""
+    check_prompt(model, prompt_P)
+    check_options(max_new_tokens, num_samples, temperature, top_k, top_p)
+    num_chunks = -(-max_new_tokens // chunk_size)
+    steps = -(-max_new_tokens // num_chunks)
+    options = dict(num_steps=steps, may_refill=len(prompt_P) + num_chunks * steps > model.max_len,
+                   temperature=float(temperature), top_k=min(int(top_k), model.vocab_size),
+                   top_p=float(top_p))
+    prompt_P = jnp.asarray(prompt_P, jnp.int32)
+    state = _encode_prompt(model, params, prompt_P, num_samples)
+    return _chunks(model, params, state, jax.random.key(seed), max_new_tokens, options)
+
+
+def _chunks(model, params, state, key, max_new_tokens: int, options: dict) -> Iterator[np.ndarray]:
+    """`generate_chunks`' chunks; each next chunk is already running on the device while the
+    caller handles this one."""
+    steps, previous = options["num_steps"], None
+    for first in range(0, max_new_tokens, steps):
+        state, tokens_SN = _decode_chunk(model, params, state, key, first, **options)
+        if previous is not None:
+            yield np.asarray(previous)
+        previous = tokens_SN
+    yield np.asarray(previous)[:, :max_new_tokens - first]
 
 
 def generate(model, params, prompt_P: np.ndarray, max_new_tokens: int, seed: int = 0,
              num_samples: int = 1, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0) -> np.ndarray:
+             top_p: float = 1.0, chunk_size: int = CHUNK_SIZE) -> np.ndarray:
     """tokens [num_samples, len(prompt) + max_new_tokens]: the prompt, then the samples."""
-    check_prompt(model, prompt_P)
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
-        raise UserError("need temperature >= 0, 0 < top_p <= 1 and top_k >= 0")
-    return np.asarray(_generate(model, params, jnp.asarray(prompt_P, jnp.int32), max_new_tokens,
-                                jax.random.key(seed), num_samples, float(temperature),
-                                min(int(top_k), model.vocab_size), float(top_p)))
+    chunks = generate_chunks(model, params, prompt_P, max_new_tokens, seed, num_samples,
+                             temperature, top_k, top_p, chunk_size)
+    return np.concatenate([np.broadcast_to(prompt_P, (num_samples, len(prompt_P))), *chunks],
+                          axis=1).astype(np.int32)
+
+
+def write_samples(out, tokenizer, prompt_P: np.ndarray, chunks: Iterator[np.ndarray],
+                  num_samples: int) -> None:
+    """Writes the prompt and the first sample's text to `out` as its chunks arrive (flushed);
+    other samples follow, each after a separator line, once all are done. The text written is
+    exactly `SEPARATOR.join(decode(prompt + sample))` + newline."""
+    stream, *others = [tokenizer.stream_decoder() for _ in range(num_samples)]
+    later = [[decode(prompt_P)] for decode in others]
+    _write(out, stream(prompt_P))
+    for tokens_SN in chunks:
+        _write(out, stream(tokens_SN[0]))
+        for decode, texts, tokens_N in zip(others, later, tokens_SN[1:]):
+            texts.append(decode(tokens_N))
+    _write(out, "".join(SEPARATOR + "".join(texts) for texts in later) + "\n")
+
+
+def _write(out, text: str) -> None:
+    out.write(text)
+    out.flush()
 
 
 def generate_without_cache(model, params, prompt_P: np.ndarray, max_new_tokens: int,

@@ -80,3 +80,10 @@ def gpt_flags(text_file, num_steps: int = 40) -> list[str]:
             f"--config.train.eval_every={num_steps}", f"--config.checkpoint.every={num_steps}",
             "--config.optimizer.warmup_steps=5", "--config.train.batch_size=16",
             "--config.data.eval_windows=64", "--noprogress"]
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    """The CLI refused with exit status 2 and exactly one stderr line that contains `fragment`."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-4000:])
+    assert proc.stderr.startswith("fmjax: error: ") and fragment in proc.stderr, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr

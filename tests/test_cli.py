@@ -141,5 +141,6 @@ def test_a_truncated_run_file_is_one_line(trained_workdir, tmp_path, command, na
     (workdir / name).write_text(text[:len(text) // 2])
     proc = run_cli(command, "--workdir", workdir, "--out", tmp_path / "x.png", check=False)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith(f"fmjax: error: {workdir / name} is damaged: JSONDecodeError: ")
+    assert proc.stderr.startswith(f"fmjax: error: {workdir / name} is damaged (the run's ")
+    assert "not valid JSON" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr

@@ -1,12 +1,16 @@
 """Data pipelines: batches are a pure function of the step, hosts split every global batch
 without overlap, eval covers the split exactly once, augmentation keeps shapes."""
 
+import re
+
 import numpy as np
 import pytest
 
+from conftest import assert_one_line_error, generated_text, run_cli
 from fmjax.data import pipeline as pipeline_lib
 from fmjax.data.augment import crop_and_flip
 from fmjax.data.pipeline import Arrays, ArrayPipeline
+from fmjax.errors import UserError
 
 
 @pytest.fixture
@@ -137,3 +141,84 @@ def test_restarted_iterator_sees_exactly_the_batches_of_an_uninterrupted_one(
                 np.testing.assert_array_equal(again[key], batches[step][key], err_msg=key)
     key = next(iter(batches[0]))
     assert not np.array_equal(batches[7][key], batches[8][key])   # the stream moves on
+
+
+TEXT = generated_text()
+UNSEEN_AT = int(len(TEXT) * 0.95)   # inside the validation part (the last 10%)
+
+
+def _with_unseen_characters(characters: str) -> bytes:
+    return (TEXT[:UNSEEN_AT] + characters + TEXT[UNSEEN_AT:]).encode()
+
+
+# Text files a user may pass as config.data.path, and the line `fmjax train` answers with.
+HOSTILE_TEXTS = {
+    "binary": (bytes(range(256)) * 64, "is not UTF-8 text (byte 0x80 at offset 128)"),
+    "utf-16": (generated_text(200).encode("utf-16"), "is not UTF-8 text (byte 0xff at offset 0)"),
+    "one character": (b"a", "seq_len=64 is longer than the training text (0 characters"),
+    "a few characters": (b"hello", "seq_len=64 is longer than the training text (4 characters"),
+    "empty": (b"", "the text is empty"),
+    "only newlines": (b"\n" * 50, "seq_len=64 is longer than the training text (45 characters"),
+    "an emoji and an accent only in validation": (
+        _with_unseen_characters("😀é"),
+        "the validation text has 2 characters the training text lacks: 'é', '😀' (first on line "
+        f"{TEXT.count(chr(10), 0, UNSEEN_AT) + 1}, at character {UNSEEN_AT});"),
+    "a character id 0 would hide": (      # below 'z': it became id 0 silently
+        _with_unseen_characters("%"),
+        "the validation text has 1 character the training text lacks: '%'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_TEXTS))
+def test_hostile_text_file_is_one_line_before_the_workdir_exists(tmp_path, name):
+    content, fragment = HOSTILE_TEXTS[name]
+    (tmp_path / "corpus.txt").write_bytes(content)
+    proc = run_cli("train", "--config", "experiments/shakespeare/gpt_char.py:runlocal",
+                   f"--config.data.path={tmp_path / 'corpus.txt'}", "--workdir",
+                   tmp_path / "run", "--noprogress", check=False)
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--config.data.path={tmp}", "is a directory, not a text file"),
+    ("--config.data.path=/dev/zero", "/dev/zero is a device or a pipe, not a text file"),
+    ("--config.data.val_fraction=0.0003", "seq_len=64 is longer than the validation text "
+     f"({len(TEXT) - int(len(TEXT) * (1 - 0.0003))} characters"),    # text_file holds TEXT
+])
+def test_unreadable_text_path_or_a_split_without_a_window_is_one_line(tmp_path, text_file, flag, fragment):
+    proc = run_cli("train", "--config", "experiments/shakespeare/gpt_char.py:runlocal",
+                   f"--config.data.path={text_file}", flag.format(tmp=tmp_path), "--workdir",
+                   tmp_path / "run", "--noprogress", check=False)
+    assert_one_line_error(proc, fragment)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("source", ["text_classification", "translation"])
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda path: path.write_bytes("label\tcafé\n".encode("latin-1")),
+     "is not UTF-8 text (byte 0xe9 at offset 9)"),
+    (lambda path: path.mkdir(), "is a directory, not a text file"),
+])
+def test_tsv_that_is_not_utf8_text_is_one_line(tmp_path, text_file, source, damage, fragment):
+    """The TSV sources read their files as the text source does."""
+    import ml_collections
+
+    from fmjax.data import build_pipeline
+    data_config = ml_collections.ConfigDict(RESUMABLE_SOURCES[source](tmp_path, text_file))
+    damage(tmp_path / "bad.tsv")
+    data_config.train_path = str(tmp_path / "bad.tsv")
+    with pytest.raises(UserError, match=f"^config.data.train_path: .*{re.escape(fragment)}"):
+        build_pipeline(data_config, seed=0)
+
+
+def test_damaged_label_names_in_the_workdir_are_named(tmp_path, text_file):
+    import ml_collections
+
+    from fmjax.data import build_pipeline
+    data_config = ml_collections.ConfigDict(RESUMABLE_SOURCES["text_classification"](
+        tmp_path, text_file))
+    (tmp_path / "labels.json").write_text('["A", "B')
+    with pytest.raises(UserError, match="labels.json is damaged .the run's label names.: not "
+                                        "valid JSON"):
+        build_pipeline(data_config, seed=0, workdir=tmp_path)

@@ -1,12 +1,16 @@
 """Language models: the GPT learns text, resumes exactly, shards, and samples with a KV cache
 exactly as recomputation would."""
 
+import os
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
-from conftest import gpt_flags, read_metrics, run_cli
+from conftest import REPO, assert_one_line_error, gpt_flags, read_metrics, run_cli
 from fmjax import sampling
 from fmjax.models.gpt import GPT
 
@@ -26,24 +30,29 @@ def test_gpt_learns_generated_text(tmp_path, text_file):
 
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 @pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, 0, 1.0), (1.0, 10, 0.9)])
-def test_cached_decoding_equals_recomputing(positions, temperature, top_k, top_p):
+@pytest.mark.parametrize("chunk_size", [sampling.CHUNK_SIZE, 4])
+def test_cached_decoding_equals_recomputing(positions, temperature, top_k, top_p, chunk_size):
+    """In one decoding chunk (the default size) or several (the cache carried over)."""
     model = GPT(vocab_size=23, max_len=32, num_layers=2, num_heads=2, embed_dim=32,
                 positions=positions)
     params = nn.unbox(model.init(jax.random.key(0), np.zeros((1, 32), np.int32)))["params"]
     prompt = np.array([3, 1, 4, 1, 5], np.int32)
     kwargs = dict(seed=7, num_samples=3, temperature=temperature, top_k=top_k, top_p=top_p)
-    cached = sampling.generate(model, params, prompt, 27, **kwargs)
+    cached = sampling.generate(model, params, prompt, 27, chunk_size=chunk_size, **kwargs)
     recomputed = sampling.generate_without_cache(model, params, prompt, 27, **kwargs)
     np.testing.assert_array_equal(cached, recomputed)
     assert cached.shape == (3, 32) and (cached[:, :5] == prompt).all()
 
 
-def test_generation_continues_past_the_context():
+@pytest.mark.parametrize("chunk_size", [sampling.CHUNK_SIZE, 7, 1])
+def test_generation_continues_past_the_context(chunk_size):
     """Past max_len the cache is refilled with the last max_len / 2 tokens: sampling equals
-    recomputing, at every step, the model on the tokens since the last refill (same keys)."""
+    recomputing, at every step, the model on the tokens since the last refill (same keys),
+    whether refills fall inside a decoding chunk or at its edges."""
     model = GPT(vocab_size=11, max_len=16, num_layers=1, num_heads=2, embed_dim=16)
     params = nn.unbox(model.init(jax.random.key(0), np.zeros((1, 16), np.int32)))["params"]
-    tokens = sampling.generate(model, params, np.array([1, 2]), 40, seed=0, temperature=1.0)
+    tokens = sampling.generate(model, params, np.array([1, 2]), 40, seed=0, temperature=1.0,
+                               chunk_size=chunk_size)
     assert tokens.shape == (1, 42) and len(set(tokens[0].tolist())) > 3
 
     expected, start, in_cache, keep = [1, 2], 0, 2, model.max_len // 2
@@ -59,6 +68,17 @@ def test_generation_continues_past_the_context():
     np.testing.assert_array_equal(tokens[0], expected)
 
 
+def test_chunked_decoding_compiles_once_per_request():
+    """Chunks are equal in length (the last one's extra steps are dropped): one compilation of
+    the decoding step serves all of them. 50 = 4 chunks of 13 steps, 2 past the end."""
+    model = GPT(vocab_size=11, max_len=16, num_layers=1, num_heads=2, embed_dim=16)
+    params = nn.unbox(model.init(jax.random.key(0), np.zeros((1, 16), np.int32)))["params"]
+    sampling._decode_chunk.clear_cache()
+    chunks = list(sampling.generate_chunks(model, params, np.array([1, 2]), 50, chunk_size=16))
+    assert [c.shape for c in chunks] == [(1, 13)] * 3 + [(1, 11)]
+    assert sampling._decode_chunk._cache_size() == 1
+
+
 def test_top_k_and_top_p_keep_the_right_tokens():
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
     kept = lambda **kw: np.isfinite(np.asarray(sampling.filter_logits(logits, 1.0, **kw)))[0]
@@ -68,9 +88,16 @@ def test_top_k_and_top_p_keep_the_right_tokens():
     np.testing.assert_array_equal(kept(top_k=0, top_p=0.1), [True, False, False, False])
 
 
-def test_sample_cli_is_reproducible_and_rejects_bad_input(tmp_path, text_file):
-    run_cli("train", "--workdir", tmp_path, *gpt_flags(text_file, num_steps=20))
-    sample = ["sample", "--workdir", tmp_path, "--prompt", "the ", "--max_new_tokens", "80",
+@pytest.fixture(scope="module")
+def gpt_workdir(tmp_path_factory, text_file):
+    """A character GPT trained for 20 steps (what `fmjax sample` needs: a checkpoint)."""
+    workdir = tmp_path_factory.mktemp("gpt") / "run"
+    run_cli("train", "--workdir", workdir, *gpt_flags(text_file, num_steps=20))
+    return workdir
+
+
+def test_sample_cli_is_reproducible_and_rejects_bad_input(gpt_workdir):
+    sample = ["sample", "--workdir", gpt_workdir, "--prompt", "the ", "--max_new_tokens", "80",
               "--temperature", "0.8", "--top_k", "5", "--seed", "3"]
     first, again = run_cli(*sample).stdout, run_cli(*sample).stdout
     assert first == again and first.startswith("the ") and len(first) == 4 + 80 + 1
@@ -81,6 +108,51 @@ def test_sample_cli_is_reproducible_and_rejects_bad_input(tmp_path, text_file):
         proc = run_cli(*sample, *extra, check=False)
         assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_samples_print_as_today_with_the_first_streamed(gpt_workdir):
+    """Several samples: the output is each sample's text, separated by a dashed line."""
+    out = run_cli("sample", "--workdir", gpt_workdir, "--prompt", "a", "--max_new_tokens",
+                  "300", "--num_samples", "3", "--seed", "1").stdout
+    samples = out.split(sampling.SEPARATOR)
+    assert len(samples) == 3 and all(s.startswith("a") for s in samples)
+    assert [len(s) for s in samples] == [301, 301, 302] and len(set(samples)) == 3
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--max_new_tokens", "-1"], "max_new_tokens must be between 1 and 1,000,000 (got -1)"),
+    (["--max_new_tokens", "5000000000"], "max_new_tokens must be between 1 and 1,000,000"),
+    (["--max_new_tokens", "100000000"], "max_new_tokens must be between 1 and 1,000,000"),
+    (["--num_samples", "0"], "num_samples must be between 1 and 1024 (got 0)"),
+    (["--num_samples", "-3"], "num_samples must be between 1 and 1024 (got -3)"),
+    (["--temperature", "nan"], "temperature must be a finite number >= 0"),
+    (["--top_p", "0"], "top_p must be in (0, 1]"),
+    (["--top_k", "-1"], "top_k must be >= 0"),
+    (["--num", "0"], "--num must be between 1 and 4096 (got 0)"),     # image generators' flag
+    (["--num", "-5"], "--num must be between 1 and 4096 (got -5)"),
+])
+def test_bad_sample_request_is_one_line_before_the_run_is_read(gpt_workdir, flags, fragment):
+    """Checked before the checkpoint is read (so whatever the run generates): the request's
+    error wins over a missing step."""
+    assert_one_line_error(run_cli("sample", "--workdir", gpt_workdir, *flags, "--step", "7",
+                                  check=False), fragment)
+
+
+def test_sample_streams_and_stops_quietly_when_the_reader_closes(gpt_workdir):
+    """`fmjax sample --max_new_tokens 1000000 | head -c 100`: text arrives while the model is
+    still generating; closing the pipe ends the run without a traceback (status 141, like
+    `yes | head`)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.Popen([sys.executable, "-m", "fmjax.main", "sample", "--workdir",
+                             gpt_workdir, "--max_new_tokens", "1000000"], cwd=REPO,
+                            env={**env, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    head = proc.stdout.read(100)
+    still_generating = proc.poll() is None
+    proc.stdout.close()
+    stderr = proc.communicate(timeout=300)[1]
+    assert len(head) == 100 and still_generating
+    assert proc.returncode == 141 and stderr == b"", stderr.decode()[-2000:]
 
 
 def test_loss_agrees_across_meshes(tmp_path, text_file):
@@ -126,7 +198,7 @@ def test_fsdp_divides_gpt_state_bytes_per_device_as_the_compiler_sees_it(text_fi
 @pytest.mark.parametrize("flag, fragment", [
     ("--config.model.num_heads=5", "not divisible by num_heads=5"),
     ("--config.model.remat=sometimes", "remat: none | full | save_dots"),
-    ("--config.data.seq_len=100000", "longer than the train or validation text"),
+    ("--config.data.seq_len=100000", "seq_len=100000 is longer than the validation text"),
     ("--config.model.max_len=32", "max_len=32 is shorter than config.data.seq_len=64"),
 ])
 def test_bad_language_model_config_is_one_line(tmp_path, text_file, flag, fragment):

@@ -3,6 +3,8 @@
 The text is a local UTF-8 file (`path`) or TFDS `tiny_shakespeare` (its train, validation and test
 texts joined back into the original file, then split the same way). The tokenizer is trained on
 the training part, or reloaded from the workdir when the run already has one, and saved there.
+The char tokenizer has no <unk>: a validation character the training part lacks stops the run
+with one line naming it (its loss would mean nothing); SentencePiece maps it to <unk>.
 
 Training windows start at offsets drawn from `default_rng([seed, step])`, so the batch at step s
 is a pure function of (seed, s) and resume is exact. Eval uses non-overlapping windows of the
@@ -35,10 +37,7 @@ class Text:
 
     def read_text(self) -> str:
         if self.path:
-            path = pathlib.Path(self.path).expanduser()
-            if not path.is_file():
-                raise UserError(f"config.data.path: no such text file: {self.path}")
-            return path.read_text(encoding="utf-8")
+            return read_text_file(self.path, "config.data.path")
         from fmjax.data.tfds_images import import_tfds
         _, tfds = import_tfds()
         parts = []
@@ -58,24 +57,66 @@ class Text:
         if not text:
             raise UserError("the text is empty (config.data.path / config.data.tfds_name)")
         split = int(len(text) * (1 - self.val_fraction))
+        train_text, val_text = text[:split], text[split:]
+        self._check_windows_fit(len(train_text), len(val_text), "characters")   # tokens <= chars
         stored = tokenizers.load_from_workdir(workdir) if workdir else None
         if stored is not None and (stored.kind != self.tokenizer or (
                 self.tokenizer == "sentencepiece" and stored.vocab_size != self.vocab_size)):
             raise UserError(f"the workdir's tokenizer ({stored.kind}, {stored.vocab_size} tokens) "
                             f"does not match config.data (tokenizer '{self.tokenizer}', "
                             f"vocab_size {self.vocab_size}); use a new workdir")
-        tokenizer = stored or tokenizers.TOKENIZERS[self.tokenizer].train(text[:split],
+        tokenizer = stored or tokenizers.TOKENIZERS[self.tokenizer].train(train_text,
                                                                          self.vocab_size)
         if stored is not None and self.tokenizer == "char" and \
-                tokenizer.chars != tokenizers.CharTokenizer.train(text[:split]).chars:
+                tokenizer.chars != tokenizers.CharTokenizer.train(train_text).chars:
             raise UserError("the workdir's character vocabulary differs from this text's; "
                             "the checkpoint was trained on other data: use a new workdir")
-        train_ids = tokenizer.encode_corpus(text[:split])
-        val_ids = tokenizer.encode_corpus(text[split:])
-        if min(len(train_ids), len(val_ids)) <= self.seq_len:
-            raise UserError(f"config.data.seq_len={self.seq_len} is longer than the train or "
-                            "validation text; use a shorter window or more text")
+        train_ids = tokenizer.encode_corpus(train_text)
+        try:
+            val_ids = tokenizer.encode_corpus(val_text)
+        except tokenizers.UnknownCharacters as e:
+            raise UserError(_unseen_characters(e, text, split))
+        self._check_windows_fit(len(train_ids), len(val_ids), "tokens")
         return TextPipeline(train_ids, val_ids, tokenizer, self.seq_len, seed, self.eval_windows)
+
+    def _check_windows_fit(self, train_size: int, val_size: int, unit: str) -> None:
+        """UserError unless both parts hold a window of seq_len + 1 tokens (inputs + targets)."""
+        for part, size in (("training", train_size), ("validation", val_size)):
+            if size <= self.seq_len:
+                raise UserError(
+                    f"config.data.seq_len={self.seq_len} is longer than the {part} text "
+                    f"({size} {unit}; a window takes seq_len + 1, val_fraction="
+                    f"{self.val_fraction:g}); use a shorter window or more text")
+
+
+def _unseen_characters(error: tokenizers.UnknownCharacters, text: str, split: int) -> str:
+    """The line for validation characters the char vocabulary (from the training part) lacks:
+    the model never saw them, so no loss on them would mean anything."""
+    count, shown = len(error.unknown), ", ".join(map(repr, error.unknown[:8]))
+    more = f" and {count - 8} more" if count > 8 else ""
+    first = split + error.first
+    line = text.count("\n", 0, first) + 1
+    return (f"the validation text has {count} character{'s' * (count > 1)} the training text "
+            f"lacks: {shown}{more} (first on line {line}, at character {first}); remove them or "
+            "use config.data.tokenizer=sentencepiece (which maps them to <unk>)")
+
+
+def read_text_file(path: str, key: str) -> str:
+    """The text of the UTF-8 file `path`, named by config key `key` in the error line."""
+    file = pathlib.Path(path).expanduser()
+    if not file.exists():
+        raise UserError(f"{key}: no such file: {path}")
+    if file.is_dir():
+        raise UserError(f"{key}: {path} is a directory, not a text file")
+    if not file.is_file():   # reading a device or a pipe may never end
+        raise UserError(f"{key}: {path} is a device or a pipe, not a text file")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:   # e.start: the file offset (read() decodes all at once)
+        raise UserError(f"{key}: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+                        f"offset {e.start}); convert it to UTF-8")
+    except OSError as e:   # no permission, an I/O error
+        raise UserError(f"{key}: cannot read {path}: {e.strerror or e}")
 
 
 class TokenWindows:

@@ -25,8 +25,10 @@ import pathlib
 
 import numpy as np
 
+from fmjax import workdir_files
 from fmjax.data import tokenizers
 from fmjax.data.pipeline import ArrayPipeline, Arrays
+from fmjax.data.text import read_text_file
 from fmjax.errors import UserError, first_line
 from fmjax.ranges import NonNegativeInt, PositiveInt
 
@@ -151,11 +153,8 @@ class TextClassificationPipeline(ArrayPipeline):
 
 def read_tsv(path: str, key: str) -> tuple[list[str], list[str]]:
     """(texts, labels) of a 'label<TAB>text' file; blank lines are skipped."""
-    file = pathlib.Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(f"{key}: no such file: {path}")
     texts, labels = [], []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path, key).splitlines(), 1):
         if not line.strip():
             continue
         label, tab, text = line.partition("\t")
@@ -178,4 +177,9 @@ def encode_padded(tokenizer, texts: list[str], seq_len: int) -> np.ndarray:
 
 def _stored_label_names(workdir) -> list[str] | None:
     path = pathlib.Path(workdir) / LABELS_FILE if workdir else None
-    return json.loads(path.read_text()) if path is not None and path.exists() else None
+    if path is None or not path.exists():
+        return None
+    names = workdir_files.read_json(path, "the run's label names")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise workdir_files.damaged(path, "the run's label names", "expected a list of strings")
+    return names

@@ -11,12 +11,22 @@ import pathlib
 
 import numpy as np
 
+from fmjax import workdir_files
 from fmjax.errors import UserError, first_line
 
 # Token arrays (model inputs and targets) mark padding with this id; models mask it out.
 PAD_ID = -1
 CHAR_FILE = "tokenizer_char.json"
 SENTENCEPIECE_FILE = "tokenizer.model"
+WHAT = "the run's tokenizer"   # how error messages name these files
+
+
+class UnknownCharacters(UserError):
+    """Text with characters a char vocabulary lacks (the char tokenizer has no <unk>)."""
+
+    def __init__(self, unknown: list[str], first: int):
+        self.unknown, self.first = unknown, first   # sorted distinct characters; first index
+        super().__init__(f"characters not in the model's vocabulary: {''.join(unknown)!r}")
 
 
 class CharTokenizer:
@@ -24,7 +34,7 @@ class CharTokenizer:
 
     def __init__(self, chars: str):
         self.chars = chars
-        self._index = {c: i for i, c in enumerate(chars)}
+        self._codes = np.array([ord(c) for c in chars], np.int64)
         self.vocab_size = len(chars)
 
     @classmethod
@@ -32,25 +42,40 @@ class CharTokenizer:
         return cls("".join(sorted(set(text))))
 
     def encode(self, text: str) -> np.ndarray:
-        unknown = sorted(set(text) - self._index.keys())
-        if unknown:
-            raise UserError(f"characters not in the model's vocabulary: {''.join(unknown)!r}")
-        return np.array([self._index[c] for c in text], np.int32)
+        """int32 ids, one per character, at numpy speed (whole corpora go through here);
+        UnknownCharacters if the vocabulary lacks any of them."""
+        # surrogatepass: a command-line argument with undecodable bytes holds lone surrogates.
+        codes_N = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+        lookup = np.full(max(codes_N.max(initial=0), self._codes.max(initial=0)) + 1, -1, np.int32)
+        lookup[self._codes] = np.arange(self.vocab_size)
+        ids_N = lookup[codes_N]
+        unknown_N = ids_N < 0
+        if unknown_N.any():
+            raise UnknownCharacters(sorted(set(chr(c) for c in codes_N[unknown_N])),
+                                    int(np.argmax(unknown_N)))
+        return ids_N
 
-    def encode_corpus(self, text: str) -> np.ndarray:
-        lookup = np.zeros(max(map(ord, self.chars)) + 1, np.int32)
-        lookup[[ord(c) for c in self.chars]] = np.arange(self.vocab_size)
-        return lookup[np.frombuffer(text.encode("utf-32-le"), np.uint32)]
+    encode_corpus = encode
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
+
+    def stream_decoder(self):
+        """Text of successive id chunks; joined, exactly `decode` of all ids."""
+        return self.decode
 
     def asset(self) -> tuple[str, bytes]:
         return CHAR_FILE, json.dumps({"chars": self.chars}).encode()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "CharTokenizer":
-        return cls(json.loads(data)["chars"])
+    def from_file(cls, path) -> "CharTokenizer":
+        """The tokenizer `asset()` stored in `path`; UserError naming the file if damaged."""
+        stored = workdir_files.read_json(path, WHAT)
+        chars = stored.get("chars") if isinstance(stored, dict) else None
+        if not isinstance(chars, str) or not chars or len(set(chars)) != len(chars):
+            raise workdir_files.damaged(path, WHAT, 'expected {"chars": "<each vocabulary '
+                                                    'character once>"}')
+        return cls(chars)
 
 
 def _line_chunks(text: str, lines_per_chunk: int = 64) -> list[str]:
@@ -110,11 +135,46 @@ class SentencePieceTokenizer:
     def decode(self, ids) -> str:
         return self.sp.decode([int(i) for i in ids])
 
+    def stream_decoder(self):
+        """Text of successive id chunks; joined, exactly `decode` of all ids.
+
+        Decoding is per piece except at the start: SentencePiece drops the word-start space of
+        the first pieces until one shows text. So after text has appeared, a chunk is decoded
+        behind an anchor piece that shows text, and the anchor's own text is cut off."""
+        anchor = next(i for i in range(self.vocab_size)
+                      if not self.sp.is_unknown(i) and self.sp.decode([i]).strip())
+        anchor_text = self.sp.decode([anchor])
+        started = False
+
+        def decode_chunk(ids) -> str:
+            nonlocal started
+            if started:
+                return self.decode([anchor, *ids])[len(anchor_text):]
+            text = self.decode(ids)
+            started = bool(text)
+            return text
+        return decode_chunk
+
     def asset(self) -> tuple[str, bytes]:
         return SENTENCEPIECE_FILE, self.proto
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "SentencePieceTokenizer":
+    def from_file(cls, path) -> "SentencePieceTokenizer":
+        """The model `asset()` stored in `path`; UserError naming the file unless it is a whole
+        SentencePiece model. One cut at a piece boundary still parses, as a smaller vocabulary
+        with the default text normalisation, so whole means: both specs there, every piece."""
+        from google.protobuf.message import DecodeError
+        from sentencepiece import sentencepiece_model_pb2
+        data = workdir_files.read_bytes(path, WHAT)
+        model = sentencepiece_model_pb2.ModelProto()
+        try:
+            model.ParseFromString(data)
+        except DecodeError:
+            raise workdir_files.damaged(path, WHAT, "not a SentencePiece model")
+        if not (model.HasField("trainer_spec") and model.HasField("normalizer_spec")
+                and len(model.pieces) == model.trainer_spec.vocab_size > 0):
+            raise workdir_files.damaged(path, WHAT, "an incomplete SentencePiece model "
+                                        f"({len(model.pieces)} pieces)")
         return cls(data)
 
 
@@ -145,5 +205,5 @@ def load_from_workdir(workdir) -> CharTokenizer | SentencePieceTokenizer | None:
     for file, cls in ((CHAR_FILE, CharTokenizer), (SENTENCEPIECE_FILE, SentencePieceTokenizer)):
         path = pathlib.Path(workdir) / file
         if path.exists():
-            return cls.from_bytes(path.read_bytes())
+            return cls.from_file(path)
     return None

@@ -15,13 +15,13 @@ tokenizer's vocabulary (`eos_id`, `bos_id`).
 """
 
 import dataclasses
-import pathlib
 from typing import Annotated
 
 import numpy as np
 
 from fmjax.data import number_words, tokenizers
 from fmjax.data.pipeline import Arrays, ArrayPipeline
+from fmjax.data.text import read_text_file
 from fmjax.errors import UserError, first_line
 from fmjax.ranges import NonNegativeInt, PositiveInt, Range, Seed
 
@@ -108,12 +108,9 @@ class Translation:
     vocab_size: PositiveInt = 8000   # the shared SentencePiece vocabulary
     eval_examples: NonNegativeInt = 0   # the first N eval pairs (0 = the whole split)
 
-    def _read_tsv(self, path: str) -> Pairs:
-        file = pathlib.Path(path).expanduser()
-        if not file.is_file():
-            raise UserError(f"no such translation file: {path}")
+    def _read_tsv(self, path: str, key: str) -> Pairs:
         pairs = []
-        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(read_text_file(path, key).splitlines(), 1):
             if line.strip():
                 parts = line.split("\t")
                 if len(parts) != 2:
@@ -137,9 +134,11 @@ class Translation:
         if bool(self.train_path) != bool(self.eval_path):
             raise UserError("set both config.data.train_path and config.data.eval_path, or "
                             "neither (TFDS)")
-        read = self._read_tsv if self.train_path else self._read_tfds
-        train = read(self.train_path or self.train_split)
-        eval_pairs = read(self.eval_path or self.eval_split)
+        if self.train_path:
+            train = self._read_tsv(self.train_path, "config.data.train_path")
+            eval_pairs = self._read_tsv(self.eval_path, "config.data.eval_path")
+        else:
+            train, eval_pairs = self._read_tfds(self.train_split), self._read_tfds(self.eval_split)
         if self.eval_examples:
             eval_pairs = eval_pairs[:self.eval_examples]
         return build_pipeline(train, eval_pairs, self.source_len, self.target_len,
