@@ -87,3 +87,4 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> N
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-4000:])
     assert proc.stderr.startswith("fmjax: error: ") and fragment in proc.stderr, proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
+

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from fmjax import configs, data, models, optim, ranges, tasks
+from fmjax import configs, data, models, optim, ranges, tasks, train
 from fmjax.errors import UserError
 from test_cli import _assert_clean_failure
 
@@ -245,6 +245,8 @@ def _experiment_file(tmp_path, body: str):
     return path
 
 
+# The cases the issue names, end to end; every other bad value and file is checked in-process
+# (above and below), through the same `configs.load_experiment`, `validate` and `prepare`.
 @pytest.mark.parametrize("args, fragment", [
     (["--config", CNN, "--config.model.dropout_rate=1.5"],
      "config.model.dropout_rate=1.5 is out of range: must be in [0, 1)"),
@@ -259,23 +261,33 @@ def _experiment_file(tmp_path, body: str):
      "config.checkpoint.best_metric='eval/acuracy' is not a metric of task 'classification' "
      "(it reports: eval/loss, eval/accuracy, eval/precision_macro, eval/recall_macro, "
      "eval/f1_macro, eval/roc_auc_ovr)"),
-    (["--config", "experiments/mnist/dcgan.py:digits",
-      "--config.task_options.discriminator_optimizer.learning_rate=nan"],
-     "config.task_options.discriminator_optimizer.learning_rate=nan is out of range"),
-    (["--config", CNN, "--config.model.kernel_sizes=(50,)"],
-     "config.model ('cnn1d') cannot be built for inputs of shape (40,)"),
-    (["--config", "experiments/digits/resnet.py", "--config.model.features=(16,)"],
-     "config.model.stage_sizes=(2, 2) and features=(16,) need one entry per stage"),
-    (["--config", "experiments/digits/resnet.py", "--config.data.test_fraction=0.001"],
-     "config.data.test_fraction=0.001: The test_size = 2 should be greater or equal to the "
-     "number of classes = 10"),
-    (["--config", CNN, "--config.data.num_samples=10", "--config.data.train_split=0.05"],
-     "config.data.num_samples=10 with train_split=0.05 leaves 0 train and 10 test examples"),
 ])
 def test_bad_numbers_and_names_fail_before_any_work(tmp_path, args, fragment):
     workdir = tmp_path / "never_created"
     proc = run_cli("train", "--workdir", workdir, *args, check=False)
     _assert_clean_failure(proc, workdir, fragment)
+
+
+@pytest.mark.parametrize("path, overrides, fragment", [
+    ("experiments/mnist/dcgan.py:digits",
+     {"task_options.discriminator_optimizer.learning_rate": float("nan")},
+     "config.task_options.discriminator_optimizer.learning_rate=nan is out of range"),
+    (CNN, {"model.kernel_sizes": (50,)},
+     "config.model ('cnn1d') cannot be built for inputs of shape (40,)"),
+    ("experiments/digits/resnet.py", {"model.features": (16,)},
+     "config.model.stage_sizes=(2, 2) and features=(16,) need one entry per stage"),
+    ("experiments/digits/resnet.py", {"data.test_fraction": 0.001},
+     "config.data.test_fraction=0.001: The test_size = 2 should be greater or equal to the "
+     "number of classes = 10"),
+    (CNN, {"data.num_samples": 10, "data.train_split": 0.05},
+     "config.data.num_samples=10 with train_split=0.05 leaves 0 train and 10 test examples"),
+])
+def test_values_no_range_can_catch_fail_in_prepare(path, overrides, fragment):
+    config = configs.load_experiment(str(REPO / path))
+    for key, value in overrides.items():
+        set_key(config, key, value)
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        train.prepare(config)
 
 
 @pytest.mark.parametrize("body, fragment", [
@@ -284,10 +296,19 @@ def test_bad_numbers_and_names_fail_before_any_work(tmp_path, args, fragment):
      "fmjax.configs.experiment)"),
     ("def get_config(variant=''):\n    pass\n",
      "exp.py: get_config() returned NoneType, not an ml_collections ConfigDict"),
+    ("CONFIG = 1\n", "exp.py has no get_config(variant) function"),
+])
+def test_broken_experiment_file_is_one_line_naming_it(tmp_path, body, fragment):
+    workdir = tmp_path / "never_created"
+    proc = run_cli("train", "--workdir", workdir, "--config",
+                   _experiment_file(tmp_path, body), check=False)
+    _assert_clean_failure(proc, workdir, fragment)
+
+
+@pytest.mark.parametrize("body, fragment", [
     ("import ml_collections\ndef get_config():\n    return ml_collections.ConfigDict({'a': 1})\n",
      "exp.py: get_config() returned a config without config.checkpoint (build it with "
      "fmjax.configs.experiment)"),
-    ("CONFIG = 1\n", "exp.py has no get_config(variant) function"),
     ("def get_config(variant=''):\n    return (\n", "exp.py, line 2: syntax error: '(' was never "
                                                     "closed"),
     ("def get_config(variant=''):\n    raise RuntimeError('no data here')\n",
@@ -299,11 +320,10 @@ def test_bad_numbers_and_names_fail_before_any_work(tmp_path, args, fragment):
      "                              data=dict(name='mnist1d'))\n",
      "exp.py, line 3: get_config() raised TypeError: Could not override field 'hidden_size'"),
 ])
-def test_broken_experiment_file_is_one_line_naming_it(tmp_path, body, fragment):
-    workdir = tmp_path / "never_created"
-    proc = run_cli("train", "--workdir", workdir, "--config",
-                   _experiment_file(tmp_path, body), check=False)
-    _assert_clean_failure(proc, workdir, fragment)
+def test_broken_experiment_file_is_one_user_error_naming_it(tmp_path, body, fragment):
+    with pytest.raises(UserError) as error:
+        configs.load_experiment(str(_experiment_file(tmp_path, body)))
+    assert fragment in str(error.value) and "\n" not in str(error.value), str(error.value)
 
 
 def test_train_without_config_is_one_line(tmp_path):

@@ -5,6 +5,7 @@ the resumed run ends bit-identical to one that was never damaged."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -110,14 +111,21 @@ def straight(tmp_path_factory):
     return workdir
 
 
-def stopped_at_40(tmp_path):
-    workdir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_40(tmp_path_factory):
+    """The same run stopped at step 40 (checkpoints 20 and 40), for each test to copy."""
+    workdir = tmp_path_factory.mktemp("integrity") / "at_40"
     run_cli("train", "--workdir", workdir, *FLAGS, "--config.train.num_steps=40")
     return workdir
 
 
-def test_damaged_newest_checkpoint_is_skipped_and_the_resume_is_exact(straight, tmp_path):
-    workdir = stopped_at_40(tmp_path)
+@pytest.fixture
+def stopped_at_40(trained_40, tmp_path):
+    return shutil.copytree(trained_40, tmp_path / "run")
+
+
+def test_damaged_newest_checkpoint_is_skipped_and_the_resume_is_exact(straight, stopped_at_40):
+    workdir = stopped_at_40
     overwrite_4kb(workdir / "checkpoints" / "40")
     logged = {r["step"]: r for r in model_metrics(straight)}
 
@@ -145,8 +153,8 @@ def test_damaged_newest_checkpoint_is_skipped_and_the_resume_is_exact(straight, 
                  runs.load(straight).state)
 
 
-def test_values_changed_behind_the_format_fail_their_checksum(tmp_path):
-    workdir = stopped_at_40(tmp_path)
+def test_values_changed_behind_the_format_fail_their_checksum(stopped_at_40):
+    workdir = stopped_at_40
     change_a_value(workdir / "checkpoints" / "40")
     proc = run_cli("eval", "--workdir", workdir)
     assert proc.stderr == ("fmjax: checkpoint 40 is damaged (params/head/kernel differs from its "
@@ -160,8 +168,8 @@ def test_values_changed_behind_the_format_fail_their_checksum(tmp_path):
     lambda step_dir: [p.unlink() for p in (step_dir / "checksums").iterdir()],
     lambda step_dir: (step_dir / "state" / "manifest.ocdbt").write_text("x"),
 ], ids=["bytes", "metadata", "checksums", "manifest"])
-def test_no_intact_checkpoint_is_one_line_and_changes_nothing(tmp_path, damage):
-    workdir = stopped_at_40(tmp_path)
+def test_no_intact_checkpoint_is_one_line_and_changes_nothing(stopped_at_40, damage):
+    workdir = stopped_at_40
     for step in (20, 40):
         damage(workdir / "checkpoints" / str(step))
     before = snapshot(workdir)

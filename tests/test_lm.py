@@ -2,6 +2,7 @@
 exactly as recomputation would."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import REPO, assert_one_line_error, gpt_flags, read_metrics, run_cli
 from fmjax import sampling
+from fmjax.errors import UserError
 from fmjax.models.gpt import GPT
 
 
@@ -119,21 +121,28 @@ def test_samples_print_as_today_with_the_first_streamed(gpt_workdir):
     assert [len(s) for s in samples] == [301, 301, 302] and len(set(samples)) == 3
 
 
+@pytest.mark.parametrize("options, fragment", [
+    (dict(max_new_tokens=-1), "max_new_tokens must be between 1 and 1,000,000 (got -1)"),
+    (dict(max_new_tokens=5000000000), "max_new_tokens must be between 1 and 1,000,000"),
+    (dict(num_samples=-3), "num_samples must be between 1 and 1024 (got -3)"),
+    (dict(temperature=float("nan")), "temperature must be a finite number >= 0"),
+    (dict(top_p=0.0), "top_p must be in (0, 1]"),
+    (dict(top_k=-1), "top_k must be >= 0"),
+])
+def test_bad_sample_options(options, fragment):
+    request = dict(max_new_tokens=10, num_samples=1, temperature=1.0, top_k=0, top_p=1.0)
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        sampling.check_options(**{**request, **options})
+
+
 @pytest.mark.parametrize("flags, fragment", [
-    (["--max_new_tokens", "-1"], "max_new_tokens must be between 1 and 1,000,000 (got -1)"),
-    (["--max_new_tokens", "5000000000"], "max_new_tokens must be between 1 and 1,000,000"),
     (["--max_new_tokens", "100000000"], "max_new_tokens must be between 1 and 1,000,000"),
     (["--num_samples", "0"], "num_samples must be between 1 and 1024 (got 0)"),
-    (["--num_samples", "-3"], "num_samples must be between 1 and 1024 (got -3)"),
-    (["--temperature", "nan"], "temperature must be a finite number >= 0"),
-    (["--top_p", "0"], "top_p must be in (0, 1]"),
-    (["--top_k", "-1"], "top_k must be >= 0"),
     (["--num", "0"], "--num must be between 1 and 4096 (got 0)"),     # image generators' flag
-    (["--num", "-5"], "--num must be between 1 and 4096 (got -5)"),
 ])
 def test_bad_sample_request_is_one_line_before_the_run_is_read(gpt_workdir, flags, fragment):
     """Checked before the checkpoint is read (so whatever the run generates): the request's
-    error wins over a missing step."""
+    error wins over a missing step. (Every bound: `test_bad_sample_options`.)"""
     assert_one_line_error(run_cli("sample", "--workdir", gpt_workdir, *flags, "--step", "7",
                                   check=False), fragment)
 

@@ -32,8 +32,9 @@ FLAGS = ["--config", "experiments/mnist1d/mlp.py", "--config.train.num_steps=300
 # Two processes of one device each, the batch split between them: one gradient all-reduce
 # across processes per step (gloo), and Orbax's save is collective. Signals are sent once a
 # checkpoint is being written: Orbax's save used to knock JAX's preemption agreement off (it
-# passes the step where fmjax passes its count of device calls); checkpoints every 500 steps
-# leave room after one for the run to be stopped.
+# passes the step where fmjax passes its count of device calls). Twelve device calls of 250
+# steps, a checkpoint every two: each stop leaves calls to spare however late the signal lands.
+TWO_PROCESSES_STEPS = 3000
 TWO_PROCESSES = [*FLAGS, "--config.mesh.data=2", "--config.checkpoint.every=500"]
 EXIT_STATUS = {signal.SIGTERM: 143, signal.SIGINT: 130}
 MESSAGE = {signal.SIGTERM: "preempted (SIGTERM)", signal.SIGINT: "interrupted (SIGINT)"}
@@ -152,82 +153,79 @@ def _launch_local(*args) -> list[str]:
             *map(str, args)]
 
 
-@pytest.fixture(scope="module")
-def two_process_runs(tmp_path_factory):
-    """One 2-process run stopped twice and resumed to the end, and the same run never stopped.
-
-    1. The processes are started directly; SIGTERM to process 1 only: JAX's preemption service
-       must stop both at one step.
-    2. The same command under `launch_local`, stopped as `timeout` stops it: SIGTERM to the
-       launcher, then to the launcher's process group, here once the processes are saving.
-    3. The same command under `launch_local`, to the end.
-    """
-    root = tmp_path_factory.mktemp("two_processes")
-    workdir = root / "run"
+def _stop_one_of_two_processes(workdir) -> list[tuple[str, int]]:
+    """Two processes started directly (in their own sessions, as launch_local starts them);
+    SIGTERM to process 1 only, once the first checkpoint is being written: JAX's preemption
+    service must stop both at one step. [(stderr, exit status)] per process."""
     train = ["train", "--workdir", workdir, *TWO_PROCESSES]
     port = launch.free_port()
     procs = [_start(*train, env=launch.child_env(port, 2, i, 1), start_new_session=True)
-             for i in range(2)]   # own sessions, as launch_local starts them
+             for i in range(2)]
     try:
         _wait_until(_saving_after(workdir, 0), procs[0])
         procs[1].send_signal(signal.SIGTERM)
-        first = [(p.communicate(timeout=120)[1], p.returncode) for p in procs]
+        return [(p.communicate(timeout=120)[1], p.returncode) for p in procs]
     finally:
         for p in procs:
             p.kill()
-    first_steps = checkpoint.read_only_manager(workdir).all_steps()
 
-    launcher = subprocess.Popen(_launch_local(*train), cwd=REPO, env=_env(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)   # its own group, as under `timeout`
+
+def _stop_launch_local_like_timeout(workdir) -> tuple[str, int]:
+    """The same command under `launch_local`, stopped as `timeout` stops it: SIGTERM to the
+    launcher once a checkpoint is being written, then to the launcher's whole process group
+    once the processes are saving again. (stderr, exit status)."""
+    before = max(checkpoint.read_only_manager(workdir).all_steps(), default=0)
+    launcher = subprocess.Popen(_launch_local("train", "--workdir", workdir, *TWO_PROCESSES),
+                                cwd=REPO, env=_env(), text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
     try:
-        _wait_until(_saving_after(workdir, max(first_steps, default=0)), launcher)
+        _wait_until(_saving_after(workdir, before), launcher)
         newest = max(int(p.name.split(".")[0]) for p in (workdir / "checkpoints").iterdir())
         launcher.send_signal(signal.SIGTERM)
         _wait_until(_saving_after(workdir, newest), launcher)
         os.killpg(launcher.pid, signal.SIGTERM)
-        _, second_stderr = launcher.communicate(timeout=120)
+        return launcher.communicate(timeout=120)[1], launcher.returncode
     finally:
         launcher.kill()
-    second = (second_stderr, launcher.returncode,
-              checkpoint.read_only_manager(workdir).all_steps())
-
-    third = subprocess.run(_launch_local(*train), cwd=REPO, env=_env(), capture_output=True,
-                           text=True, timeout=600)
-    uninterrupted = subprocess.run(_launch_local("train", "--workdir", root / "straight",
-                                                 *TWO_PROCESSES), cwd=REPO, env=_env(),
-                                   capture_output=True, text=True, timeout=600)
-    return dict(workdir=workdir, first=first, first_steps=first_steps, second=second,
-                third=third, straight=root / "straight", uninterrupted=uninterrupted)
 
 
-def test_sigterm_to_one_process_stops_every_process_at_the_same_step(two_process_runs):
+def _same_stop(messages: list[str]) -> int:
+    """The one step at which every process says it stopped."""
+    steps = {_stopped_at(m) for m in messages}
+    assert len(steps) == 1, messages
+    return steps.pop()
+
+
+def test_sigterm_to_one_process_stops_every_process_at_the_same_step(tmp_path):
     messages = []
-    for stderr, status in two_process_runs["first"]:
+    for stderr, status in _stop_one_of_two_processes(tmp_path / "run"):
         assert status == 143, stderr
         messages += _fmjax_lines(stderr)
     assert len(messages) == 2 and all(m.startswith("fmjax: preempted (SIGTERM) at step ")
                                       for m in messages), messages
-    steps = {_stopped_at(m) for m in messages}
-    assert len(steps) == 1 and 250 <= min(steps) < 3000, messages
-    assert max(two_process_runs["first_steps"]) == steps.pop()
+    step = _same_stop(messages)
+    assert 250 <= step < TWO_PROCESSES_STEPS
+    assert max(checkpoint.read_only_manager(tmp_path / "run").all_steps()) == step
 
 
-def test_launch_local_signalled_twice_like_timeout_still_saves(two_process_runs):
-    stderr, status, steps = two_process_runs["second"]
+@pytest.mark.slow   # about 2 minutes on 2 cores; the fake-process test below covers the launcher
+def test_two_process_run_stopped_twice_ends_like_one_never_stopped(tmp_path):
+    """Stopped as above, then under `launch_local` as `timeout` stops it (both processes save
+    the same, later step), then resumed to the end: the metrics of an uninterrupted 2-process
+    run, exactly."""
+    workdir = tmp_path / "run"
+    first = _same_stop([m for stderr, _ in _stop_one_of_two_processes(workdir)
+                        for m in _fmjax_lines(stderr)])
+    stderr, status = _stop_launch_local_like_timeout(workdir)
     assert status == 143, stderr
     messages = _fmjax_lines(stderr)
     assert sorted(m.startswith("[process 1] fmjax: preempted (SIGTERM) at step ")
                   for m in messages) == [False, True], messages
-    stopped = {_stopped_at(m) for m in messages}
-    assert len(stopped) == 1, messages
-    assert max(steps) == stopped.pop() > max(two_process_runs["first_steps"])
-
-
-def test_two_process_run_stopped_twice_ends_like_one_never_stopped(two_process_runs):
-    for name in ("third", "uninterrupted"):
-        assert two_process_runs[name].returncode == 0, two_process_runs[name].stderr[-3000:]
-    assert model_metrics(two_process_runs["workdir"]) == model_metrics(two_process_runs["straight"])
+    assert max(checkpoint.read_only_manager(workdir).all_steps()) == _same_stop(messages) > first
+    for run in (workdir, tmp_path / "straight"):
+        subprocess.run(_launch_local("train", "--workdir", run, *TWO_PROCESSES), cwd=REPO,
+                       env=_env(), check=True, capture_output=True, timeout=600)
+    assert model_metrics(workdir) == model_metrics(tmp_path / "straight")
 
 
 # A stand-in for fmjax under `launch_local`: on SIGTERM it "saves" (takes a second, so further
