@@ -21,13 +21,13 @@ Prints a markdown table; with --out, replaces (or appends) this benchmark's sect
 
 import argparse
 import json
-import os
 import pathlib
 import statistics
 import sys
 import tempfile
 import time
 
+from fmjax.cache import cache_dir
 from fmjax.metric_writers import read_jsonl
 from report import fmjax_env, fmt, provenance, run_checked, write_section
 
@@ -76,7 +76,7 @@ def main():
     parser.add_argument("--out", help="markdown file whose benchmark section to replace or append")
     args = parser.parse_args()
 
-    cache = pathlib.Path(os.environ.get("FMJAX_CACHE_DIR", pathlib.Path.home() / ".cache/fmjax"))
+    cache = cache_dir()
     cached = (cache / "mnist1d.npz").exists()
     note = (f"Both sides read the same cached dataset ({cache / 'mnist1d.npz'})." if cached else
             f"No cached dataset at {cache / 'mnist1d.npz'}: the first fmjax run generates and caches "

@@ -33,6 +33,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from fmjax import integrity
 from fmjax.errors import UserError, WorkdirError, first_line
+from fmjax.tree_paths import path_name
 
 
 def check_workdir(workdir) -> None:
@@ -91,11 +92,6 @@ def read_only_manager(workdir) -> ocp.CheckpointManager | None:
         return None
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
         read_only=True, create=False), item_handlers=_handlers())
-
-
-def path_name(path) -> str:
-    """'params/conv_0/kernel' for dict keys, dataclass fields and sequence indices alike."""
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +216,7 @@ def save(manager, step: int, state, config_dict: dict, metrics: dict | None) -> 
     WorkdirError when the filesystem refuses it or the previous one."""
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_dict),
-        checksums=ocp.args.JsonSave(integrity.checksums(state, path_name)))
+        checksums=ocp.args.JsonSave(integrity.checksums(state)))
     with _write_errors(manager, _writing.get(manager)):   # the previous one, written async
         manager.wait_until_finished()
     _writing[manager] = step
@@ -316,7 +312,7 @@ def _read_verified(manager, step: int, state_args, written: dict[str, str]):
     and checked against the checksums it was `written` with; DamagedCheckpoint otherwise."""
     state = _read(step, "arrays", lambda: manager.restore(
         step, args=ocp.args.Composite(state=state_args)).state)
-    mismatch = integrity.first_mismatch(state, written, path_name)
+    mismatch = integrity.first_mismatch(state, written)
     if mismatch is not None:
         raise DamagedCheckpoint(step, f"{mismatch} differs from its checksum")
     return state

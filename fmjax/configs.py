@@ -37,6 +37,7 @@ DEFAULT_SHARDING_RULES = (
 
 def base_config() -> ml_collections.ConfigDict:
     """Every key an experiment may set, with its default. `model` and `data` are per-experiment."""
+    from fmjax import optim  # late: imports jax
     c = ml_collections.ConfigDict()
     c.task = "classification"
     # Fine-tuning: a workdir whose checkpoint initialises every parameter this model shares with
@@ -62,24 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
         nan_policy="stop",       # "stop": abort on a non-finite loss; "skip": drop that update
         max_nan_skips=10,        # "skip": stop anyway once more steps than this were skipped
     ))
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adam",             # sgd | adam | adamw | rmsprop | adafactor
-        learning_rate=1e-3,
-        schedule="constant",     # constant | warmup_cosine | warmup_linear | step
-        warmup_steps=0,
-        end_learning_rate=0.0,   # where cosine/linear decay ends
-        decay_boundaries=(),     # step schedule: steps at which lr is multiplied by decay_factor
-        decay_factor=0.1,
-        momentum=0.9,            # sgd (0 = plain sgd), rmsprop
-        nesterov=False,
-        b1=0.9,
-        b2=0.999,
-        eps=1e-8,
-        weight_decay=0.0,        # decoupled (adamw, adafactor) or L2-free masks for sgd/adam
-        decay_biases_and_norms=False,
-        freeze=(),               # regexes (re.search) over parameter paths: no update, no state
-        layer_decay=1.0,         # lr multiplier decay ** (L + 1 - depth) per layer (1 = off)
-    ))
+    c.optimizer = ml_collections.ConfigDict(optim.defaults())
     c.checkpoint = ml_collections.ConfigDict(dict(
         every=1000,
         keep=3,                  # the last N checkpoints ...
@@ -93,7 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-# The valid range of every numeric key above but the optimizer's (`optim.RANGES`); models,
+# The valid range of every numeric key above but the optimizer's; the optimizer, models,
 # datasets and task options declare theirs as field types (fmjax/ranges.py).
 BASE_RANGES = {
     "init_from_step": NonNegativeInt,

@@ -26,7 +26,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import pathlib
 import re
 import time
@@ -41,7 +40,8 @@ import numpy as np
 import optax
 import scipy.linalg
 
-from fmjax.data.mnist1d import cache_dir
+from fmjax.cache import cache_dir
+from fmjax.workdir_files import write_atomic
 
 ARCH_VERSION = 1
 FEATURE_DIM = 128
@@ -174,12 +174,6 @@ def _digest(arrays, recipe: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def cache_path(dataset_name: str, arrays, seed: int = 0, steps: int = DEFAULT_STEPS,
                batch_size: int = DEFAULT_BATCH_SIZE,
                learning_rate: float = DEFAULT_LEARNING_RATE) -> pathlib.Path:
@@ -219,8 +213,8 @@ def load_or_train(dataset_name: str, arrays, seed: int = 0, steps: int = DEFAULT
                 batch_size=batch_size, learning_rate=learning_rate,
                 train_seconds=round(train_seconds, 2))
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(meta_path, (json.dumps(info, indent=1) + "\n").encode())
-    _write_atomic(path, flax.serialization.to_bytes(variables))   # last: its presence = complete
+    write_atomic(meta_path, (json.dumps(info, indent=1) + "\n").encode())
+    write_atomic(path, flax.serialization.to_bytes(variables))   # last: its presence = complete
     return FeatureNet(variables, num_classes, image_shape, test_accuracy, path, info)
 
 

@@ -6,11 +6,13 @@ scaled up by whole pixels so that tiny images (8x8 digits) stay visible. `lerp_l
 `slerp_latents` give the latent codes of an interpolation strip.
 """
 
+import io
 import math
-import os
 import pathlib
 
 import numpy as np
+
+from fmjax import workdir_files
 
 # `save_png` scales grids narrower than this up by a whole factor, unless told a scale.
 MIN_WIDTH = 256
@@ -72,7 +74,7 @@ def save_png(path, images, columns: int | None = None, scale: int | None = None)
     """Writes `images` (a float batch [N, H, W, C] in [0, 1], or a uint8 grid from `make_grid`) as
     one PNG grid, scaled up `scale` times (default: enough to be `MIN_WIDTH` pixels wide).
 
-    The file appears whole or not at all (written beside it, then renamed); parent directories are
+    The file appears whole or not at all (`workdir_files.write_atomic`); parent directories are
     created. Returns the uint8 [H, W, C] array written.
     """
     from PIL import Image   # only the image writers need Pillow
@@ -81,12 +83,9 @@ def save_png(path, images, columns: int | None = None, scale: int | None = None)
     grid = upscale(grid, auto_scale(grid.shape[1]) if scale is None else scale)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    png = io.BytesIO()
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(png, format="PNG")
+    workdir_files.write_atomic(path, png.getvalue())
     return grid
 
 

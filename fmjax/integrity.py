@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from fmjax.tree_paths import path_name
+
 _SEEDS = (0x9E3779B9, 0x7F4A7C15)   # one per 32-bit lane
 _ON_DEVICE_MIN_ELEMENTS = 2**21     # smaller states are hashed on the host (< 0.2 s)
 
@@ -107,7 +109,7 @@ def _on_host(leaves) -> list[np.ndarray]:
     return list(local)
 
 
-def checksums(tree, path_name) -> dict[str, str]:
+def checksums(tree) -> dict[str, str]:
     """{path_name(path): 16 hex digits} for every array of `tree` (jax.Arrays)."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     if not flat:
@@ -121,10 +123,10 @@ def checksums(tree, path_name) -> dict[str, str]:
             for p, lane in zip(paths, lanes)}
 
 
-def first_mismatch(tree, expected: dict[str, str], path_name) -> str | None:
+def first_mismatch(tree, expected: dict[str, str]) -> str | None:
     """The path of the first array of `tree` whose checksum differs from `expected` (or that
     `expected` lacks); None when all match."""
-    for name, value in checksums(tree, path_name).items():
+    for name, value in checksums(tree).items():
         if expected.get(name) != value:
             return name
     return None

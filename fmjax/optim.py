@@ -5,6 +5,7 @@ frozen parameters get no update and no optimizer state) and `layer_decay` (BEiT/
 learning-rate decay: the blocks nearest the input learn slowest).
 """
 
+import dataclasses
 import re
 from typing import Annotated, Callable, Sequence
 
@@ -14,28 +15,40 @@ import jax.numpy as jnp
 import optax
 
 from fmjax import ranges
-from fmjax.checkpoint import path_name
 from fmjax.errors import UserError
-from fmjax.ranges import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range)
+from fmjax.ranges import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range
+from fmjax.tree_paths import path_name
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adafactor")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "step")
 
 
-# The valid range of every numeric key of config.optimizer (fmjax/ranges.py).
-RANGES = {
-    "learning_rate": PositiveFloat,
-    "warmup_steps": NonNegativeInt,
-    "end_learning_rate": NonNegativeFloat,
-    "decay_boundaries": Sequence[NonNegativeInt],
-    "decay_factor": PositiveFloat,
-    "momentum": Fraction,            # 0 = none
-    "b1": Fraction,
-    "b2": Fraction,
-    "eps": PositiveFloat,
-    "weight_decay": NonNegativeFloat,
-    "layer_decay": Annotated[float, Range(0, 1, low_open=True)],   # 1 = off
-}
+@dataclasses.dataclass
+class OptimizerOptions:
+    """Every key of `config.optimizer` (and of a GAN's `task_options.discriminator_optimizer`),
+    with its default and the valid range of each number (fmjax/ranges.py)."""
+    name: str = "adam"                 # sgd | adam | adamw | rmsprop | adafactor
+    learning_rate: PositiveFloat = 1e-3
+    schedule: str = "constant"         # constant | warmup_cosine | warmup_linear | step
+    warmup_steps: NonNegativeInt = 0
+    end_learning_rate: NonNegativeFloat = 0.0   # where cosine/linear decay ends
+    decay_boundaries: Sequence[NonNegativeInt] = ()   # step schedule: lr *= decay_factor here
+    decay_factor: PositiveFloat = 0.1
+    momentum: Fraction = 0.9           # sgd (0 = plain sgd), rmsprop
+    nesterov: bool = False
+    b1: Fraction = 0.9
+    b2: Fraction = 0.999
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.0   # decoupled (adamw, adafactor), else L2 on the gradient
+    decay_biases_and_norms: bool = False
+    freeze: Sequence[str] = ()   # regexes (re.search) over parameter paths: no update, no state
+    # the lr multiplier of a layer at depth d is layer_decay ** (L + 1 - d); 1 = off
+    layer_decay: Annotated[float, Range(0, 1, low_open=True)] = 1.0
+
+
+def defaults() -> dict:
+    """`config.optimizer` as the base config holds it."""
+    return dataclasses.asdict(OptimizerOptions())
 
 
 def validate(opt, key: str = "optimizer") -> None:
@@ -44,8 +57,7 @@ def validate(opt, key: str = "optimizer") -> None:
         raise UserError(f"unknown optimizer '{opt.name}' (known: {', '.join(OPTIMIZERS)})")
     if opt.schedule not in SCHEDULES:
         raise UserError(f"unknown schedule '{opt.schedule}' (known: {', '.join(SCHEDULES)})")
-    for name, hint in RANGES.items():
-        ranges.check(f"{key}.{name}", opt[name], hint)
+    ranges.check_dataclass(opt, OptimizerOptions, key)
     for pattern in opt.freeze:
         try:
             re.compile(pattern)

@@ -1,12 +1,12 @@
 """The valid range of every numeric config key, declared where the key is declared.
 
-A model, dataset or task-options dataclass gives each numeric field one of the types below, e.g.
-`num_layers: PositiveInt = 6`, `dropout_rate: Fraction = 0.1`, `kernel_sizes:
+A model, dataset, task-options or optimizer-options dataclass gives each numeric field one of the
+types below, e.g. `num_layers: PositiveInt = 6`, `dropout_rate: Fraction = 0.1`, `kernel_sizes:
 Sequence[PositiveInt] = (5, 3)` (a range on the element type applies to each element); the base
-config's sections declare theirs in `configs.BASE_RANGES`. `configs.validate` checks every value
-with `check` before anything is built, so `dropout_rate=1.5` or a NaN learning rate stops with one
-line naming the key, the value and the range. A numeric field without a declared range fails
-tests/test_config_checks.py.
+config's other sections declare theirs in `configs.BASE_RANGES`. `configs.validate` checks every
+value with `check` before anything is built, so `dropout_rate=1.5` or a NaN learning rate stops
+with one line naming the key, the value and the range. A numeric field without a declared range
+fails tests/test_config_checks.py.
 """
 
 import collections.abc

@@ -8,7 +8,6 @@ onto the devices at hand, whatever mesh the run was trained on.
 """
 
 import dataclasses
-import json
 import pathlib
 import sys
 from typing import Any
@@ -18,13 +17,7 @@ import jax
 from fmjax import checkpoint, configs, sharding, workdir_files
 from fmjax.data import DataInfo, tokenizers
 from fmjax.errors import UserError
-
-DATA_INFO_FILE = "data_info.json"
-
-
-def data_info_asset(info: DataInfo) -> dict[str, bytes]:
-    """What `fmjax train` stores so the task can be rebuilt without the data."""
-    return {DATA_INFO_FILE: json.dumps(dataclasses.asdict(info)).encode()}
+from fmjax.train import DATA_INFO_FILE, prepare
 
 
 def _read_object(path: pathlib.Path, what: str) -> dict:
@@ -94,7 +87,6 @@ def load(workdir, step: int | None = None, with_data: bool = False,
     damaged ones it skipped). `with_data` builds the data pipeline too (for eval); otherwise
     nothing of the dataset is read. `one_device`: on this host's first device (sampling, whose
     text must not depend on the device count); else on every device."""
-    from fmjax.train import prepare   # train imports this module
     checkpoint.check_workdir(workdir)
     workdir = pathlib.Path(workdir)
     config = read_config(workdir)

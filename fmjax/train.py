@@ -8,7 +8,6 @@ calls, logging, evaluating and checkpointing on the configured boundaries.
 import contextlib
 import dataclasses
 import json
-import os
 import pathlib
 import sys
 from typing import Any, Callable
@@ -18,12 +17,15 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from fmjax import (checkpoint, configs, data, library_logs, perf, runs, sharding,
-                   state as state_lib, tasks, workdir_lock)
+from fmjax import (checkpoint, configs, data, library_logs, perf, sharding,
+                   state as state_lib, tasks, workdir_files, workdir_lock)
 from fmjax.errors import NonFiniteLoss, Preempted, WorkdirError
 from fmjax.metric_writers import MetricWriters
 from fmjax.preemption import PreemptionWatch
 from fmjax.step import make_eval_step, make_train_call
+
+
+DATA_INFO_FILE = "data_info.json"
 
 
 @dataclasses.dataclass
@@ -142,6 +144,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
         return _train(exp, pathlib.Path(workdir), show_progress)
 
 
+def data_info_asset(info: data.DataInfo) -> dict[str, bytes]:
+    """What `fmjax train` stores so the task can be rebuilt without the data (`runs.load`)."""
+    return {DATA_INFO_FILE: json.dumps(dataclasses.asdict(info)).encode()}
+
+
 def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[str, float]:
     """The body of `train_and_evaluate`, run while this process holds the workdir's lock."""
     config = exp.config
@@ -154,10 +161,10 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     # ---- From here on the workdir is written. -------------------------------------------------
     if jax.process_index() == 0:
         assets = {"config.json": configs.to_json(config).encode(), **exp.pipeline.assets(),
-                  **runs.data_info_asset(exp.pipeline.info)}
-        try:
+                  **data_info_asset(exp.pipeline.info)}
+        try:   # whole or not at all: `fmjax eval` and `sample` need config.json intact
             for name, content in assets.items():
-                _write_whole(workdir / name, content)
+                workdir_files.write_atomic(workdir / name, content)
         except OSError as e:
             raise WorkdirError(f"cannot write to the workdir {workdir}: {e.strerror or e}") from e
     config_dict = json.loads(configs.to_json(config))
@@ -240,14 +247,3 @@ def _finally_close(manager, writers):
             checkpoint.close(manager)   # WorkdirError if the last checkpoint could not be written
         finally:
             writers.close()
-
-
-def _write_whole(path: pathlib.Path, content: bytes) -> None:
-    """Write `path` whole or not at all: a full disk must not truncate a resumed run's
-    config.json, which `fmjax eval` and `sample` need to load its checkpoints."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_bytes(content)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)

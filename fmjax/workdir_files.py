@@ -1,12 +1,16 @@
-"""Reading the small files a run keeps in its workdir (config.json, data_info.json, tokenizers).
+"""The small files fmjax writes and reads itself, outside Orbax: a run's config.json,
+data_info.json and tokenizer, image grids, and what it caches (fmjax/cache.py).
 
-A file cut short by a full disk or a killed copy, or overwritten by something else, must stop
-the command with one line naming the file (UserError: exit 2), never a JSON or protobuf
-traceback, and never be half-used.
+A file cut short by a full disk or a killed process must never be half-used. So every such file
+is written whole or not at all (`write_atomic`), and one that is damaged anyway (overwritten by
+something else, a truncated copy) stops the command with one line naming the file (UserError:
+exit 2), never a JSON or protobuf traceback.
 """
 
 import json
+import os
 import pathlib
+import uuid
 
 from fmjax.errors import UserError
 
@@ -38,3 +42,19 @@ def damaged(path, what: str, reason: str) -> UserError:
     """The error for a workdir file that exists but cannot be used."""
     return UserError(f"{path} is damaged ({what}): {reason}; restore it from a copy or use a new "
                      "workdir")
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write `path` whole or not at all: into a new, uniquely named file beside it (same file
+    system, so the rename is atomic; concurrent writers never share one), flushed to disk, then
+    renamed over `path`. Readers see the old file or the new one; a failure leaves no temp file."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:   # "x": never another writer's file; mode from the umask
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

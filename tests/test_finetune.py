@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from conftest import read_metrics, run_cli
-from fmjax import checkpoint, configs, optim, runs
+from fmjax import configs, optim, runs
 from fmjax.errors import UserError
 from fmjax.train import prepare, restore_or_init, train_and_evaluate
+from fmjax.tree_paths import path_name
 
 WORDS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SEQ_LEN = 32
@@ -91,7 +92,7 @@ def params_of(workdir):
 
 
 def flat(params) -> dict:
-    return {checkpoint.path_name(p): np.asarray(x)
+    return {path_name(p): np.asarray(x)
             for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
@@ -136,7 +137,7 @@ def test_frozen_parameters_do_not_move(pretrained, tmp_path):
     config = finetune_config(pretrained, str(pretrained / "mlm"), num_steps=20,
                              freeze=("^token_embed/", "^position_embed", "^block_0/"))
     exp = prepare(config, tmp_path)
-    state_paths = [checkpoint.path_name(p) for p, _ in
+    state_paths = [path_name(p) for p, _ in
                    jax.tree_util.tree_flatten_with_path(exp.abstract_state.opt_state)[0]]
     assert state_paths and not [p for p in state_paths if "block_0/" in p or "embed" in p]
     train_and_evaluate(config, tmp_path, show_progress=False)

@@ -1,20 +1,16 @@
 """MNIST-1D (Greydanus & Kobak), generated offline by the `mnist1d` package and cached."""
 
 import dataclasses
-import os
-import pathlib
+import io
 from typing import Annotated
 
 import numpy as np
 
+from fmjax.cache import cache_dir
 from fmjax.data.pipeline import Arrays, ArrayPipeline
 from fmjax.errors import UserError
 from fmjax.ranges import INT32_MAX, OpenFraction, Range, Seed
-
-
-def cache_dir() -> pathlib.Path:
-    """Where generated datasets are kept: $FMJAX_CACHE_DIR or ~/.cache/fmjax."""
-    return pathlib.Path(os.environ.get("FMJAX_CACHE_DIR", pathlib.Path.home() / ".cache/fmjax"))
+from fmjax.workdir_files import write_atomic
 
 
 def _generate(num_samples: int, train_split: float, seed: int) -> dict:
@@ -43,9 +39,9 @@ def load_arrays(num_samples: int = 5000, train_split: float = 0.8, seed: int = 4
             return dict(f)
     d = _generate(num_samples, train_split, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **d)
-    os.replace(tmp, path)
+    npz = io.BytesIO()
+    np.savez(npz, **d)
+    write_atomic(path, npz.getvalue())
     return d
 
 

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fmjax import configs, optim
+from fmjax import optim
 from fmjax.errors import UserError
 from fmjax.models import build_model
 from fmjax.ranges import NonNegativeFloat, PositiveInt
@@ -68,7 +68,7 @@ class GAN(GeneratesImages):
 
     # ---- set-up ----------------------------------------------------------------------------
     def _d_optimizer_config(self):
-        d = configs.base_config().optimizer.to_dict()
+        d = optim.defaults()
         unknown = sorted(set(self.options.discriminator_optimizer) - set(d))
         if unknown:
             raise UserError(f"unknown key config.task_options.discriminator_optimizer."
