@@ -63,7 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
         nan_policy="stop",       # "stop": abort on a non-finite loss; "skip": drop that update
         max_nan_skips=10,        # "skip": stop anyway once more steps than this were skipped
     ))
-    c.optimizer = ml_collections.ConfigDict(optim.defaults())
+    c.optimizer = ml_collections.ConfigDict(optim.defaults())   # keys: optim.OptimizerOptions
     c.checkpoint = ml_collections.ConfigDict(dict(
         every=1000,
         keep=3,                  # the last N checkpoints ...
