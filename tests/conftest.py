@@ -10,6 +10,7 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted(str(p.relative_to(REPO)) for p in REPO.glob("experiments/**/*.py"))
 # Generated datasets (MNIST-1D takes seconds to build) are shared by all tests and subprocesses.
 os.environ.setdefault("FMJAX_CACHE_DIR", str(REPO / ".pytest_cache" / "fmjax-data"))
 
