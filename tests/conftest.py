@@ -30,7 +30,7 @@ def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO) -> subprocess
 
 
 def experiment_config(path: str, variant: str = ""):
-    """`get_config(variant)` of an experiment file, e.g. "experiments/lm1b/gpt_small.py"."""
+    """The config of experiment `path` with `variant` ("runlocal", "digits,conv", ...)."""
     from fmjax import configs
     return configs.load_experiment(f"{REPO / path}:{variant}" if variant else str(REPO / path))
 
