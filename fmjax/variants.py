@@ -59,7 +59,7 @@ LOCAL_MAX_EVAL_BATCH_SIZE = 256
 LOCAL_MAX_WARMUP_STEPS = 10
 
 
-def shrink_for_local_run(config: ml_collections.ConfigDict, overrides: Mapping = None) -> None:
+def shrink_for_local_run(config: ml_collections.ConfigDict, overrides: Mapping | None = None) -> None:
     """Make `config` the `runlocal` run in place, then apply the experiment's `overrides`."""
     train = config.train
     train.update(LOCAL_TRAIN, batch_size=min(train.batch_size, LOCAL_MAX_BATCH_SIZE),
