@@ -32,12 +32,17 @@ PARAM_RULES = (
     ("vocab", "tensor"),
     ("classes", None),
 )
+# Megatron tensor parallelism: the residual stream ('activation_embed') is whole on every tensor
+# shard, and the heads, MLP columns and vocabulary between two matmuls are split. Splitting the
+# residual stream too (MaxText's 'activation_embed' -> 'tensor', a config override) cost the char
+# GPT on mesh (2, 2, 2) 50 more collective permutes (15 fewer all-gathers) for 5% fewer
+# temporary bytes.
 ACTIVATION_RULES = (
     ("activation_batch", BATCH_AXES),   # data parallel and FSDP both split the batch
     ("activation_length", None),
-    ("activation_embed", None),         # the residual stream is whole on every tensor shard
-    ("activation_heads", "tensor"),     # ... and the heads and MLP columns between its matmuls
-    ("activation_kv", None),            # are not
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
     ("activation_mlp", "tensor"),
     ("activation_vocab", "tensor"),
 )
