@@ -22,18 +22,6 @@ from fmjax import ranges, variants
 from fmjax.errors import UserError, first_line
 from fmjax.ranges import MeshSize, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 
-# Logical axis name -> mesh axes. Models name axes; this table decides the parallelism.
-DEFAULT_SHARDING_RULES = (
-    ("batch", ("data", "fsdp")),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv", None),
-    ("vocab", "tensor"),
-    ("classes", None),
-    ("length", None),
-)
-
 
 def base_config() -> ml_collections.ConfigDict:
     """Every key an experiment may set, with its default. `model` and `data` are per-experiment."""
@@ -88,7 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
         async_save=True,
     ))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_SHARDING_RULES))
+    # (logical name, mesh axes) pairs ahead of fmjax.sharding.RULES, e.g.
+    # (("activation_embed", "tensor"),) also splits the residual stream over the tensor axis.
+    c.sharding = ml_collections.ConfigDict(dict(rules=()))
     c.lock()
     return c
 
