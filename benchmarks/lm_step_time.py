@@ -31,7 +31,7 @@ def main():
         "gpt_char", ROOT / "experiments" / "shakespeare" / "gpt_char.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config("cpu")
+    config = module.get_config(cpu=True)
     config.data.path = args.text
     config.train.steps_per_call = args.steps_per_call
     for item in args.set:

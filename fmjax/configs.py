@@ -18,21 +18,9 @@ import traceback
 
 import ml_collections
 
-from fmjax import ranges
+from fmjax import ranges, variants
 from fmjax.errors import UserError, first_line
 from fmjax.ranges import MeshSize, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
-
-# Logical axis name -> mesh axes. Models name axes; this table decides the parallelism.
-DEFAULT_SHARDING_RULES = (
-    ("batch", ("data", "fsdp")),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv", None),
-    ("vocab", "tensor"),
-    ("classes", None),
-    ("length", None),
-)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -72,7 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
         async_save=True,
     ))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_SHARDING_RULES))
+    # (logical name, mesh axes) pairs ahead of fmjax.sharding.RULES, e.g.
+    # (("activation_embed", "tensor"),) also splits the residual stream over the tensor axis.
+    c.sharding = ml_collections.ConfigDict(dict(rules=()))
     c.lock()
     return c
 
@@ -137,17 +127,20 @@ def experiment(**sections) -> ml_collections.ConfigDict:
 
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:
-    """The locked config of experiment `FILE[:variant]`: `get_config(variant)`, or `get_config()`
-    without a variant (as ml-collections' config flags call it). Each way the file can be wrong
-    (missing, failing to load, no get_config, get_config raising or returning something that is
-    not a config built with `experiment`) is a UserError naming the file."""
+    """The locked config of experiment `FILE[:variant]`: `get_config` with the flags of `variant`
+    turned on (fmjax/variants.py), shrunk for `runlocal`. Each way the file can be wrong (missing,
+    failing to load, no get_config, an unknown variant, get_config raising or returning something
+    that is not a config built with `experiment`) is a UserError naming the file."""
     path, _, variant = spec.partition(":")
-    get_config = getattr(_load_module(path), "get_config", None)
+    module = _load_module(path)
+    get_config = getattr(module, "get_config", None)
     if not callable(get_config):
-        raise UserError(f"{path} has no get_config(variant) function")
-    call = f"get_config({variant!r})" if variant else "get_config()"
+        raise UserError(f"{path} has no get_config function")
+    flags = variants.parse(variant, variants.declared(get_config), path)
+    kwargs = variants.arguments(flags, get_config)
+    call = f"get_config({', '.join(f'{name}=True' for name in kwargs)})"
     try:
-        config = get_config(variant) if variant else get_config()
+        config = get_config(**kwargs)
     except UserError:
         raise
     except Exception as e:
@@ -160,6 +153,8 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
     if missing:
         raise UserError(f"{path}: {call} returned a config without config.{missing[0]} (build it "
                         "with fmjax.configs.experiment)")
+    if variants.RUNLOCAL in flags:
+        variants.shrink_for_local_run(config, getattr(module, "RUNLOCAL", None))
     config.lock()
     return config
 
@@ -200,16 +195,6 @@ def dotted_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]
         if isinstance(value, ml_collections.ConfigDict):
             keys |= dotted_keys(value, f"{prefix}{name}.")
     return keys
-
-
-def apply_variant(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
-    """Shared variants: "" (as written) and "runlocal" (300 steps, for a quick local check)."""
-    if variant == "runlocal":
-        config.train.update(num_steps=300, log_every=50, eval_every=150, steps_per_call=50)
-        config.checkpoint.every = 150
-    elif variant:
-        raise UserError(f"unknown config variant '{variant}' (known: runlocal)")
-    return config
 
 
 def from_json_dict(d: dict) -> ml_collections.ConfigDict:

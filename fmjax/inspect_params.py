@@ -1,6 +1,8 @@
-"""`fmjax inspect`: the parameter table of an experiment on the chosen mesh."""
+"""`fmjax inspect`: the parameter table of an experiment on the chosen mesh, and what the
+compiler makes of its train step."""
 
 import math
+import re
 
 import jax
 import numpy as np
@@ -16,9 +18,9 @@ def _row(path, leaf, logical):
             f"{_bytes_per_device(leaf):,}")
 
 
-def compiled_step_memory(exp) -> dict[str, int]:
-    """XLA's own per-device accounting of one train step (`steps_per_call=1`), compiled ahead
-    of time from shapes: nothing is allocated, so it answers "will this fit?" before a run."""
+def lowered_train_step(exp):
+    """One train step (`steps_per_call=1`) lowered ahead of time from shapes: nothing is
+    allocated, so compiling it answers "will this fit?" before a run."""
     from fmjax.step import make_train_call
     config = exp.config.copy_and_resolve_references()
     config.train.steps_per_call = 1
@@ -28,7 +30,18 @@ def compiled_step_memory(exp) -> dict[str, int]:
         lambda x: jax.ShapeDtypeStruct((1, config.train.batch_size, *x.shape[1:]), x.dtype),
         exp.task.example_batch())
     with jax.set_mesh(exp.mesh):
-        analysis = call.lower(exp.abstract_state, batch).compile().memory_analysis()
+        return call.lower(exp.abstract_state, batch)
+
+
+def sharding_constraint_count(lowered) -> int:
+    """Sharding constraints in the lowered step, forward and backward (Shardy or GSPMD form):
+    the models' activation constraints, and the micro-batches' under grad_accum_steps > 1."""
+    return len(re.findall(r"sdy\.sharding_constraint|custom_call @Sharding\(", lowered.as_text()))
+
+
+def compiled_step_memory(lowered) -> dict[str, int]:
+    """XLA's own per-device accounting of the compiled step."""
+    analysis = lowered.compile().memory_analysis()
     names = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes",
              "temp_size_in_bytes")
     return {n.removesuffix("_size_in_bytes"): int(getattr(analysis, n)) for n in names}
@@ -64,7 +77,10 @@ def param_table(exp) -> str:
               f"device(s)",
               f"bytes per device: params {param_bytes:,}, optimizer state {opt_bytes:,}, "
               f"total {param_bytes + opt_bytes:,}"]
-    m = compiled_step_memory(exp)
+    lowered = lowered_train_step(exp)
+    lines.append(f"lowered train step: {sharding_constraint_count(lowered)} sharding constraints "
+                 "(activations, forward and backward)")
+    m = compiled_step_memory(lowered)
     lines.append(f"compiled train step, bytes per device: arguments {m['argument']:,} (state + "
                  f"batch), temporaries {m['temp']:,} (activations, gradients, workspace), "
                  f"outputs {m['output']:,} of which {m['alias']:,} reuse donated arguments")

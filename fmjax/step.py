@@ -4,6 +4,8 @@
 one device call (`lax.scan`), each optionally over micro-batches (a second `lax.scan`), with the
 state donated so parameters are updated in place. The update itself is the task's
 (`Task.update`): one optimizer over all parameters by default, two trees in turn for a GAN.
+Both steps are traced with the logical axis rules bound, so the models' activation sharding
+constraints apply (`fmjax inspect` counts them).
 """
 
 import jax
@@ -55,7 +57,8 @@ def _skip_if_nonfinite(state, new_state, metrics):
 
 def make_train_call(task, tx: optax.GradientTransformation, lr_schedule, config, mesh,
                     state_shardings):
-    """Jitted (state, batches with leading axis K) -> (state, metrics with leading axis K)."""
+    """Jitted (state, batches with leading axis K) -> (state, metrics with leading axis K), under
+    `config.sharding.rules`."""
     base_key = jax.random.key(config.train.seed)
     accum_steps = config.train.grad_accum_steps
 
@@ -73,15 +76,18 @@ def make_train_call(task, tx: optax.GradientTransformation, lr_schedule, config,
     def train_call(state, batches):
         return jax.lax.scan(one_step, state, batches)
 
-    return jax.jit(train_call,
+    rules = sharding.logical_rules(config.sharding.rules)
+    return jax.jit(sharding.with_rules(train_call, rules),
                    in_shardings=(state_shardings, sharding.batch_sharding(mesh, leading_dims=1)),
                    out_shardings=(state_shardings, sharding.replicated(mesh)),
                    donate_argnums=0)
 
 
 def make_eval_step(task, mesh, state_shardings):
-    """Jitted (params, extra, batch) -> per-example outputs, still split over the batch axes."""
+    """Jitted (params, extra, batch) -> per-example outputs, still split over the batch axes,
+    under the task's `config.sharding.rules`."""
     batch_sharding = sharding.batch_sharding(mesh)
-    return jax.jit(task.eval_outputs,
+    rules = sharding.logical_rules(task.config.sharding.rules)
+    return jax.jit(sharding.with_rules(task.eval_outputs, rules),
                    in_shardings=(state_shardings.params, state_shardings.extra, batch_sharding),
                    out_shardings=batch_sharding)

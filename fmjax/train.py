@@ -56,7 +56,7 @@ def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
     sharding.check_batch_size(config.train.batch_size // config.train.grad_accum_steps, mesh,
                               "config.train.batch_size / grad_accum_steps")
     sharding.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
-    rules = tuple(tuple(r) for r in config.sharding.rules)
+    rules = sharding.logical_rules(config.sharding.rules)
     pipeline = None
     if data_info is None:
         pipeline = data.build_pipeline(config.data, config.train.seed, workdir)

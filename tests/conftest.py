@@ -10,6 +10,7 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted(str(p.relative_to(REPO)) for p in REPO.glob("experiments/**/*.py"))
 # Generated datasets (MNIST-1D takes seconds to build) are shared by all tests and subprocesses.
 os.environ.setdefault("FMJAX_CACHE_DIR", str(REPO / ".pytest_cache" / "fmjax-data"))
 
@@ -29,7 +30,7 @@ def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO) -> subprocess
 
 
 def experiment_config(path: str, variant: str = ""):
-    """`get_config(variant)` of an experiment file, e.g. "experiments/lm1b/gpt_small.py"."""
+    """The config of experiment `path` with `variant` ("runlocal", "digits,conv", ...)."""
     from fmjax import configs
     return configs.load_experiment(f"{REPO / path}:{variant}" if variant else str(REPO / path))
 

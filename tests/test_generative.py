@@ -12,7 +12,7 @@ VAE_STEPS = ["--config.train.num_steps=600", "--config.train.eval_every=300",
              "--config.task_options.iw_samples=20", "--noprogress"]
 
 
-@pytest.mark.parametrize("variant", ["digits", "digits_conv"])
+@pytest.mark.parametrize("variant", ["digits", "digits,conv"])
 def test_vae_learns_digits_and_its_bounds_are_ordered(tmp_path, variant):
     """Untrained, the decoder predicts p = 0.5 for every pixel: about 64 ln 2 = 44.4 nats per
     8x8 image. 600 steps must bring the negative ELBO below 60% of that; the importance-weighted

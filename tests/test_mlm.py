@@ -30,6 +30,8 @@ def test_bert_learns_masked_characters(tmp_path, text_file):
     run_cli("train", "--config", "experiments/text/bert_mlm.py:runlocal",
             f"--config.data.path={text_file}", "--workdir", tmp_path,
             "--config.train.num_steps=600", "--config.train.eval_every=600",
-            "--config.checkpoint.every=600", "--config.model.dropout_rate=0", "--noprogress")
+            "--config.checkpoint.every=600", "--config.model.dropout_rate=0",
+            "--config.train.steps_per_call=50", "--config.train.log_every=100",
+            "--config.optimizer.warmup_steps=20", "--noprogress")
     record = read_metrics(tmp_path)[-1]
     assert record["eval/accuracy"] > 0.5, record

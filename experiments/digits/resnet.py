@@ -1,7 +1,7 @@
 """A small ResNet on scikit-learn's bundled 8x8 digits (real images, offline).
 
 Command:  fmjax train --config experiments/digits/resnet.py --workdir runs/digits_resnet
-Variants: `:runlocal` trains 300 steps for a smoke test.
+Variants: `:runlocal` (100 steps, fmjax/variants.py) for a smoke test.
 Hardware: the 2-core CPU CI machine, about a minute; expected eval/accuracy about 0.98
 (the test split is 360 images; see tests/test_train.py for the CI-sized check).
 Recipe: ResNet with stages (2, 2) of (16, 32) channels, batch norm, random-crop augmentation,
@@ -11,8 +11,8 @@ SGD with Nesterov momentum and warmup+cosine, weight decay 5e-4 on kernels only.
 from fmjax import configs
 
 
-def get_config(variant: str = ""):
-    config = configs.experiment(
+def get_config():
+    return configs.experiment(
         model=dict(name="resnet", stage_sizes=(2, 2), features=(16, 32)),
         data=dict(name="digits", test_fraction=0.2, split_seed=0, crop_padding=1),
         train=dict(num_steps=2000, batch_size=128, eval_batch_size=360, log_every=100,
@@ -21,4 +21,3 @@ def get_config(variant: str = ""):
                        schedule="warmup_cosine", warmup_steps=100, weight_decay=5e-4),
         checkpoint=dict(every=500, keep=2, best_metric="eval/accuracy"),
     )
-    return configs.apply_variant(config, variant)

@@ -5,16 +5,23 @@ model and optimizer). Measures speed only; the data carries no signal.
 Command:  fmjax train --config experiments/gpt2/gpt2_small_synthetic.py --workdir /tmp/gpt2_mfu
           (logs perf/tokens_per_sec, perf/tflops_per_device and, on a device in fmjax/perf.py's
           table, perf/mfu; benchmarks/mfu.py wraps it)
-Variants: `:cpu` shrinks the batch to 1 x 1024 tokens and 4 steps, a smoke test.
+Variants: `:runlocal` shrinks the batch to 1 x 1024 tokens and 4 steps, a smoke test.
 Settings: bf16 compute with float32 parameters, no dropout, tied embeddings, biases, AdamW
 (lr 6e-4, beta2 0.95, weight decay 0.1, clip 1.0), global batch 16 x 1024 tokens.
 """
 
 from fmjax import configs
 
+RUNLOCAL = dict(
+    train=dict(num_steps=4, batch_size=1, eval_batch_size=1, log_every=2, eval_every=4,
+               steps_per_call=2),
+    data=dict(eval_windows=1),
+    checkpoint=dict(every=4),
+)
 
-def get_config(variant: str = ""):
-    config = configs.experiment(
+
+def get_config():
+    return configs.experiment(
         task="lm",
         model=dict(name="gpt", max_len=1024, num_layers=12, num_heads=12, embed_dim=768,
                    dtype="bfloat16"),
@@ -25,10 +32,3 @@ def get_config(variant: str = ""):
                        weight_decay=0.1),
         checkpoint=dict(every=100, keep=1, best_metric=""),
     )
-    if variant == "cpu":
-        config.train.update(num_steps=4, batch_size=1, eval_batch_size=1, log_every=2,
-                            eval_every=4, steps_per_call=2)
-        config.data.eval_windows = 1
-        config.checkpoint.every = 4
-        return config
-    return configs.apply_variant(config, variant)

@@ -7,18 +7,16 @@ Needs a download the first time (TFDS, into ~/tensorflow_datasets); not measured
 repository's offline machine. tests/test_tfds.py runs it under `tfds.testing.mock_data`.
 Recipe: two conv-ReLU-maxpool blocks (32, 64), dense 256, dropout 0.3, AdamW 1e-3 warmup+cosine;
 for cifar10, random crop (padding 4) and flips.
+Variants: `:fashion_mnist` or `:cifar10` (the dataset), `:runlocal` (100 steps, fmjax/variants.py).
 """
 
-from fmjax import configs
+from fmjax import configs, variants
 
 
-def get_config(variant: str = ""):
-    dataset, augment = "mnist", dict(crop_padding=0, flip=False)
-    if variant in ("fashion_mnist", "cifar10"):
-        dataset, variant = variant, ""
-        if dataset == "cifar10":
-            augment = dict(crop_padding=4, flip=True)
-    config = configs.experiment(
+def get_config(fashion_mnist: bool = False, cifar10: bool = False):
+    dataset = variants.one_of(fashion_mnist=fashion_mnist, cifar10=cifar10) or "mnist"
+    augment = dict(crop_padding=4, flip=True) if cifar10 else dict(crop_padding=0, flip=False)
+    return configs.experiment(
         model=dict(name="cnn2d", features=(32, 64), hidden_size=256, dropout_rate=0.3),
         data=dict(name="tfds", dataset=dataset, **augment),
         train=dict(num_steps=5000, batch_size=128, eval_batch_size=1000, log_every=100,
@@ -27,4 +25,3 @@ def get_config(variant: str = ""):
                        warmup_steps=200, weight_decay=0.05),
         checkpoint=dict(every=1000, keep=2, best_metric="eval/accuracy"),
     )
-    return configs.apply_variant(config, variant)

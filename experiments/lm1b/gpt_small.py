@@ -16,14 +16,22 @@ Variants:
              beta2 0.95, weight decay 0.1 on matrices, clip 1.0), no dropout (one epoch of
              data does not overfit).
   :runlocal  2 layers, 2 heads, 64 wide, vocabulary 1000 trained on 20k sentences, context 64,
-             batch 16, 100 steps, 128 eval windows: a smoke test (CPU, float32).
+             batch 16, 100 steps (fmjax/variants.py), 128 eval windows: a smoke test (CPU,
+             float32).
 """
 
 from fmjax import configs
 
+RUNLOCAL = dict(
+    model=dict(max_len=64, num_layers=2, num_heads=2, embed_dim=64, dtype="float32"),
+    data=dict(seq_len=64, vocab_size=1000, tokenizer_sentences=20_000, eval_windows=128,
+              shuffle_buffer=1000),
+    train=dict(batch_size=16, eval_batch_size=64),
+)
 
-def get_config(variant: str = ""):
-    config = configs.experiment(
+
+def get_config():
+    return configs.experiment(
         task="lm",
         model=dict(name="gpt", max_len=128, num_layers=6, num_heads=8, embed_dim=512,
                    mlp_ratio=3, positions="rotary", activation="swiglu", use_bias=False,
@@ -36,14 +44,3 @@ def get_config(variant: str = ""):
                        warmup_steps=1000, end_learning_rate=1e-4, b2=0.95, weight_decay=0.1),
         checkpoint=dict(every=2000, keep=2, best_metric="eval/loss", best_mode="min"),
     )
-    if variant == "runlocal":
-        config.model.update(max_len=64, num_layers=2, num_heads=2, embed_dim=64,
-                            dtype="float32")
-        config.data.update(seq_len=64, vocab_size=1000, tokenizer_sentences=20_000,
-                           eval_windows=128, shuffle_buffer=1000)
-        config.train.update(num_steps=100, batch_size=16, eval_batch_size=64, log_every=10,
-                            eval_every=50, steps_per_call=10)
-        config.optimizer.warmup_steps = 10
-        config.checkpoint.every = 50
-        return config
-    return configs.apply_variant(config, variant)

@@ -6,24 +6,23 @@ Command:  pip install -e ".[tfds]" && fmjax train --config experiments/mnist/dcg
 Variants:
   ""        TFDS mnist (needs a download; not measured here), 10 epochs at batch 128.
   :digits   offline: scikit-learn's 8x8 digits, 3000 steps at batch 64.
-  :hinge    hinge loss;  :wgan_gp  WGAN-GP (5 critic steps, no batch norm in the critic).
+  :hinge    hinge loss;  :wgan_gp  WGAN-GP (5 critic steps, no batch norm in the critic); not both.
   Combine with a comma, e.g. `:digits,wgan_gp`.
+  :runlocal :digits for 100 steps (fmjax/variants.py), a smoke test.
 Eval: eval/feature_distance (fmjax's own classifier features; not Inception FID) and a sample
 grid from a fixed noise batch in workdir/images and TensorBoard.
 """
 
-from fmjax import configs
+from fmjax import configs, variants
 
 
-def get_config(variant: str = ""):
-    parts = set(filter(None, variant.split(",")))
-    unknown = parts - {"digits", "hinge", "wgan_gp"}
-    if unknown:
-        return configs.apply_variant(configs.base_config(), sorted(unknown)[0])
-    digits = "digits" in parts
+def get_config(digits: bool = False, hinge: bool = False, wgan_gp: bool = False,
+               runlocal: bool = False):
+    digits = digits or runlocal   # offline
+    loss = variants.one_of(hinge=hinge, wgan_gp=wgan_gp) or "non_saturating"
     config = configs.experiment(
         task="gan",
-        task_options=dict(loss="non_saturating", d_steps=1,
+        task_options=dict(loss=loss, d_steps=1,
                           discriminator_optimizer=dict(name="adam", learning_rate=2e-4, b1=0.5)),
         model=dict(name="dcgan", latent_dim=32 if digits else 100, features=32 if digits else 64),
         data=dict(name="digits") if digits else dict(name="tfds", dataset="mnist"),
@@ -35,10 +34,8 @@ def get_config(variant: str = ""):
         checkpoint=dict(every=1000 if digits else 938, keep=2,
                         best_metric="eval/feature_distance", best_mode="min"),
     )
-    if "hinge" in parts:
-        config.task_options.loss = "hinge"
-    if "wgan_gp" in parts:
-        config.task_options.update(loss="wgan_gp", d_steps=5)
+    if wgan_gp:
+        config.task_options.d_steps = 5
         config.task_options.discriminator_optimizer.update(learning_rate=1e-4, b1=0.0, b2=0.9)
         config.optimizer.update(learning_rate=1e-4, b1=0.0, b2=0.9)
         config.model.discriminator_norm = "none"

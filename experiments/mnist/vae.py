@@ -8,7 +8,8 @@ Variants:
   ""            TFDS mnist, pixels binarized at 0.5 (needs a download; not measured here).
   :conv         the same with the small conv encoder / transposed-conv decoder.
   :digits       offline: scikit-learn's 8x8 digits, binarized at 0.5, 3000 steps, batch 128.
-  :digits_conv  offline, conv networks.
+  Combine with a comma: `:digits,conv` (offline, conv networks).
+  :runlocal     :digits for 100 steps (fmjax/variants.py), a smoke test.
 Eval (every `train.eval_every` steps, whole test split): eval/neg_elbo and eval/iw_nll (k=100
 importance samples) in nats per image, eval/kl, eval/feature_distance; PNG grids of
 reconstructions and prior samples in workdir/images and TensorBoard.
@@ -17,22 +18,20 @@ reconstructions and prior samples in workdir/images and TensorBoard.
 from fmjax import configs
 
 
-def get_config(variant: str = ""):
-    digits = variant.startswith("digits")
-    config = configs.experiment(
+def get_config(digits: bool = False, conv: bool = False, runlocal: bool = False):
+    digits = digits or runlocal   # offline
+    return configs.experiment(
         task="vae",
         task_options=dict(iw_samples=100),
         model=dict(name="vae", latent_dim=20, hidden_size=500,
-                   network="conv" if variant.endswith("conv") else "mlp"),
+                   network="conv" if conv else "mlp"),
         data=(dict(name="digits", binarize=True) if digits else
               dict(name="tfds", dataset="mnist", binarize=True)),
-        train=dict(num_steps=3000 if digits else 4690, batch_size=128, eval_batch_size=360 if digits else 1000,
-                   log_every=100, eval_every=1000 if digits else 469 * 2, steps_per_call=100 if digits else 1,
+        train=dict(num_steps=3000 if digits else 4690, batch_size=128,
+                   eval_batch_size=360 if digits else 1000, log_every=100,
+                   eval_every=1000 if digits else 469 * 2, steps_per_call=100 if digits else 1,
                    seed=0),
         optimizer=dict(name="adam", learning_rate=1e-3),
         checkpoint=dict(every=1000 if digits else 938, keep=2, best_metric="eval/neg_elbo",
                         best_mode="min"),
     )
-    if variant not in ("", "conv", "digits", "digits_conv"):
-        return configs.apply_variant(config, variant)
-    return config

@@ -1,7 +1,7 @@
 """MNIST-1D logistic regression: the paper's linear baseline (Greydanus & Kobak, 2020).
 
 Command:  fmjax train --config experiments/mnist1d/logreg.py --workdir runs/logreg
-Variants: `:runlocal` trains 300 steps for a smoke test.
+Variants: `:runlocal` (100 steps, fmjax/variants.py) for a smoke test.
 Hardware: the 2-core CPU CI machine. Time and result: see the README table (paper: 32%).
 Recipe: 6000 steps of Adam, lr 1e-2, batch 100, on the 4000/1000 split of
 `make_dataset(get_dataset_args())`.
@@ -10,8 +10,8 @@ Recipe: 6000 steps of Adam, lr 1e-2, batch 100, on the 4000/1000 split of
 from fmjax import configs
 
 
-def get_config(variant: str = ""):
-    config = configs.experiment(
+def get_config():
+    return configs.experiment(
         model=dict(name="logreg"),
         data=dict(name="mnist1d"),
         train=dict(num_steps=6000, batch_size=100, eval_batch_size=1000, log_every=250,
@@ -19,4 +19,3 @@ def get_config(variant: str = ""):
         optimizer=dict(name="adam", learning_rate=1e-2),
         checkpoint=dict(every=1000, keep=2, best_metric="eval/accuracy"),
     )
-    return configs.apply_variant(config, variant)

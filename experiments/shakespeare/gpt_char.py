@@ -9,14 +9,16 @@ Variants:
              decay 0.1 on matrices, clip 1.0). nanoGPT: val loss 1.4697 (one A100, ~3 min).
   :cpu       nanoGPT's CPU settings: 4 layers, 4 heads, 128 wide, context 64, batch 12, 2000 steps,
              dropout 0. nanoGPT: val loss ~1.88. fmjax on the 2-core CPU machine: README table.
-  :runlocal  the :cpu model for 100 steps, a smoke test.
+  :runlocal  the :cpu model for 100 steps (fmjax/variants.py), 256 eval windows, a smoke test.
 Split: first 90% of the characters train, the last 10% validation (eval: all of it).
 """
 
 from fmjax import configs
 
+RUNLOCAL = dict(data=dict(eval_windows=256))
 
-def get_config(variant: str = ""):
+
+def get_config(cpu: bool = False, runlocal: bool = False):
     config = configs.experiment(
         task="lm",
         model=dict(name="gpt", max_len=256, num_layers=6, num_heads=6, embed_dim=384,
@@ -28,16 +30,10 @@ def get_config(variant: str = ""):
                        warmup_steps=100, end_learning_rate=1e-4, b2=0.99, weight_decay=0.1),
         checkpoint=dict(every=500, keep=2, best_metric="eval/loss", best_mode="min"),
     )
-    if variant in ("cpu", "runlocal"):
+    if cpu or runlocal:
         config.model.update(max_len=64, num_layers=4, num_heads=4, embed_dim=128,
                             dropout_rate=0.0)
         config.data.seq_len = 64
         config.train.update(num_steps=2000, batch_size=12, eval_batch_size=128, steps_per_call=50)
         config.checkpoint.every = 250
-        if variant == "runlocal":
-            config.train.update(num_steps=100, eval_every=50, log_every=50)
-            config.optimizer.warmup_steps = 10
-            config.checkpoint.every = 50
-            config.data.eval_windows = 256
-        return config
-    return configs.apply_variant(config, variant)
+    return config

@@ -9,7 +9,8 @@ Commands (pre-train, then fine-tune from its checkpoint):
 Offline, from local TSV files (`label<TAB>text` per line):
   fmjax train --config experiments/text/bert_classify.py --config.init_from=runs/bert_mlm \
       --config.data.train_path=train.tsv --config.data.eval_path=eval.tsv --workdir runs/bert_tsv
-Variants: `:imdb` (TFDS imdb_reviews, first 128 tokens of each review), `:runlocal` (300 steps).
+Variants: `:imdb` (TFDS imdb_reviews, first 128 tokens of each review), `:runlocal` (100 steps,
+fmjax/variants.py).
 
 `init_from` gives the encoder (every parameter with the same path and shape; a shape that differs
 stops the run with one line naming it), and `data.tokenizer_from` follows it (a FieldReference),
@@ -33,12 +34,13 @@ random initialisation (chance 50%; tests/test_finetune.py, README "Fine-tuning")
 from fmjax import configs
 
 
-def get_config(variant: str = ""):
+def get_config(imdb: bool = False):
     config = configs.experiment(
         task="classification",
         model=dict(name="bert", max_len=128, num_layers=4, num_heads=4, embed_dim=128,
                    dropout_rate=0.1),
-        data=dict(name="text_classification", tfds_name="glue/sst2", seq_len=128),
+        data=dict(name="text_classification", tfds_name="imdb_reviews" if imdb else "glue/sst2",
+                  seq_len=128),
         train=dict(num_steps=2000, batch_size=32, eval_batch_size=256, log_every=100,
                    eval_every=250, steps_per_call=50, clip_grad_norm=1.0, seed=0),
         optimizer=dict(name="adamw", learning_rate=3e-4, schedule="warmup_linear",
@@ -49,7 +51,4 @@ def get_config(variant: str = ""):
     # One value for both: a FieldReference survives `--config.init_from=...` overrides; config.json
     # stores the resolved strings.
     config.data.tokenizer_from = config.get_ref("init_from")
-    if variant == "imdb":
-        config.data.tfds_name = "imdb_reviews"
-        return config
-    return configs.apply_variant(config, variant)
+    return config

@@ -5,15 +5,17 @@ Command:  fmjax train --config experiments/text/bert_mlm.py --config.data.path=i
 Model: 4 pre-LN encoder layers, 4 heads, 128 wide, context 128, dropout 0.1, the MLM head tied to
 the token embedding. Masking: 15% of tokens, 80% [MASK] / 10% random / 10% kept. AdamW (lr 1e-3,
 warmup 200, cosine), weight decay 0.01, batch 32, 3000 steps.
-Variants: `:runlocal` (context 64, 200 steps) for a quick check.
+Variants: `:runlocal` (context 64, 100 steps, fmjax/variants.py) for a quick check.
 Logged: train/loss and train/accuracy on the chosen tokens; eval/loss, eval/accuracy, eval/perplexity.
 """
 
 from fmjax import configs
 
+RUNLOCAL = dict(model=dict(max_len=64), data=dict(seq_len=64))
 
-def get_config(variant: str = ""):
-    config = configs.experiment(
+
+def get_config():
+    return configs.experiment(
         task="mlm",
         model=dict(name="bert", max_len=128, num_layers=4, num_heads=4, embed_dim=128,
                    dropout_rate=0.1),
@@ -24,10 +26,3 @@ def get_config(variant: str = ""):
                        warmup_steps=200, end_learning_rate=1e-5, weight_decay=0.01),
         checkpoint=dict(every=500, keep=2, best_metric="eval/loss", best_mode="min"),
     )
-    if variant == "runlocal":
-        config.model.max_len = config.data.seq_len = 64
-        config.train.update(num_steps=200, eval_every=100)
-        config.optimizer.warmup_steps = 20
-        config.checkpoint.every = 100
-        return config
-    return configs.apply_variant(config, variant)

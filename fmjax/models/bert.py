@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from fmjax.data.tokenizers import PAD_ID
 from fmjax.errors import UserError
 from fmjax.models.layers import dense, partitioned
-from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
+from fmjax.models.transformer import (BTD_AXES, BTV_AXES, check_config, constrain,
+                                     layer_norm, remat_block)
 from fmjax.ranges import Fraction, NonNegativeInt, PositiveInt
 
 
@@ -54,8 +55,7 @@ class BERT(nn.Module):
         positions = self.param("position_embed",
                                partitioned(nn.initializers.normal(0.02), (None, "embed")),
                                (self.max_len, self.embed_dim))
-        x_BTD = constrain(embed(tokens_BT) + positions[:t].astype(self.dtype),
-                          "batch", "length", "embed")
+        x_BTD = constrain(embed(tokens_BT) + positions[:t].astype(self.dtype), BTD_AXES)
         x_BTD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BTD)
         positions_BT = jnp.broadcast_to(jnp.arange(t), (b, t))
         block = remat_block(self.remat)
@@ -72,7 +72,7 @@ class BERT(nn.Module):
         h_BTD = nn.gelu(dense(self.embed_dim, ("embed", "mlp"), self.dtype, "mlm_transform")(
             x_BTD), approximate=False)
         h_BTD = layer_norm(self.dtype, "mlm_ln")(h_BTD)
-        return constrain(embed.attend(h_BTD), "batch", "length", "vocab")
+        return constrain(embed.attend(h_BTD), BTV_AXES)
 
     def classify(self, x_BTD, mask_BT, train: bool):
         """Mean of the real tokens' states -> dropout -> class logits."""

@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fmjax.models.layers import partitioned
-from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
+from fmjax.models.transformer import (BTD_AXES, BTV_AXES, check_config, constrain,
+                                     layer_norm, remat_block)
 from fmjax.ranges import Fraction, PositiveInt
 
 
@@ -53,7 +54,7 @@ class GPT(nn.Module):
                                partitioned(nn.initializers.normal(0.02), (None, "embed")),
                                (self.max_len, self.embed_dim))
             x_BTD = x_BTD + jnp.take(table, positions_BT, axis=0).astype(self.dtype)
-        x_BTD = constrain(x_BTD, "batch", "length", "embed")
+        x_BTD = constrain(x_BTD, BTD_AXES)
         x_BTD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BTD)
         block = remat_block(self.remat)
         out_std = 0.02 / math.sqrt(2 * self.num_layers)
@@ -71,7 +72,7 @@ class GPT(nn.Module):
             logits_BTV = nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype, name="head",
                                   kernel_init=partitioned(nn.initializers.normal(0.02),
                                                           ("embed", "vocab")))(x_BTD)
-        return constrain(logits_BTV, "batch", "length", "vocab")
+        return constrain(logits_BTV, BTV_AXES)
 
     def matmul_params(self, num_params: int) -> int:
         """Parameters that take part in a matmul per token (all but the position table, and the

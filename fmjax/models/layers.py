@@ -4,6 +4,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 Dtype = Any
 
@@ -90,4 +91,4 @@ def batch_norm(train: bool, dtype: Dtype = jnp.float32, name: str | None = None)
 
 def constrain_batch(x):
     """Keep activations split over the batch axes (other dimensions left to the compiler)."""
-    return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
+    return nn.with_logical_constraint(x, ("activation_batch",) + (P.UNCONSTRAINED,) * (x.ndim - 1))

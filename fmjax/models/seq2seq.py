@@ -17,7 +17,8 @@ import jax.numpy as jnp
 
 from fmjax.data.tokenizers import PAD_ID
 from fmjax.models.layers import partitioned
-from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
+from fmjax.models.transformer import (BTD_AXES, BTV_AXES, check_config, constrain,
+                                     layer_norm, remat_block)
 from fmjax.ranges import Fraction, PositiveInt
 
 
@@ -65,7 +66,7 @@ class EncoderDecoder(nn.Module):
     def _embed(self, tokens_BT, table, positions_BT, train: bool):
         x_BTD = self.token_embed(jnp.maximum(tokens_BT, 0))
         x_BTD = x_BTD + jnp.take(table, positions_BT, axis=0).astype(self.dtype)
-        return self.dropout(constrain(x_BTD, "batch", "length", "embed"), deterministic=not train)
+        return self.dropout(constrain(x_BTD, BTD_AXES), deterministic=not train)
 
     def encode(self, source_BS, train: bool = False):
         """-> (memory_BSD, source_mask_BS): the encoder output and which positions are real."""
@@ -88,7 +89,7 @@ class EncoderDecoder(nn.Module):
         for block in self.decoder_blocks:
             x_BTD = block(x_BTD, positions_BT, train, decode, None, memory_BSD, source_mask_BS)
         logits_BTV = self.token_embed.attend(self.decoder_ln(x_BTD))
-        return constrain(logits_BTV, "batch", "length", "vocab")
+        return constrain(logits_BTV, BTV_AXES)
 
     def __call__(self, source_BS, target_in_BT, train: bool = False):
         memory_BSD, mask_BS = self.encode(source_BS, train)

@@ -3,8 +3,9 @@ optional KV cache, GELU or SwiGLU MLPs, learned or rotary positions.
 
 Shapes: B batch, T query length, S key length, D embed, N heads, H head dim, F MLP width.
 Parameters carry logical axes ('embed', 'heads', 'kv', 'mlp', 'vocab'); activations are
-constrained to ('batch', 'length', ...), so one rules table in the config decides data, FSDP and
-tensor (Megatron: heads and MLP columns split, their outputs summed) parallelism.
+constrained to their own names (`BTD_AXES`, ...), so one rules table (`fmjax.sharding.RULES`)
+decides data, FSDP and tensor (Megatron: heads and MLP columns split, their outputs summed)
+parallelism.
 """
 
 import math
@@ -36,7 +37,15 @@ def check_config(model, *checks: tuple[bool, str]) -> None:
             raise UserError(f"config.model: {problem}")
 
 
-def constrain(x, *axes: str | None):
+# Logical axes of activations, named by their shape letters; fmjax/sharding.py places them.
+BTD_AXES = ("activation_batch", "activation_length", "activation_embed")
+BTNH_AXES = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+BTF_AXES = ("activation_batch", "activation_length", "activation_mlp")
+BTV_AXES = ("activation_batch", "activation_length", "activation_vocab")
+
+
+def constrain(x, axes: tuple[str, ...]):
+    """Pin an activation's sharding (under the rules that the train and eval steps bind)."""
     return nn.with_logical_constraint(x, axes)
 
 
@@ -118,7 +127,7 @@ class Attention(nn.Module):
         if self.use_bias:
             y_BTNH = y_BTNH + self._param(f"{name}_bias", shape[1:], ("heads", "kv"),
                                           nn.initializers.zeros_init())
-        return constrain(y_BTNH, "batch", "length", "heads", "kv")
+        return constrain(y_BTNH, BTNH_AXES)
 
     @nn.compact
     def __call__(self, x_BTD, positions_BT, decode: bool = False, key_mask_BS=None,
@@ -136,7 +145,7 @@ class Attention(nn.Module):
         else:
             out_BTNH = attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS,
                                  causal=self.causal and not cross)
-        out_BTNH = constrain(out_BTNH, "batch", "length", "heads", "kv")
+        out_BTNH = constrain(out_BTNH, BTNH_AXES)
         d = x_BTD.shape[-1]
         kernel_NHD = self._param("out_kernel", (self.num_heads, self.head_dim, d),
                                  ("heads", "kv", "embed"), nn.initializers.normal(self.out_init_std))
@@ -181,7 +190,7 @@ class MLP(nn.Module):
             h_BTF = nn.silu(gate(x_BTD)) * up(x_BTD)
         else:
             h_BTF = nn.gelu(up(x_BTD), approximate=False)
-        h_BTF = constrain(h_BTF, "batch", "length", "mlp")
+        h_BTF = constrain(h_BTF, BTF_AXES)
         return self._dense(x_BTD.shape[-1], ("mlp", "embed"), self.out_init_std, "down")(h_BTF)
 
 
@@ -214,7 +223,7 @@ class Block(nn.Module):
         drop = nn.Dropout(self.dropout_rate, deterministic=not train)
 
         def residual(x_BTD, h_BTD):
-            return constrain(x_BTD + drop(h_BTD), "batch", "length", "embed")
+            return constrain(x_BTD + drop(h_BTD), BTD_AXES)
 
         def norm(name, x_BTD):
             return layer_norm(self.dtype, name, self.use_bias)(x_BTD)

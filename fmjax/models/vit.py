@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from fmjax.errors import UserError
 from fmjax.models.layers import dense, partitioned
-from fmjax.models.transformer import check_config, constrain, layer_norm, remat_block
+from fmjax.models.transformer import BTD_AXES, check_config, constrain, layer_norm, remat_block
 from fmjax.ranges import Fraction, PositiveInt
 
 
@@ -53,7 +53,7 @@ class ViT(nn.Module):
                                     axis=1)
         positions = self.param("position_embed", partitioned(nn.initializers.normal(0.02),
                                                              (None, "embed")), x_BND.shape[1:])
-        x_BND = constrain(x_BND + positions.astype(self.dtype), "batch", "length", "embed")
+        x_BND = constrain(x_BND + positions.astype(self.dtype), BTD_AXES)
         x_BND = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BND)
         positions_BN = jnp.broadcast_to(jnp.arange(x_BND.shape[1]), x_BND.shape[:2])
         block = remat_block(self.remat)

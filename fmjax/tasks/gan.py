@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fmjax import optim
+from fmjax import optim, sharding
 from fmjax.errors import UserError
 from fmjax.models import build_model
 from fmjax.ranges import NonNegativeFloat, PositiveInt
@@ -64,7 +64,8 @@ class GAN(GeneratesImages):
         self.txs = {"generator": optim.build(config.optimizer, t.num_steps, t.clip_grad_norm),
                     "discriminator": optim.build(self._d_optimizer_config(), t.num_steps,
                                                  t.clip_grad_norm)}
-        self._samples_fn = jax.jit(lambda params, extra, z: self._generate(params, extra, z))
+        self._samples_fn = jax.jit(sharding.with_rules(   # evals run on the training mesh
+            self._generate, sharding.logical_rules(config.sharding.rules)))
 
     # ---- set-up ----------------------------------------------------------------------------
     def _d_optimizer_config(self):
