@@ -188,7 +188,7 @@ def cache_path(dataset_name: str, arrays, seed: int = 0, steps: int = DEFAULT_ST
 def load_or_train(dataset_name: str, arrays, seed: int = 0, steps: int = DEFAULT_STEPS,
                   batch_size: int = DEFAULT_BATCH_SIZE,
                   learning_rate: float = DEFAULT_LEARNING_RATE) -> FeatureNet:
-    """The feature net for `arrays` (a fmjax.data.pipeline.Arrays: x_train, y_train, x_eval,
+    """The feature net for `arrays` (a fmjax.data.arrays.Arrays: x_train, y_train, x_eval,
     y_eval, num_classes; images NHWC in [0, 1]): loaded from the cache, or trained with
     train_classifier, evaluated on the eval split, and stored (both files written atomically)."""
     image_shape = tuple(int(d) for d in arrays.x_train.shape[1:])

@@ -104,7 +104,8 @@ def test_declared_eval_metrics_are_the_ones_eval_reports(path):
     config = configs.load_experiment(str(REPO / path))
     task_class = tasks.TASKS[config.task]
     host_side = types.SimpleNamespace(   # what eval_metrics reads from the task besides outputs
-        feature_distance=lambda generated, real: 1.0, detokenize=lambda tokens: "a b",
+        feature_distance=lambda generated, real: 1.0,
+        detokenize=lambda tokens_BL: ["a b"] * len(tokens_BL),
         references=["a b", "a c", "b c", "a", "b", "c"])
     metrics = task_class.eval_metrics(host_side, _fake_eval_outputs(config.task))
     assert sorted(metrics) == sorted(task_class.EVAL_METRICS)

@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_one_line_error, generated_text, run_cli
 from fmjax.data import pipeline as pipeline_lib
 from fmjax.data.augment import crop_and_flip
-from fmjax.data.pipeline import Arrays, ArrayPipeline
+from fmjax.data.arrays import Arrays, ArrayPipeline
 from fmjax.errors import UserError
 
 

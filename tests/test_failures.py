@@ -37,7 +37,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def _poison_steps(monkeypatch, steps):
     """Training batches of these steps get NaN inputs (a corrupt record, a bad sensor, ...)."""
-    from fmjax.data.pipeline import ArrayPipeline
+    from fmjax.data.arrays import ArrayPipeline
     clean = ArrayPipeline.train_batch
 
     def train_batch(self, step, global_batch_size):

@@ -8,7 +8,7 @@ import pytest
 import scipy.ndimage
 
 from fmjax import feature_distance as fd
-from fmjax.data.pipeline import Arrays
+from fmjax.data.arrays import Arrays
 
 
 def _random_covariance(rng, d):

@@ -41,7 +41,7 @@ def test_packed_stream_resumes_exactly(mock_lm1b):
     step s gives exactly the batches from step s of a run started at 0."""
     pipeline = tfds_text.TFDSText(vocab_size=MOCK_VOCAB, seq_len=16, eval_windows=5,
                                   shuffle_buffer=32, download=False).pipeline(seed=3)
-    assert pipeline.tokenizer.sp.id_to_piece(tfds_text.EOS_ID) == "</s>"
+    assert pipeline.tokenizer.eos_id == tfds_text.EOS_ID
     straight = pipeline.train_iterator(0, 4)
     batches = [next(straight) for _ in range(6)]
     resumed = pipeline.train_iterator(4, 4)

@@ -1,14 +1,12 @@
 """Dataset registry: `config.data.name` -> a dataclass whose fields are the other data keys.
 
-Each source's `pipeline(seed, workdir)` returns an object with `info` (DataInfo),
-`train_iterator(start_step, global_batch_size)` yielding this host's numpy batches,
-`eval_batches(global_batch_size)`, and `assets()`: files ({name: bytes}) the workdir must keep,
-such as a tokenizer.
+Each source's `pipeline(seed, workdir)` returns a `Pipeline` (fmjax/data/pipeline.py: the
+interface, what resume, per-host slicing and eval padding mean).
 """
 
 from fmjax.data.digits import Digits
 from fmjax.data.mnist1d import MNIST1D
-from fmjax.data.pipeline import DataInfo
+from fmjax.data.pipeline import DataInfo, Pipeline
 from fmjax.data.synthetic import SyntheticTokens
 from fmjax.data.text import Text
 from fmjax.data.text_classification import TextClassification
@@ -29,7 +27,7 @@ SOURCES = {
 }
 
 
-def build_pipeline(data_config, seed: int, workdir=None):
+def build_pipeline(data_config, seed: int, workdir=None) -> Pipeline:
     """Instantiate `config.data` and return its pipeline (sources with a tokenizer reuse the one
     stored in `workdir`)."""
     kwargs = {k: v for k, v in data_config.items() if k != "name"}

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 
 from fmjax.data.augment import crop_and_flip
-from fmjax.data.pipeline import Arrays, ArrayPipeline
+from fmjax.data.arrays import Arrays, ArrayPipeline
 from fmjax.errors import UserError, first_line
 from fmjax.ranges import NonNegativeInt, OpenFraction, Seed
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import numpy as np
 
 from fmjax.cache import cache_dir
-from fmjax.data.pipeline import Arrays, ArrayPipeline
+from fmjax.data.arrays import Arrays, ArrayPipeline
 from fmjax.errors import UserError
 from fmjax.ranges import INT32_MAX, OpenFraction, Range, Seed
 from fmjax.workdir_files import write_atomic

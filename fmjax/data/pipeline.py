@@ -1,11 +1,27 @@
-"""In-memory pipelines whose batch at step s is a pure function of (seed, s).
+"""The data pipeline interface: what the train loop, eval and the tasks may ask of any source.
 
-That makes resume exact without saving iterator state: the checkpoint's step is the data
-position. Each host takes only its own slice of every global batch.
+A source's `pipeline(seed, workdir)` returns a `Pipeline`. The loop reads only `info`,
+`train_iterator`, `eval_batches` and `assets`; tasks that need more (a tokenizer, image arrays)
+say so where they bind the data.
+
+- Data position: the checkpoint stores only the step. `train_iterator(start_step, ...)` must give
+  exactly the batches an uninterrupted run gives from `start_step` on, so resume is exact without
+  saving iterator state. `StepPipeline`s compute the batch of step s as a pure function of
+  (seed, s); streaming sources (tf.data) regenerate their stream and skip the first s batches.
+- Per-host slicing: every batch a pipeline yields is this host's rows of the global batch,
+  `host_slice(global_batch_size)`; the loop assembles the global array from them. In-memory
+  sources draw the global batch and keep their rows (the data does not depend on the host count);
+  TFDS sources read their own file shard (`tfds.split_for_jax_process`).
+- Eval: `eval_batches` covers the eval split once, in global batches that every host runs the
+  same number of. The last batch is padded with repeats of the last example and `mask` marks the
+  real rows (False = padding, to be left out of every mean); `index` numbers the examples, so
+  per-example randomness can be a function of it.
 """
 
+import abc
 import dataclasses
-from typing import Callable, Iterator
+import itertools
+from typing import Iterator
 
 import jax
 import numpy as np
@@ -22,75 +38,51 @@ class DataInfo:
     input_dtype: str = "float32"
 
 
-@dataclasses.dataclass
-class Arrays:
-    """A classification dataset held in host memory."""
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_eval: np.ndarray
-    y_eval: np.ndarray
-    num_classes: int
-
-
-def _host_slice(global_size: int) -> slice:
+def host_slice(global_size: int) -> slice:
+    """The rows of a global batch of `global_size` that this host holds."""
     per_host = global_size // jax.process_count()
     start = jax.process_index() * per_host
     return slice(start, start + per_host)
 
 
-class ArrayPipeline:
-    """Shuffled epochs over in-memory arrays; eval over the whole eval split, padded and masked."""
+def local_batch_size(global_size: int) -> int:
+    """How many rows of a global batch of `global_size` this host holds."""
+    return len(range(global_size)[host_slice(global_size)])
 
-    def __init__(self, arrays: Arrays, seed: int,
-                 augment: Callable[..., np.ndarray] | None = None):
-        self.arrays = arrays
-        self.seed = seed
-        self.augment = augment
-        self.info = DataInfo(arrays.num_classes, tuple(arrays.x_train.shape[1:]),
-                             len(arrays.x_train), len(arrays.x_eval))
-        self._perm_cache: dict[int, np.ndarray] = {}
 
-    def _permutation(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perm_cache:
-            self._perm_cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
-                self.info.num_train)}
-        return self._perm_cache[epoch]
+class Pipeline(abc.ABC):
+    """A data source ready to run: `info`, training batches from any step, padded eval batches
+    (see the module docstring for what each promises)."""
+    info: DataInfo
 
-    def train_batch(self, step: int, global_batch_size: int) -> dict:
-        """This host's part of the global batch for optimizer step `step`."""
-        positions = step * global_batch_size + np.arange(global_batch_size)[
-            _host_slice(global_batch_size)]
-        epochs, offsets = np.divmod(positions, self.info.num_train)
-        index = np.empty_like(positions)
-        for epoch in np.unique(epochs):   # one epoch, or two where the batch crosses a boundary
-            in_epoch = epochs == epoch
-            index[in_epoch] = self._permutation(epoch)[offsets[in_epoch]]
-        x = self.arrays.x_train[index]
-        if self.augment is not None:   # the same draws on every host: see data/augment.py
-            rng = np.random.default_rng([self.seed, step, 1])
-            x = self.augment(x, rng, _host_slice(global_batch_size), global_batch_size)
-        return {"inputs": x, "labels": self.arrays.y_train[index]}
-
+    @abc.abstractmethod
     def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:
-        step = start_step
-        while True:
-            yield self.train_batch(step, global_batch_size)
-            step += 1
+        """This host's numpy batches for steps start_step, start_step + 1, ... (endless)."""
 
-    def assets(self) -> dict[str, bytes]:
-        return {}
+    @abc.abstractmethod
+    def eval_examples(self, index: np.ndarray) -> dict:
+        """The eval examples numbered `index` (each < info.num_eval), as a batch."""
 
     def eval_batches(self, global_batch_size: int) -> Iterator[dict]:
-        """The eval split in global batches of `global_batch_size`; padding has mask False; `index`
-        numbers the examples, so per-example randomness can be a function of it."""
+        """This host's rows of the eval split in global batches, with `index` and `mask`."""
         n = self.info.num_eval
-        for start in range(0, n, global_batch_size):
-            index = np.arange(start, start + global_batch_size)[_host_slice(global_batch_size)]
-            mask = index < n
-            index = np.minimum(index, n - 1)
-            yield {"inputs": self.arrays.x_eval[index], "labels": self.arrays.y_eval[index],
-                   "index": index.astype(np.int32), "mask": mask}
+        for first in range(0, n, global_batch_size):
+            index = np.arange(first, first + global_batch_size)[host_slice(global_batch_size)]
+            yield {**self.eval_examples(np.minimum(index, n - 1)),
+                   "index": index.astype(np.int32), "mask": index < n}
 
-    def first_eval_inputs(self, n: int) -> np.ndarray:
-        """The first `n` eval inputs, the same on every host (for image grids)."""
-        return self.arrays.x_eval[:n]
+    def assets(self) -> dict[str, bytes]:
+        """Files ({name: bytes}) the workdir must keep to read the data again, e.g. a tokenizer."""
+        return {}
+
+
+class StepPipeline(Pipeline):
+    """A pipeline whose training batch of step s is a pure function of (seed, s)."""
+
+    @abc.abstractmethod
+    def train_batch(self, step: int, global_batch_size: int) -> dict:
+        """This host's part of the global batch for optimizer step `step`."""
+
+    def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:
+        for step in itertools.count(start_step):
+            yield self.train_batch(step, global_batch_size)

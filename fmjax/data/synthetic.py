@@ -6,11 +6,11 @@ to measure speed and memory, never quality.
 """
 
 import dataclasses
-from typing import Iterator
+import functools
 
 import numpy as np
 
-from fmjax.data.pipeline import DataInfo, _host_slice
+from fmjax.data.pipeline import DataInfo, StepPipeline, host_slice
 from fmjax.ranges import PositiveInt
 
 
@@ -25,33 +25,25 @@ class SyntheticTokens:
         return SyntheticTokensPipeline(self, seed)
 
 
-class SyntheticTokensPipeline:
+class SyntheticTokensPipeline(StepPipeline):
     def __init__(self, source: SyntheticTokens, seed: int):
         self.source, self.seed = source, seed
         self.info = DataInfo(num_classes=source.vocab_size, input_shape=(source.seq_len,),
                              num_train=0, num_eval=source.eval_windows)
-
-    def assets(self) -> dict[str, bytes]:
-        return {}
 
     def _batch(self, rng: np.random.Generator, size: int) -> dict:
         window = rng.integers(0, self.source.vocab_size, (size, self.source.seq_len + 1),
                               dtype=np.int32)
         return {"inputs": window[:, :-1], "targets": window[:, 1:]}
 
-    def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:
-        step = start_step
-        while True:
-            # Drawn for the global batch, so the data does not depend on the host count.
-            batch = self._batch(np.random.default_rng([self.seed, step, 1]), global_batch_size)
-            yield {k: v[_host_slice(global_batch_size)] for k, v in batch.items()}
-            step += 1
+    def train_batch(self, step: int, global_batch_size: int) -> dict:
+        # Drawn for the global batch, so the data does not depend on the host count.
+        batch = self._batch(np.random.default_rng([self.seed, step, 1]), global_batch_size)
+        return {k: v[host_slice(global_batch_size)] for k, v in batch.items()}
 
-    def eval_batches(self, global_batch_size: int) -> Iterator[dict]:
-        rng = np.random.default_rng([self.seed, 0])
-        n = self.source.eval_windows
-        windows = self._batch(rng, n)
-        for first in range(0, n, global_batch_size):
-            index = np.arange(first, first + global_batch_size)[_host_slice(global_batch_size)]
-            batch = {k: v[np.minimum(index, n - 1)] for k, v in windows.items()}
-            yield {**batch, "index": index.astype(np.int32), "mask": index < n}
+    @functools.cached_property
+    def _eval_windows(self) -> dict:
+        return self._batch(np.random.default_rng([self.seed, 0]), self.source.eval_windows)
+
+    def eval_examples(self, index: np.ndarray) -> dict:
+        return {k: v[index] for k, v in self._eval_windows.items()}

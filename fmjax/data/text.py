@@ -13,13 +13,11 @@ validation part (all of it by default), so `eval/loss` is the loss on the whole 
 
 import dataclasses
 import pathlib
-from typing import Iterator
-
 import numpy as np
 
-from fmjax.data import tokenizers
-from fmjax.data.pipeline import DataInfo, _host_slice
-from fmjax.errors import UserError, first_line
+from fmjax.data import tfds_loader, tokenizers
+from fmjax.data.pipeline import DataInfo, Pipeline, StepPipeline, host_slice
+from fmjax.errors import UserError
 from fmjax.ranges import NonNegativeInt, OpenFraction, PositiveInt
 
 
@@ -38,16 +36,11 @@ class Text:
     def read_text(self) -> str:
         if self.path:
             return read_text_file(self.path, "config.data.path")
-        from fmjax.data.tfds_images import import_tfds
-        _, tfds = import_tfds()
         parts = []
         for split in ("train", "validation", "test"):   # together: the original file
-            try:
-                ds = tfds.load(self.tfds_name, split=split, data_dir=self.data_dir or None)
-            except Exception as e:  # tfds raises many types; the user needs the first line only
-                raise UserError(f"cannot load TFDS dataset '{self.tfds_name}' split '{split}': "
-                                f"{first_line(e)} (offline: set config.data.path to a local "
-                                "text file)")
+            ds = tfds_loader.load(self.tfds_name, split, data_dir=self.data_dir,
+                                  offline_hint="offline: set config.data.path to a local text "
+                                               "file")
             parts += [ex["text"].decode("utf-8") for ex in ds.as_numpy_iterator()]
         return "".join(parts)
 
@@ -119,10 +112,10 @@ def read_text_file(path: str, key: str) -> str:
         raise UserError(f"{key}: cannot read {path}: {e.strerror or e}")
 
 
-class TokenWindows:
+class TokenWindows(Pipeline):
     """What every token-stream pipeline shares: windows of seq_len + 1 tokens become inputs and
-    targets; eval runs over fixed windows `eval_starts` of `eval_ids`, padded and masked per
-    global batch; the tokenizer is the workdir asset."""
+    targets; eval runs over fixed windows `eval_starts` of `eval_ids`; the tokenizer is the
+    workdir asset."""
     tokenizer: tokenizers.CharTokenizer | tokenizers.SentencePieceTokenizer
     seq_len: int
     eval_ids: np.ndarray
@@ -136,15 +129,11 @@ class TokenWindows:
         window_NT = ids[starts[:, None] + np.arange(self.seq_len + 1)]
         return {"inputs": window_NT[:, :-1], "targets": window_NT[:, 1:]}
 
-    def eval_batches(self, global_batch_size: int) -> Iterator[dict]:
-        n = len(self.eval_starts)
-        for first in range(0, n, global_batch_size):
-            index = np.arange(first, first + global_batch_size)[_host_slice(global_batch_size)]
-            batch = self._windows(self.eval_ids, self.eval_starts[np.minimum(index, n - 1)])
-            yield {**batch, "index": index.astype(np.int32), "mask": index < n}
+    def eval_examples(self, index: np.ndarray) -> dict:
+        return self._windows(self.eval_ids, self.eval_starts[index])
 
 
-class TextPipeline(TokenWindows):
+class TextPipeline(TokenWindows, StepPipeline):
     """Random training windows of one in-memory token stream; non-overlapping eval windows."""
 
     def __init__(self, train_ids, eval_ids, tokenizer, seq_len: int, seed: int,
@@ -159,10 +148,4 @@ class TextPipeline(TokenWindows):
     def train_batch(self, step: int, global_batch_size: int) -> dict:
         rng = np.random.default_rng([self.seed, step])
         starts = rng.integers(0, len(self.train_ids) - self.seq_len, size=global_batch_size)
-        return self._windows(self.train_ids, starts[_host_slice(global_batch_size)])
-
-    def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:
-        step = start_step
-        while True:
-            yield self.train_batch(step, global_batch_size)
-            step += 1
+        return self._windows(self.train_ids, starts[host_slice(global_batch_size)])

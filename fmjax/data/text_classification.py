@@ -26,10 +26,10 @@ import pathlib
 import numpy as np
 
 from fmjax import workdir_files
-from fmjax.data import tokenizers
-from fmjax.data.pipeline import ArrayPipeline, Arrays
+from fmjax.data import tfds_loader, tokenizers
+from fmjax.data.arrays import ArrayPipeline, Arrays
 from fmjax.data.text import read_text_file
-from fmjax.errors import UserError, first_line
+from fmjax.errors import UserError
 from fmjax.ranges import NonNegativeInt, PositiveInt
 
 LABELS_FILE = "labels.json"
@@ -79,21 +79,13 @@ class TextClassification:
             raise UserError(f"TFDS dataset '{self.tfds_name}' is not one of "
                             f"{', '.join(TFDS_DATASETS)}; set config.data.text_key, train_split "
                             "and eval_split")
-        from fmjax.data.tfds_images import import_tfds
-        _, tfds = import_tfds()
         out = []
         for split in (train_split, eval_split):
-            try:
-                ds, info = tfds.load(self.tfds_name, split=split, with_info=True,
-                                     data_dir=self.data_dir or None, download=self.download)
-            except Exception as e:  # tfds raises many types; the user needs the first line only
-                raise UserError(f"cannot load TFDS dataset '{self.tfds_name}' split '{split}': "
-                                f"{first_line(e)} (offline: set config.data.train_path and "
-                                "config.data.eval_path to local TSV files)")
-            if text_key not in ds.element_spec or "label" not in ds.element_spec:
-                raise UserError(f"TFDS dataset '{self.tfds_name}' has no features "
-                                f"'{text_key}' and 'label' (features: "
-                                f"{', '.join(sorted(ds.element_spec))})")
+            ds, info = tfds_loader.load(
+                self.tfds_name, split, data_dir=self.data_dir, download=self.download,
+                with_info=True, offline_hint="offline: set config.data.train_path and "
+                                             "config.data.eval_path to local TSV files")
+            tfds_loader.require_features(ds, self.tfds_name, (text_key, "label"))
             names = list(info.features["label"].names)
             rows = [(ex[text_key].decode("utf-8"), names[ex["label"]])
                     for ex in ds.as_numpy_iterator()]
@@ -169,10 +161,10 @@ def encode_padded(tokenizer, texts: list[str], seq_len: int) -> np.ndarray:
     """[N, seq_len] int32 token ids, truncated, padded with PAD_ID; unknown text -> <unk> or
     [MASK] (see the module docstring), never an error."""
     if tokenizer.kind == "char":
-        index, unknown = {c: i for i, c in enumerate(tokenizer.chars)}, tokenizer.vocab_size
-        return tokenizers.pad_ids([[index.get(c, unknown) for c in text[:seq_len]]
-                                   for text in texts], seq_len)
-    return tokenizers.pad_ids(tokenizer.sp.encode(texts), seq_len)
+        texts = [text[:seq_len] for text in texts]   # one character, one token: encode no more
+        return tokenizers.pad_ids(tokenizer.encode_batch(texts, unknown_id=tokenizer.vocab_size),
+                                  seq_len)
+    return tokenizers.pad_ids(tokenizer.encode_batch(texts), seq_len)
 
 
 def _stored_label_names(workdir) -> list[str] | None:

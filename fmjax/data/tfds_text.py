@@ -31,10 +31,10 @@ from typing import Annotated, Iterator
 
 import numpy as np
 
-from fmjax.data import tokenizers
-from fmjax.data.pipeline import DataInfo, _host_slice
+from fmjax.data import tfds_loader, tokenizers
+from fmjax.data.pipeline import DataInfo, local_batch_size
 from fmjax.data.text import TokenWindows
-from fmjax.errors import UserError, first_line
+from fmjax.errors import UserError
 from fmjax.ranges import INT32_MAX, NonNegativeInt, PositiveInt, Range
 
 UNK_ID, EOS_ID = 0, 1
@@ -57,25 +57,16 @@ class TFDSText:
     eval_windows: NonNegativeInt = 0    # eval windows (0 = the whole eval split)
     shuffle_buffer: PositiveInt = 10_000   # sentences
 
-    def _load(self, split: str, with_info: bool = False):
-        from fmjax.data.tfds_images import import_tfds
-        _, tfds = import_tfds()
-        try:
-            out = tfds.load(self.dataset, split=split, with_info=with_info, shuffle_files=False,
-                            data_dir=self.data_dir or None, download=self.download)
-        except Exception as e:  # tfds raises many types; the user needs the first line only
-            reason = first_line(e)
-            raise UserError(f"cannot load TFDS dataset '{self.dataset}' split '{split}': "
-                            f"{reason}")
-        ds, info = out if with_info else (out, None)
-        if self.text_key not in ds.element_spec:
-            raise UserError(f"TFDS dataset '{self.dataset}' has no feature "
-                            f"config.data.text_key='{self.text_key}' "
-                            f"(features: {', '.join(sorted(ds.element_spec))})")
+    def load(self, split: str, this_host_only: bool = False):
+        """(the sentences of `split` as a tf.data.Dataset of strings, the dataset info)."""
+        ds, info = tfds_loader.load(self.dataset, split, data_dir=self.data_dir,
+                                    download=self.download, this_host_only=this_host_only,
+                                    with_info=True, shuffle_files=False)
+        tfds_loader.require_features(ds, self.dataset, (self.text_key,))
         return ds.map(lambda ex: ex[self.text_key]), info
 
     def _sentences(self, split: str, limit: int = 0) -> Iterator[str]:
-        ds, _ = self._load(split)
+        ds, _ = self.load(split)
         if limit:
             ds = ds.take(limit)
         for text in ds.as_numpy_iterator():
@@ -93,7 +84,7 @@ class TFDSText:
         tokenizer = tokenizers.load_from_workdir(workdir) if workdir else None
         if tokenizer is None:
             tokenizer = self.train_tokenizer()
-        elif (tokenizer.kind != "sentencepiece" or tokenizer.sp.eos_id() != EOS_ID
+        elif (tokenizer.kind != "sentencepiece" or tokenizer.eos_id != EOS_ID
               or tokenizer.vocab_size != self.vocab_size):
             raise UserError(f"the workdir's tokenizer ({tokenizer.kind}, "
                             f"{tokenizer.vocab_size} tokens) is not a {self.vocab_size}-token "
@@ -106,20 +97,17 @@ class TFDSText:
         if not len(eval_starts):
             raise UserError(f"config.data.seq_len={self.seq_len} is longer than the eval split "
                             f"'{self.eval_split}' ({len(eval_ids)} tokens)")
-        _, info = self._load(self.train_split, with_info=True)
-        try:
-            num_train = info.splits[self.train_split].num_examples   # sentences
-        except KeyError:   # not recorded (e.g. under tfds.testing.mock_data)
-            num_train = 0
+        _, info = self.load(self.train_split)
         data_info = DataInfo(num_classes=tokenizer.vocab_size, input_shape=(self.seq_len,),
-                             num_train=num_train, num_eval=len(eval_starts))
+                             num_train=tfds_loader.num_examples(info, self.train_split),
+                             num_eval=len(eval_starts))   # num_train: sentences
         return TFDSTextPipeline(self, tokenizer, eval_ids, eval_starts, data_info, seed)
 
 
 def encode_chunk(tokenizer, texts) -> np.ndarray:
     """Sentences -> one int32 stream, each sentence followed by </s>."""
-    ids = tokenizer.sp.encode(list(texts), add_eos=True)
-    return np.fromiter((t for sentence in ids for t in sentence), np.int32)
+    return np.concatenate([np.zeros(0, np.int32),
+                           *tokenizer.encode_batch(list(texts), add_eos=True)])
 
 
 def pack(tokenizer, sentences: Iterator[str], max_tokens: int = 0) -> np.ndarray:
@@ -149,21 +137,16 @@ class TFDSTextPipeline(TokenWindows):
 
     def _train_chunks(self) -> Iterator[np.ndarray]:
         """This host's packed training stream, in chunks (a pure function of seed and host)."""
-        from fmjax.data.tfds_images import import_tfds
-        tf, tfds = import_tfds()
         source = self.source
-        ds, _ = source._load(tfds.split_for_jax_process(source.train_split))
-        ds = ds.shuffle(source.shuffle_buffer, seed=self.seed, reshuffle_each_iteration=True)
-        ds = ds.repeat().batch(SENTENCES_PER_READ)
-        options = tf.data.Options()
-        options.deterministic = True
-        ds = ds.with_options(options).prefetch(2)
+        ds, _ = source.load(source.train_split, this_host_only=True)
+        ds = tfds_loader.training_stream(ds, shuffle_buffer=source.shuffle_buffer, seed=self.seed,
+                                         batch_size=SENTENCES_PER_READ)
         yield np.array([EOS_ID], np.int32)
         for texts in ds.as_numpy_iterator():
             yield encode_chunk(self.tokenizer, (t.decode("utf-8") for t in texts))
 
     def train_iterator(self, start_step: int, global_batch_size: int) -> Iterator[dict]:
-        local_batch = len(range(global_batch_size)[_host_slice(global_batch_size)])
+        local_batch = local_batch_size(global_batch_size)
         stride = local_batch * self.seq_len   # tokens one step consumes (windows overlap by one)
         starts = np.arange(local_batch) * self.seq_len
         buffer, step = np.zeros(0, np.int32), 0

@@ -13,9 +13,7 @@ import numpy as np
 
 from fmjax import workdir_files
 from fmjax.errors import UserError, first_line
-
-# Token arrays (model inputs and targets) mark padding with this id; models mask it out.
-PAD_ID = -1
+from fmjax.token_ids import PAD_ID
 CHAR_FILE = "tokenizer_char.json"
 SENTENCEPIECE_FILE = "tokenizer.model"
 WHAT = "the run's tokenizer"   # how error messages name these files
@@ -41,9 +39,9 @@ class CharTokenizer:
     def train(cls, text: str, vocab_size: int = 0) -> "CharTokenizer":
         return cls("".join(sorted(set(text))))
 
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str, unknown_id: int | None = None) -> np.ndarray:
         """int32 ids, one per character, at numpy speed (whole corpora go through here);
-        UnknownCharacters if the vocabulary lacks any of them."""
+        characters the vocabulary lacks become `unknown_id` (None: UnknownCharacters)."""
         # surrogatepass: a command-line argument with undecodable bytes holds lone surrogates.
         codes_N = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
         lookup = np.full(max(codes_N.max(initial=0), self._codes.max(initial=0)) + 1, -1, np.int32)
@@ -51,14 +49,24 @@ class CharTokenizer:
         ids_N = lookup[codes_N]
         unknown_N = ids_N < 0
         if unknown_N.any():
-            raise UnknownCharacters(sorted(set(chr(c) for c in codes_N[unknown_N])),
-                                    int(np.argmax(unknown_N)))
+            if unknown_id is None:
+                raise UnknownCharacters(sorted(set(chr(c) for c in codes_N[unknown_N])),
+                                        int(np.argmax(unknown_N)))
+            ids_N[unknown_N] = unknown_id
         return ids_N
 
     encode_corpus = encode
 
+    def encode_batch(self, texts: list[str], unknown_id: int | None = None) -> list[np.ndarray]:
+        """`encode` of each text."""
+        return [self.encode(text, unknown_id) for text in texts]
+
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in ids)
+
+    def decode_batch(self, rows) -> list[str]:
+        """`decode` of each row of ids."""
+        return [self.decode(ids) for ids in rows]
 
     def stream_decoder(self):
         """Text of successive id chunks; joined, exactly `decode` of all ids."""
@@ -125,8 +133,18 @@ class SentencePieceTokenizer:
                             f"{first_line(e)} (config.data.vocab_size)")
         return cls(model.getvalue())
 
+    @property
+    def eos_id(self) -> int:
+        """The id of the `</s>` control piece (-1: the model has none)."""
+        return self.sp.eos_id()
+
     def encode(self, text: str) -> np.ndarray:
         return np.array(self.sp.encode(text), np.int32)
+
+    def encode_batch(self, texts: list[str], add_eos: bool = False) -> list[np.ndarray]:
+        """int32 ids of each text (followed by `eos_id` with `add_eos`); text outside the
+        vocabulary becomes <unk>."""
+        return [np.array(ids, np.int32) for ids in self.sp.encode(list(texts), add_eos=add_eos)]
 
     def encode_corpus(self, text: str) -> np.ndarray:
         ids = self.sp.encode(_line_chunks(text))
@@ -134,6 +152,10 @@ class SentencePieceTokenizer:
 
     def decode(self, ids) -> str:
         return self.sp.decode([int(i) for i in ids])
+
+    def decode_batch(self, rows) -> list[str]:
+        """`decode` of each row of ids."""
+        return self.sp.decode([[int(i) for i in ids] for ids in rows])
 
     def stream_decoder(self):
         """Text of successive id chunks; joined, exactly `decode` of all ids.

@@ -19,10 +19,10 @@ from typing import Annotated
 
 import numpy as np
 
-from fmjax.data import number_words, tokenizers
-from fmjax.data.pipeline import Arrays, ArrayPipeline
+from fmjax.data import number_words, tfds_loader, tokenizers
+from fmjax.data.arrays import Arrays, ArrayPipeline
 from fmjax.data.text import read_text_file
-from fmjax.errors import UserError, first_line
+from fmjax.errors import UserError
 from fmjax.ranges import NonNegativeInt, PositiveInt, Range, Seed
 
 Pairs = list[tuple[str, str]]
@@ -75,8 +75,8 @@ def build_pipeline(train: Pairs, eval_pairs: Pairs, source_len: int, target_len:
     eos = eos_id(tokenizer.vocab_size)
 
     def encode(pairs):
-        return (tokenizer.sp.encode([s for s, _ in pairs]),
-                tokenizer.sp.encode([t for _, t in pairs]))
+        return (tokenizer.encode_batch([s for s, _ in pairs]),
+                tokenizer.encode_batch([t for _, t in pairs]))
 
     src, tgt = encode(train)
     keep = [i for i in range(len(train))
@@ -119,15 +119,10 @@ class Translation:
         return pairs
 
     def _read_tfds(self, split: str) -> Pairs:
-        from fmjax.data.tfds_images import import_tfds
-        _, tfds = import_tfds()
-        try:
-            ds = tfds.load(self.tfds_name, split=split, as_supervised=True,
-                           data_dir=self.data_dir or None, download=self.download)
-        except Exception as e:  # tfds raises many types; the user needs the first line only
-            raise UserError(f"cannot load TFDS dataset '{self.tfds_name}' split '{split}': "
-                            f"{first_line(e)} (offline: set config.data.train_path and "
-                            "eval_path to TSV files)")
+        ds = tfds_loader.load(self.tfds_name, split, data_dir=self.data_dir,
+                              download=self.download, as_supervised=True,
+                              offline_hint="offline: set config.data.train_path and eval_path "
+                                           "to TSV files")
         return [(s.decode("utf-8"), t.decode("utf-8")) for s, t in ds.as_numpy_iterator()]
 
     def pipeline(self, seed: int, workdir=None) -> TranslationPipeline:

@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fmjax.data.tokenizers import PAD_ID
+from fmjax.token_ids import PAD_ID
 from fmjax.errors import UserError
 from fmjax.models.layers import dense, partitioned
 from fmjax.models.transformer import (BTD_AXES, BTV_AXES, check_config, constrain,

@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fmjax.data.tokenizers import PAD_ID
+from fmjax.token_ids import PAD_ID
 from fmjax.models.layers import partitioned
 from fmjax.models.transformer import (BTD_AXES, BTV_AXES, check_config, constrain,
                                      layer_norm, remat_block)

@@ -16,13 +16,14 @@ import numpy as np
 import optax
 
 from fmjax.beam_search import beam_search, expand_to_beams
-from fmjax.data.tokenizers import PAD_ID, pad_ids
+from fmjax.data.tokenizers import pad_ids
 from fmjax.data.translation import bos_id, eos_id
 from fmjax.errors import UserError
 from fmjax.models import build_model
 from fmjax.models.transformer import empty_cache
 from fmjax.ranges import Fraction, NonNegativeFloat, PositiveInt
 from fmjax.tasks.base import Task
+from fmjax.token_ids import PAD_ID
 
 
 @dataclasses.dataclass
@@ -109,7 +110,7 @@ class Translation(Task):
         import sacrebleu
         count = max(float(outputs["count"].sum()), 1.0)
         loss = float(outputs["nll_sum"].sum()) / count
-        hypotheses = [self.detokenize(row) for row in outputs["translation"]]
+        hypotheses = self.detokenize(outputs["translation"])
         references = [self.references[i] for i in outputs["index"]]
         return {"loss": loss, "accuracy": float(outputs["correct"].sum()) / count,
                 "perplexity": math.exp(min(loss, 700.0)),
@@ -136,14 +137,16 @@ class Translation(Task):
         """Translations of `texts` (needs `self.tokenizer`)."""
         translate = jax.jit(self.translate_tokens, static_argnums=2)
         tokens_BL, _ = translate(params, self.encode_sources(texts), beam_size, length_penalty)
-        return [self.detokenize(row) for row in np.asarray(tokens_BL)]
+        return self.detokenize(tokens_BL)
 
     def encode_sources(self, texts: list[str]) -> np.ndarray:
         """[N, source_len] token ids, truncated and padded; unknown text becomes <unk>."""
-        return pad_ids(self.tokenizer.sp.encode(texts), self.source_len)
+        return pad_ids(self.tokenizer.encode_batch(texts), self.source_len)
 
-    def detokenize(self, tokens_L) -> str:
-        """Text of the tokens before the first EOS (BOS, never a target, is dropped too)."""
-        tokens = np.asarray(tokens_L).tolist()
-        tokens = tokens[:tokens.index(self.eos)] if self.eos in tokens else tokens
-        return self.tokenizer.decode([t for t in tokens if 0 <= t < self.vocab_size])
+    def detokenize(self, tokens_BL) -> list[str]:
+        """Text of each row's tokens before its first EOS (BOS, never a target, is dropped too)."""
+        rows = []
+        for tokens in np.asarray(tokens_BL).tolist():
+            tokens = tokens[:tokens.index(self.eos)] if self.eos in tokens else tokens
+            rows.append([t for t in tokens if 0 <= t < self.vocab_size])
+        return self.tokenizer.decode_batch(rows)

@@ -1,0 +1,61 @@
+"""Classification datasets held in host memory, as a `StepPipeline` of shuffled epochs."""
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from fmjax.data.pipeline import DataInfo, StepPipeline, host_slice
+
+
+@dataclasses.dataclass
+class Arrays:
+    """A classification dataset held in host memory."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray
+    num_classes: int
+
+    def eval_examples(self, index: np.ndarray) -> dict:
+        return {"inputs": self.x_eval[index], "labels": self.y_eval[index]}
+
+
+class ArrayPipeline(StepPipeline):
+    """Shuffled epochs over in-memory arrays; eval over the whole eval split, padded and masked."""
+
+    def __init__(self, arrays: Arrays, seed: int,
+                 augment: Callable[..., np.ndarray] | None = None):
+        self.arrays = arrays
+        self.seed = seed
+        self.augment = augment
+        self.info = DataInfo(arrays.num_classes, tuple(arrays.x_train.shape[1:]),
+                             len(arrays.x_train), len(arrays.x_eval))
+        self._perm_cache: dict[int, np.ndarray] = {}
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perm_cache:
+            self._perm_cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
+                self.info.num_train)}
+        return self._perm_cache[epoch]
+
+    def train_batch(self, step: int, global_batch_size: int) -> dict:
+        rows = host_slice(global_batch_size)
+        positions = step * global_batch_size + np.arange(global_batch_size)[rows]
+        epochs, offsets = np.divmod(positions, self.info.num_train)
+        index = np.empty_like(positions)
+        for epoch in np.unique(epochs):   # one epoch, or two where the batch crosses a boundary
+            in_epoch = epochs == epoch
+            index[in_epoch] = self._permutation(epoch)[offsets[in_epoch]]
+        x = self.arrays.x_train[index]
+        if self.augment is not None:   # the same draws on every host: see data/augment.py
+            rng = np.random.default_rng([self.seed, step, 1])
+            x = self.augment(x, rng, rows, global_batch_size)
+        return {"inputs": x, "labels": self.arrays.y_train[index]}
+
+    def eval_examples(self, index: np.ndarray) -> dict:
+        return self.arrays.eval_examples(index)
+
+    def first_eval_inputs(self, n: int) -> np.ndarray:
+        """The first `n` eval inputs, the same on every host (for image grids)."""
+        return self.arrays.x_eval[:n]
