@@ -141,6 +141,21 @@ def test_restarted_iterator_sees_exactly_the_batches_of_an_uninterrupted_one(
                 np.testing.assert_array_equal(again[key], batches[step][key], err_msg=key)
     key = next(iter(batches[0]))
     assert not np.array_equal(batches[7][key], batches[8][key])   # the stream moves on
+    _assert_eval_covers_the_split_once(first)
+
+
+def _assert_eval_covers_the_split_once(pipeline) -> None:
+    """What the `Pipeline` interface promises of eval: full global batches whose unmasked rows
+    are the examples 0 .. num_eval - 1, each once, padding rows repeating a real example."""
+    assert isinstance(pipeline, pipeline_lib.Pipeline)
+    batches = list(pipeline.eval_batches(8))
+    assert all(len(b["mask"]) == 8 and len(v) == 8 for b in batches for v in b.values())
+    index = np.concatenate([b["index"][b["mask"]] for b in batches])
+    np.testing.assert_array_equal(index, np.arange(pipeline.info.num_eval))
+    last, padding = batches[-1], ~batches[-1]["mask"]
+    for key in last.keys() - {"index", "mask"}:
+        np.testing.assert_array_equal(last[key][padding], np.repeat(
+            pipeline.eval_examples(index[-1:])[key], padding.sum(), axis=0))
 
 
 TEXT = generated_text()

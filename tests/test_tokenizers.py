@@ -67,6 +67,23 @@ def test_sentencepiece_round_trips_newlines_and_maps_unknown_text_to_unk(tmp_pat
     assert 0 in tok.encode("the Zero€ sees")       # <unk>, no exception
 
 
+def test_batch_encode_and_decode_match_one_text_at_a_time():
+    """What translation, classification and lm1b use instead of SentencePiece's own batch call:
+    the same ids, </s> on request, unknown characters to a chosen id for the char kind."""
+    texts = TEXT.splitlines()[:5]
+    for tok in (tokenizers.CharTokenizer.train(TEXT), _lm1b_style_tokenizer()):
+        ids = tok.encode_batch(texts)
+        assert [i.tolist() for i in ids] == [tok.encode(t).tolist() for t in texts]
+        assert all(i.dtype == np.int32 for i in ids)
+        assert tok.decode_batch(ids) == [tok.decode(i) for i in ids]
+    with_eos = _lm1b_style_tokenizer().encode_batch(texts, add_eos=True)
+    assert [i[-1] for i in with_eos] == [1] * len(texts)
+    chars = tokenizers.CharTokenizer.train("abc")
+    assert chars.encode_batch(["ab☃c"], unknown_id=3)[0].tolist() == [0, 1, 3, 2]
+    with pytest.raises(tokenizers.UnknownCharacters):
+        chars.encode_batch(["ab☃c"])
+
+
 def test_gpt_trains_and_samples_with_a_sentencepiece_vocabulary(tmp_path, text_file):
     flags = [*gpt_flags(text_file, num_steps=20), "--config.data.tokenizer=sentencepiece",
              "--config.data.vocab_size=30"]
