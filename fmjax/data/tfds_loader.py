@@ -38,11 +38,13 @@ def load(name: str, split: str, *, data_dir: str = "", download: bool = True,
 
 
 def require_features(ds, name: str, features: tuple[str, ...]) -> None:
-    """UserError unless every element of `ds` has `features` (config keys name them)."""
+    """UserError unless every element of `ds` has `features` (the text sources' first feature
+    is `config.data.text_key`)."""
     missing = [f for f in features if f not in ds.element_spec]
     if missing:
         raise UserError(f"TFDS dataset '{name}' has no feature {', '.join(map(repr, missing))} "
-                        f"(features: {', '.join(sorted(ds.element_spec))})")
+                        f"(features: {', '.join(sorted(ds.element_spec))}; "
+                        "config.data.text_key names the text feature)")
 
 
 def num_examples(info, split: str) -> int:
