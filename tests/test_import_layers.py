@@ -25,8 +25,6 @@ RULES = {
     "fmjax.configs": ("fmjax.checkpoint", *HIGH[2:], *ORBAX),
     "fmjax.train": ("fmjax.runs", "fmjax.main"),
 }
-# Known upward imports that another change removes; each entry must fail today (strict).
-KNOWN = {"fmjax.models": "models import PAD_ID from fmjax.data.tokenizers"}
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -77,9 +75,7 @@ def _in(name: str, prefixes) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
-@pytest.mark.parametrize("layer", [
-    pytest.param(layer, marks=pytest.mark.xfail(strict=True, reason=KNOWN[layer]))
-    if layer in KNOWN else layer for layer in RULES])
+@pytest.mark.parametrize("layer", RULES)
 def test_a_layer_never_imports_a_higher_one(layer):
     upward = []
     for module in sorted(m for m in MODULES if _in(m, [layer])):
