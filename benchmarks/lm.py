@@ -6,7 +6,7 @@ embeddings, biases, pre-LN, dropout 0; AdamW lr 1e-3 betas (0.9, 0.99), weight d
 1.0), trained for `--steps` steps on the same text, one fresh subprocess per run, each pinned to
 the same `--threads` CPUs (when the machine has more), runs sequential:
 
-  fmjax:   python -m fmjax.main train --config experiments/shakespeare/gpt_char.py:cpu
+  fmjax:   python -m fmjax train --config experiments/shakespeare/gpt_char.py:cpu
            --config.data.path=<text> --workdir <tmp> --config.train.num_steps=<steps>
            --config.train.eval_every=<steps> --config.checkpoint.every=<steps>
            --config.train.log_every=50 --config.train.steps_per_call=50 --noprogress
@@ -39,7 +39,7 @@ import statistics
 import sys
 import tempfile
 
-from fmjax.metric_writers import read_jsonl
+from fmjax.metrics.writers import read_jsonl
 from report import fmt, fmjax_env, provenance, run_checked, write_section
 
 HEADING = "## Character GPT on CPU: fmjax vs PyTorch tokens/s"
@@ -59,7 +59,7 @@ def run_fmjax(args):
     n = args.steps
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp) / "workdir"
-        cmd = [sys.executable, "-m", "fmjax.main", "train",
+        cmd = [sys.executable, "-m", "fmjax.cli", "train",
                "--config", "experiments/shakespeare/gpt_char.py:cpu",
                f"--config.data.path={args.text}", "--workdir", str(workdir),
                f"--config.train.num_steps={n}", f"--config.train.eval_every={n}",

@@ -3,7 +3,7 @@
 Runs `fmjax train --config experiments/gpt2/gpt2_small_synthetic.py` (random tokens; nothing to
 download) as a subprocess and reports the median of `perf/tokens_per_sec`, `perf/tflops_per_device`
 and `perf/mfu` over the logged records after the first (which includes compilation). Goal
-(issue 3): MFU >= 45% on a GPU. MFU uses fmjax/perf.py's peak table (dense bf16) for the device
+(issue 3): MFU >= 45% on a GPU. MFU uses fmjax/metrics/perf.py's peak table (dense bf16) for the device
 kind, or `--peak_tflops`.
 
     python benchmarks/mfu.py [--steps 100] [--log_every 10] [--batch_size 16] [--remat none] [--peak_tflops X]
@@ -16,7 +16,7 @@ import statistics
 import sys
 import tempfile
 
-from fmjax.metric_writers import read_jsonl
+from fmjax.metrics.writers import read_jsonl
 from report import provenance, run_checked, write_section
 
 
@@ -30,7 +30,7 @@ def main():
     parser.add_argument("--out")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "fmjax.main", "train",
+        cmd = [sys.executable, "-m", "fmjax", "train",
                "--config", "experiments/gpt2/gpt2_small_synthetic.py", "--workdir", tmp,
                f"--config.train.num_steps={args.steps}", f"--config.train.eval_every={args.steps}",
                f"--config.checkpoint.every={args.steps}",

@@ -5,7 +5,7 @@ framework, each run a fresh subprocess timed from start to exit, `--repeats` tim
 the median wall time; accuracy is the same in every repeat since both sides are seeded), so the numbers include interpreter start-up, imports,
 dataset loading, compilation, evaluation and (for fmjax) checkpointing and metric writing:
 
-  fmjax:   python -m fmjax.main train --config experiments/mnist1d/<model>.py --workdir <tmp>
+  fmjax:   python -m fmjax train --config experiments/mnist1d/<model>.py --workdir <tmp>
            --config.train.num_steps=<steps>   (XLA_FLAGS unset; accuracy = last eval/accuracy
            in <tmp>/metrics.jsonl)
   PyTorch: python benchmarks/mnist1d_torch.py --model <model> --steps <steps>   (CPU, 2 threads)
@@ -27,8 +27,8 @@ import sys
 import tempfile
 import time
 
-from fmjax.cache import cache_dir
-from fmjax.metric_writers import read_jsonl
+from fmjax.metrics.writers import read_jsonl
+from fmjax.runtime.cache import cache_dir
 from report import fmjax_env, fmt, provenance, run_checked, write_section
 
 
@@ -42,7 +42,7 @@ def timed(cmd, env=None):
 def run_fmjax(model, steps):
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp) / "workdir"
-        wall, _ = timed([sys.executable, "-m", "fmjax.main", "train",
+        wall, _ = timed([sys.executable, "-m", "fmjax", "train",
                          "--config", f"experiments/mnist1d/{model}.py", "--workdir", str(workdir),
                          f"--config.train.num_steps={steps}"], fmjax_env())
         records = read_jsonl(workdir / "metrics.jsonl")

@@ -14,9 +14,11 @@ from typing import Any
 
 import jax
 
-from fmjax import checkpoint, configs, sharding, workdir_files
+from fmjax import checkpoint, configs, sharding
+
 from fmjax.data import DataInfo, tokenizers
 from fmjax.errors import UserError
+from fmjax.runtime import workdir_files
 from fmjax.train import DATA_INFO_FILE, prepare
 
 

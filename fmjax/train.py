@@ -17,11 +17,12 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from fmjax import (checkpoint, configs, data, library_logs, perf, sharding,
-                   state as state_lib, tasks, workdir_files, workdir_lock)
+from fmjax import checkpoint, configs, data, sharding, state as state_lib, tasks
 from fmjax.errors import NonFiniteLoss, Preempted, WorkdirError
-from fmjax.metric_writers import MetricWriters
-from fmjax.preemption import PreemptionWatch
+from fmjax.metrics import perf
+from fmjax.metrics.writers import MetricWriters
+from fmjax.runtime import library_logs, workdir_files, workdir_lock
+from fmjax.runtime.preemption import PreemptionWatch
 from fmjax.step import make_eval_step, make_train_call
 
 

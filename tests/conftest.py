@@ -16,12 +16,12 @@ os.environ.setdefault("FMJAX_CACHE_DIR", str(REPO / ".pytest_cache" / "fmjax-dat
 
 
 def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO) -> subprocess.CompletedProcess:
-    """Run `python -m fmjax.main ARGS` with `devices` forced CPU devices."""
+    """Run `python -m fmjax ARGS` with `devices` forced CPU devices."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    proc = subprocess.run([sys.executable, "-m", "fmjax.main", *map(str, args)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "fmjax", *map(str, args)], env=env,
                           cwd=cwd, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"fmjax {' '.join(map(str, args))} failed ({proc.returncode}):\n"

@@ -22,7 +22,9 @@ def main(events_path: str, pause: str, argv: list[str]) -> None:
     import jax
     from orbax.checkpoint._src.path import atomicity
 
-    from fmjax import main as cli, train
+    from fmjax import train
+
+    from fmjax.cli import main as cli
 
     def note(text: str) -> None:
         with open(events_path, "a") as f:   # closed at once: the line is in the OS when killed

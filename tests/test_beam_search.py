@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fmjax.beam_search import beam_search, expand_to_beams, length_penalty_factor
+from fmjax.decoding.beam_search import beam_search, expand_to_beams, length_penalty_factor
 
 EOS, BOS = 0, 1
 MOD = 3   # the logits also depend on (sum of tokens fed so far) % MOD, held in the cache

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
-from fmjax.tasks.classification_metrics import (average_ranks, classification_metrics,
+from fmjax.metrics.classification import (average_ranks, classification_metrics,
                                                  confusion_matrix)
 
 

@@ -149,7 +149,7 @@ def test_sigkill_at_any_moment_then_resume_is_exact(tmp_path):
 def test_resume_drops_metrics_after_the_checkpoint_and_a_torn_last_line(tmp_path):
     """A kill in mid-write can leave half a record: the restarted run drops it with the records
     newer than its checkpoint, so metrics.jsonl reads back whole."""
-    from fmjax.metric_writers import MetricWriters, read_jsonl
+    from fmjax.metrics.writers import MetricWriters, read_jsonl
     lines = [f'{{"step": {s}, "train/loss": {1 / s}}}' for s in (10, 20, 30)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 40, "train/lo')
     MetricWriters(tmp_path, 20, 100, show_progress=False).close()

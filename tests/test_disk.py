@@ -72,7 +72,7 @@ def run_unprivileged(*args) -> subprocess.CompletedProcess:
         prefix = ["unshare", "-U"]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([*prefix, sys.executable, "-m", "fmjax.main", *map(str, args)],
+    return subprocess.run([*prefix, sys.executable, "-m", "fmjax", *map(str, args)],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
@@ -181,7 +181,7 @@ def fmjax_in_private_mount(setup: str, *args, cwd=REPO) -> subprocess.CompletedP
     vanish with it)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    command = " ".join(f"'{a}'" for a in (sys.executable, "-m", "fmjax.main", *map(str, args)))
+    command = " ".join(f"'{a}'" for a in (sys.executable, "-m", "fmjax", *map(str, args)))
     return subprocess.run(["unshare", "-m", "sh", "-c", f"{setup} && {command}"], env=env,
                           cwd=cwd, capture_output=True, text=True, timeout=600)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from fmjax import feature_distance as fd
 from fmjax.data.arrays import Arrays
+from fmjax.metrics import feature_distance as fd
 
 
 def _random_covariance(rng, d):

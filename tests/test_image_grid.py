@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmjax import image_grid
-from fmjax.metric_writers import MetricWriters
+from fmjax.metrics import image_grid
+from fmjax.metrics.writers import MetricWriters
 
 
 def batch(n=5, h=3, w=4, c=1, seed=0):

@@ -1,7 +1,8 @@
-"""Dependencies point down: a low layer (models, optimizers, data, sharding, checkpoints) never
-imports a higher one (tasks, configs, the train loop, the command line), directly or through
-another module, at import time or late inside a function. Read from the source (no imports), so
-a new upward import fails here with the chain that makes it."""
+"""Dependencies point down: a low layer (models, optimizers, data, sharding, checkpoints, and the
+runtime/, metrics/ and decoding/ folders) never imports a higher one (tasks, configs, the train
+loop, the command line), directly or through another module, at import time or late inside a
+function. Read from the source (no imports), so a new upward import fails here with the chain
+that makes it."""
 
 import ast
 import pathlib
@@ -11,7 +12,7 @@ import pytest
 from conftest import REPO
 
 PACKAGE = REPO / "fmjax"
-HIGH = ("fmjax.tasks", "fmjax.configs", "fmjax.train", "fmjax.runs", "fmjax.main")
+HIGH = ("fmjax.tasks", "fmjax.configs", "fmjax.train", "fmjax.runs", "fmjax.cli")
 ORBAX = ("orbax",)
 # module (and its submodules) -> what it must never reach
 RULES = {
@@ -23,7 +24,14 @@ RULES = {
     "fmjax.checkpoint": ("fmjax.data", "fmjax.models", "fmjax.optim", *HIGH),
     "fmjax.tasks": ("fmjax.checkpoint", *HIGH[1:], *ORBAX),
     "fmjax.configs": ("fmjax.checkpoint", *HIGH[2:], *ORBAX),
-    "fmjax.train": ("fmjax.runs", "fmjax.main"),
+    "fmjax.train": ("fmjax.runs", "fmjax.cli"),
+    # the folders beside the core: services beneath the loop, and one-family helpers
+    "fmjax.runtime": ("fmjax.models", "fmjax.data", "fmjax.optim", "fmjax.sharding",
+                      "fmjax.checkpoint", "fmjax.metrics", "fmjax.decoding", *HIGH, *ORBAX),
+    "fmjax.metrics": ("fmjax.data", "fmjax.optim", "fmjax.checkpoint", "fmjax.decoding", *HIGH,
+                      *ORBAX),
+    "fmjax.decoding": ("fmjax.data", "fmjax.optim", "fmjax.checkpoint", "fmjax.metrics", *HIGH,
+                       *ORBAX),
 }
 
 

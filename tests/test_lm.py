@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_one_line_error, gpt_flags, read_metrics, run_cli
-from fmjax import sampling
+from fmjax.decoding import sampling
 from fmjax.errors import UserError
 from fmjax.models.gpt import GPT
 
@@ -152,7 +152,7 @@ def test_sample_streams_and_stops_quietly_when_the_reader_closes(gpt_workdir):
     still generating; closing the pipe ends the run without a traceback (status 141, like
     `yes | head`)."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    proc = subprocess.Popen([sys.executable, "-m", "fmjax.main", "sample", "--workdir",
+    proc = subprocess.Popen([sys.executable, "-m", "fmjax", "sample", "--workdir",
                              gpt_workdir, "--max_new_tokens", "1000000"], cwd=REPO,
                             env={**env, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)

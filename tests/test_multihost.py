@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, read_metrics, run_cli
-from fmjax import data, launch
+from fmjax import data
+from fmjax.runtime import launch
 
 # The MNIST-1D MLP with dropout on a (data=2, fsdp=4) mesh: the data axis spans the two processes
 # and the parameters are FSDP-sharded, so both the gradient all-reduce and the checkpoint's
@@ -34,7 +35,7 @@ def launch_local(*args, num_processes=2, devices=4, check=True) -> subprocess.Co
     """`fmjax launch_local --num_processes=N --devices_per_process=D -- ARGS`."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    command = [sys.executable, "-m", "fmjax.main", "launch_local",
+    command = [sys.executable, "-m", "fmjax", "launch_local",
                f"--num_processes={num_processes}", f"--devices_per_process={devices}", "--",
                *map(str, args)]
     proc = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -147,7 +148,7 @@ def test_a_bad_config_key_fails_every_process_promptly(tmp_path):
 PEER_FAILS = """
 import jax
 from jax.experimental import multihost_utils
-from fmjax import distributed
+from fmjax.runtime import distributed
 distributed.initialize_from_env()
 with distributed.failures_exit_at_once():
     if jax.process_index() == 1:
@@ -167,7 +168,7 @@ def test_a_failing_process_stops_the_others(capfd):
 
 
 SLEEPER = "import os, time; print('pid', os.getpid(), flush=True); time.sleep(600)"
-LAUNCH_SLEEPERS = (f"import sys; from fmjax import launch; sys.exit(launch.launch_local(2, 1, [], "
+LAUNCH_SLEEPERS = (f"import sys; from fmjax.runtime import launch; sys.exit(launch.launch_local(2, 1, [], "
                    f"program=(sys.executable, '-c', {SLEEPER!r})))")
 
 

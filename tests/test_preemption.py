@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from fmjax import checkpoint, launch, runs
+from fmjax import checkpoint, runs
+from fmjax.runtime import launch
 from test_train import model_metrics
 
 # Dropout and a schedule make exact resumption non-trivial.
@@ -47,8 +48,8 @@ def _env(**extra) -> dict:
 
 
 def _start(*args, env=None, **kwargs) -> subprocess.Popen:
-    """`python -m fmjax.main ARGS` in the background, its output captured."""
-    return subprocess.Popen([sys.executable, "-m", "fmjax.main", *map(str, args)], cwd=REPO,
+    """`python -m fmjax ARGS` in the background, its output captured."""
+    return subprocess.Popen([sys.executable, "-m", "fmjax", *map(str, args)], cwd=REPO,
                             env=env or _env(), text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, **kwargs)
 
@@ -149,7 +150,7 @@ def test_a_signal_during_startup_is_one_line(tmp_path, signum):
 
 
 def _launch_local(*args) -> list[str]:
-    return [sys.executable, "-m", "fmjax.main", "launch_local", "--num_processes=2", "--",
+    return [sys.executable, "-m", "fmjax", "launch_local", "--num_processes=2", "--",
             *map(str, args)]
 
 
@@ -242,7 +243,7 @@ time.sleep(1.0)
 print(f"saved after {len(received)} SIGTERM", flush=True)
 sys.exit(143)
 """
-LAUNCH_SAVERS = (f"import sys; from fmjax import launch; sys.exit(launch.launch_local(2, 1, [], "
+LAUNCH_SAVERS = (f"import sys; from fmjax.runtime import launch; sys.exit(launch.launch_local(2, 1, [], "
                  f"program=(sys.executable, '-c', {SAVER!r})))")
 
 

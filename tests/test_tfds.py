@@ -53,7 +53,7 @@ def test_generative_model_on_tfds_measures_feature_distance(tmp_path, monkeypatc
     is not the point here: it trains 20 steps, not its 80 s default."""
     import functools
     from conftest import experiment_config
-    from fmjax import feature_distance
+    from fmjax.metrics import feature_distance
     monkeypatch.setenv("FMJAX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(feature_distance, "load_or_train",
                         functools.partial(feature_distance.load_or_train, steps=20))

@@ -16,7 +16,7 @@ from conftest import REPO
 TPU = ["gcloud", "compute", "tpus", "tpu-vm"]
 WHERE = ["my-tpu", "--zone=us-central2-b"]
 TRAIN = ["train", "--config", "experiments/mnist1d/cnn.py", "--workdir", "/gcs/my-bucket/run"]
-RUN_COMMAND = ("nohup sh -c 'cd fmjax && FMJAX_DISTRIBUTED=auto python3 -m fmjax.main train "
+RUN_COMMAND = ("nohup sh -c 'cd fmjax && FMJAX_DISTRIBUTED=auto python3 -m fmjax train "
                "--config experiments/mnist1d/cnn.py --workdir /gcs/my-bucket/run; "
                "echo fmjax exited with status $?' > ~/fmjax.log 2>&1 < /dev/null & "
                "echo $! > ~/fmjax.pid")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fmjax import checkpoint, configs, runs
-from fmjax.metric_writers import PERF_PREFIX
+from fmjax.metrics.writers import PERF_PREFIX
 from fmjax.train import train_and_evaluate
 from conftest import read_metrics
 

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from conftest import REPO, read_metrics, run_cli
-from fmjax import workdir_lock
 from fmjax.errors import UserError
+from fmjax.runtime import workdir_lock
 
 FLAGS = ["--config", "experiments/mnist1d/mlp.py", "--config.train.num_steps=1000",
          "--config.train.eval_every=500", "--config.checkpoint.every=500", "--noprogress"]
@@ -29,7 +29,7 @@ def test_a_second_train_on_a_busy_workdir_stops_and_names_the_first(tmp_path):
     workdir = tmp_path / "run"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    first = subprocess.Popen([sys.executable, "-m", "fmjax.main", "train", "--workdir",
+    first = subprocess.Popen([sys.executable, "-m", "fmjax", "train", "--workdir",
                               str(workdir), *FLAGS], cwd=REPO, env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from fmjax import workdir_files
+from fmjax.runtime import workdir_files
 
 
 def test_a_failure_mid_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):

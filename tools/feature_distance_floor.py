@@ -11,8 +11,8 @@ import argparse
 
 import numpy as np
 
-from fmjax import feature_distance
 from fmjax.data.digits import Digits
+from fmjax.metrics import feature_distance
 
 
 def main():

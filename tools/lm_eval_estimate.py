@@ -18,7 +18,7 @@ from absl import logging
 
 from fmjax import runs
 from fmjax.data.text import Text
-from fmjax.metric_writers import read_jsonl
+from fmjax.metrics.writers import read_jsonl
 
 
 def main():

@@ -131,7 +131,7 @@ def setup(args) -> None:
 
 def start(args) -> None:
     """Start the fmjax command on all workers in the background; each writes its own log."""
-    fmjax = shlex.join(["python3", "-m", "fmjax.main", *args.fmjax_args])
+    fmjax = shlex.join(["python3", "-m", "fmjax", *args.fmjax_args])
     job = f"cd fmjax && FMJAX_DISTRIBUTED=auto {fmjax}; echo {DONE} $?"
     run(ssh(args, "all", f"nohup sh -c {shlex.quote(job)} > {LOG} 2>&1 < /dev/null & "
                          f"echo $! > {PID}"), args.dry_run)

@@ -3,7 +3,7 @@ on random tokens: the throughput / MFU benchmark shape of issue 3 (nanoGPT's `tr
 model and optimizer). Measures speed only; the data carries no signal.
 
 Command:  fmjax train --config experiments/gpt2/gpt2_small_synthetic.py --workdir /tmp/gpt2_mfu
-          (logs perf/tokens_per_sec, perf/tflops_per_device and, on a device in fmjax/perf.py's
+          (logs perf/tokens_per_sec, perf/tflops_per_device and, on a device in fmjax/metrics/perf.py's
           table, perf/mfu; benchmarks/mfu.py wraps it)
 Variants: `:runlocal` shrinks the batch to 1 x 1024 tokens and 4 steps, a smoke test.
 Settings: bf16 compute with float32 parameters, no dropout, tied embeddings, biases, AdamW

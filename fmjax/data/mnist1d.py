@@ -6,11 +6,11 @@ from typing import Annotated
 
 import numpy as np
 
-from fmjax.cache import cache_dir
 from fmjax.data.arrays import Arrays, ArrayPipeline
 from fmjax.errors import UserError
 from fmjax.ranges import INT32_MAX, OpenFraction, Range, Seed
-from fmjax.workdir_files import write_atomic
+from fmjax.runtime.cache import cache_dir
+from fmjax.runtime.workdir_files import write_atomic
 
 
 def _generate(num_samples: int, train_split: float, seed: int) -> dict:

@@ -25,12 +25,12 @@ import pathlib
 
 import numpy as np
 
-from fmjax import workdir_files
 from fmjax.data import tfds_loader, tokenizers
 from fmjax.data.arrays import ArrayPipeline, Arrays
 from fmjax.data.text import read_text_file
 from fmjax.errors import UserError
 from fmjax.ranges import NonNegativeInt, PositiveInt
+from fmjax.runtime import workdir_files
 
 LABELS_FILE = "labels.json"
 # TFDS datasets known by name: (text feature, train split, eval split).

@@ -11,8 +11,8 @@ import pathlib
 
 import numpy as np
 
-from fmjax import workdir_files
 from fmjax.errors import UserError, first_line
+from fmjax.runtime import workdir_files
 from fmjax.token_ids import PAD_ID
 CHAR_FILE = "tokenizer_char.json"
 SENTENCEPIECE_FILE = "tokenizer.model"

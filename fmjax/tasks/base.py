@@ -123,7 +123,7 @@ class GeneratesImages(Task):
 
     def feature_distance(self, generated_NHWC, real_NHWC) -> float:
         if self._feature_net is None:   # trained once per dataset and cached on disk
-            from fmjax import feature_distance
+            from fmjax.metrics import feature_distance
             self._feature_net = feature_distance.load_or_train(self.config.data.name,
                                                                self.pipeline.arrays)
         return self._feature_net.distance(generated_NHWC, real_NHWC)

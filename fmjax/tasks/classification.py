@@ -17,10 +17,10 @@ import numpy as np
 import optax
 
 from fmjax.errors import UserError
+from fmjax.metrics.classification import classification_metrics
 from fmjax.models import build_model
 from fmjax.ranges import NonNegativeFloat
 from fmjax.tasks.base import Task
-from fmjax.tasks.classification_metrics import classification_metrics
 
 
 @dataclasses.dataclass

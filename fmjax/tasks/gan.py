@@ -7,7 +7,7 @@ Losses: `non_saturating` (Goodfellow et al.'s -log D(G(z)) for the generator), `
 `wgan_gp` (Gulrajani et al.; needs `model.discriminator_norm='none'`). Eval reports
 `eval/feature_distance`: the Fréchet distance between one sample per eval image (noise from
 `fold_in(key, example index)`) and the eval images, in the features of fmjax's own classifier
-for the dataset (fmjax/feature_distance.py; not comparable with Inception FID).
+for the dataset (fmjax/metrics/feature_distance.py; not comparable with Inception FID).
 """
 
 import dataclasses
@@ -182,6 +182,6 @@ class GAN(GeneratesImages):
 
     def interpolate(self, params, extra, num: int, seed: int) -> np.ndarray:
         """Generator outputs along the great circle between two noise draws (slerp)."""
-        from fmjax.image_grid import slerp_latents
+        from fmjax.metrics.image_grid import slerp_latents
         z_a, z_b = np.asarray(self._noise(jax.random.key(seed), 2))
         return np.asarray(self._samples_fn(params, extra, jnp.asarray(slerp_latents(z_a, z_b, num))))

@@ -3,7 +3,7 @@ eval reports the teacher-forced loss and sacreBLEU of beam-search translations.
 
 Targets end in EOS; the decoder reads them shifted right behind BOS (EOS and BOS are the two ids
 after the tokenizer's vocabulary). Eval translates every eval source on the device (beam search
-in one jitted loop, `fmjax/beam_search.py`), and BLEU is scored on the host against the raw
+in one jitted loop, `fmjax/decoding/beam_search.py`), and BLEU is scored on the host against the raw
 reference texts, so tokenization never flatters the number.
 """
 
@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fmjax.beam_search import beam_search, expand_to_beams
 from fmjax.data.tokenizers import pad_ids
 from fmjax.data.translation import bos_id, eos_id
+from fmjax.decoding.beam_search import beam_search, expand_to_beams
 from fmjax.errors import UserError
 from fmjax.models import build_model
 from fmjax.models.transformer import empty_cache

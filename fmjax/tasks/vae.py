@@ -3,7 +3,7 @@ the KL term and an importance-weighted NLL bound (Burda et al.), in nats per ima
 
 `eval/feature_distance` is the Fréchet distance between one prior sample per eval image
 (Bernoulli pixels) and the eval images, in the features of fmjax's own classifier for the
-dataset (fmjax/feature_distance.py; not comparable with Inception FID).
+dataset (fmjax/metrics/feature_distance.py; not comparable with Inception FID).
 
 Eval draws k posterior samples per image from `fold_in(eval_key, example index)`, so the numbers
 do not depend on batch size or mesh. neg_elbo = mean_i(-w_i) and iw_nll = -log mean_i exp(w_i)
@@ -127,7 +127,7 @@ class VAE(GeneratesImages):
 
     def interpolate(self, params, extra, num: int, seed: int) -> np.ndarray:
         """Decoder means along the great circle between two prior draws (slerp)."""
-        from fmjax.image_grid import slerp_latents
+        from fmjax.metrics.image_grid import slerp_latents
         z_a, z_b = np.asarray(jax.random.normal(jax.random.key(seed), (2, self.model.latent_dim)))
         z = jnp.asarray(slerp_latents(z_a, z_b, num))
         return np.asarray(jax.nn.sigmoid(self.model.apply({"params": params}, z, method="decode")))

@@ -12,7 +12,7 @@ import pathlib
 
 import numpy as np
 
-from fmjax import workdir_files
+from fmjax.runtime import workdir_files
 
 # `save_png` scales grids narrower than this up by a whole factor, unless told a scale.
 MIN_WIDTH = 256

@@ -1,5 +1,5 @@
 """The small files fmjax writes and reads itself, outside Orbax: a run's config.json,
-data_info.json and tokenizer, image grids, and what it caches (fmjax/cache.py).
+data_info.json and tokenizer, image grids, and what it caches (fmjax/runtime/cache.py).
 
 A file cut short by a full disk or a killed process must never be half-used. So every such file
 is written whole or not at all (`write_atomic`), and one that is damaged anyway (overwritten by

@@ -15,8 +15,8 @@ import time
 import jax
 from tqdm import tqdm
 
-from fmjax import image_grid
 from fmjax.errors import WorkdirError
+from fmjax.metrics import image_grid
 
 # Keys under this prefix measure the machine, not the model: they differ between identical runs.
 PERF_PREFIX = "perf/"

@@ -3,8 +3,8 @@
     fmjax launch_local --num_processes=2 --devices_per_process=4 -- \
         train --config experiments/mnist1d/mlp.py --workdir runs/mlp_2x4
 
-Starts N `python -m fmjax.main <command>` processes on CPU, each with D forced host devices and the
-FMJAX_* variables that make `fmjax.distributed` join them into one JAX run (coordinator on a free
+Starts N `python -m fmjax <command>` processes on CPU, each with D forced host devices and the
+FMJAX_* variables that make `fmjax.runtime.distributed` join them into one JAX run (coordinator on a free
 localhost port, gloo collectives). Process 0's stdout and stderr pass through unchanged (its
 progress bar, its final JSON line); the others' output goes to stderr, each line prefixed
 "[process i] ". The launcher waits for all; when one fails it stops the others at once (a process
@@ -151,7 +151,7 @@ def _supervise(procs: list[subprocess.Popen], received: list[int]) -> int:
 
 
 def launch_local(num_processes: int, devices_per_process: int, command: list[str],
-                 program: tuple[str, ...] = (sys.executable, "-m", "fmjax.main")) -> int:
+                 program: tuple[str, ...] = (sys.executable, "-m", "fmjax")) -> int:
     """Run `program COMMAND` (`fmjax COMMAND`) as `num_processes` cooperating processes; the
     first non-zero exit status (0 if all succeed), or 128 + the signal that stopped the run."""
     port = free_port()

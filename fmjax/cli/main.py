@@ -10,7 +10,7 @@
     fmjax launch_local --num_processes=2 --devices_per_process=4 -- train --config ... --workdir ...
 
 Every command first joins a multi-process run when the environment asks for one
-(`fmjax.distributed`: the FMJAX_* variables `launch_local` sets, or FMJAX_DISTRIBUTED=auto for
+(`fmjax.runtime.distributed`: the FMJAX_* variables `launch_local` sets, or FMJAX_DISTRIBUTED=auto for
 JAX's own TPU VM / SLURM / GKE detection).
 
 Bad input (unknown key, wrong type, impossible mesh, indivisible batch, unknown name, missing
@@ -24,7 +24,7 @@ import signal
 import sys
 
 # XLA's and JAX's C++ warnings ("SIGTERM caught", rematerialisation notes) stay off the console
-# like the Python libraries' (fmjax.library_logs); set it to 0 to see them. Read when jaxlib loads.
+# like the Python libraries' (fmjax.runtime.library_logs); set it to 0 to see them. Read when jaxlib loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402 (after the variable above)
@@ -146,13 +146,14 @@ def cmd_eval():
 
 
 def cmd_inspect():
-    from fmjax.inspect_params import param_table
+    from fmjax.cli.inspect_run import param_table
     from fmjax.train import prepare
     print(param_table(prepare(_require("config"))))
 
 
 def cmd_sample():
-    from fmjax import runs, sampling
+    from fmjax import runs
+    from fmjax.decoding import sampling
     sampling.check_options(FLAGS.max_new_tokens, FLAGS.num_samples, FLAGS.temperature,
                            FLAGS.top_k, FLAGS.top_p)   # before the minutes a restore may take
     if not 1 <= FLAGS.num <= MAX_IMAGES:
@@ -174,7 +175,7 @@ def cmd_sample():
 
 def sample_images(run):
     """`fmjax sample` for image generators: a grid of samples, or a latent interpolation."""
-    from fmjax import image_grid
+    from fmjax.metrics import image_grid
     if not hasattr(run.task, "sample_images"):
         fail(f"{run.workdir} holds a '{run.config.task}' run, which generates nothing to sample")
     out = _require("out")
@@ -224,18 +225,18 @@ def _stopped(e: BaseException):
 def _run(argv: list[str]) -> None:
     from absl import logging
 
-    from fmjax import library_logs
+    from fmjax.runtime import library_logs
     from fmjax.errors import Interrupted, NonFiniteLoss, Preempted, UserError
 
     logging.set_verbosity(logging.WARNING)
     library_logs.silence()   # library chatter (Orbax, TensorStore) stays off the console
     if argv[1:2] == ["launch_local"]:
-        from fmjax import launch
+        from fmjax.runtime import launch
         sys.exit(launch.main(argv[2:], COMMANDS))
-    from fmjax import preemption
+    from fmjax.runtime import preemption
     preemption.take_over_signals()
     # Before the config file loads: importing fmjax's tasks already runs JAX code.
-    from fmjax import distributed
+    from fmjax.runtime import distributed
     try:
         distributed.initialize_from_env()
     except UserError as e:

@@ -40,8 +40,8 @@ import numpy as np
 import optax
 import scipy.linalg
 
-from fmjax.cache import cache_dir
-from fmjax.workdir_files import write_atomic
+from fmjax.runtime.cache import cache_dir
+from fmjax.runtime.workdir_files import write_atomic
 
 ARCH_VERSION = 1
 FEATURE_DIM = 128

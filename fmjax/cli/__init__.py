@@ -1,0 +1,1 @@
+"""The `fmjax` command: one function per subcommand (`main.py`) and `fmjax inspect`'s report."""
