@@ -160,7 +160,7 @@ def test_worker_commands_start_in_background_and_logs_reports_the_status(tmp_pat
     home, bin_dir = tmp_path / "home", tmp_path / "bin"
     (home / "fmjax" / "fmjax").mkdir(parents=True)
     (home / "fmjax" / "fmjax" / "__init__.py").write_text("")
-    (home / "fmjax" / "fmjax" / "main.py").write_text(
+    (home / "fmjax" / "fmjax" / "__main__.py").write_text(
         "import os, sys\nprint('args', sys.argv[1:], os.environ.get('FMJAX_DISTRIBUTED'))\n"
         f"sys.exit({status})\n")
     bin_dir.mkdir()
