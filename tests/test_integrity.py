@@ -130,7 +130,7 @@ def test_damaged_newest_checkpoint_is_skipped_and_the_resume_is_exact(straight, 
     logged = {r["step"]: r for r in model_metrics(straight)}
 
     proc = run_cli("eval", "--workdir", workdir)
-    skipped = f"fmjax: checkpoint 40 is damaged ("
+    skipped = "fmjax: checkpoint 40 is damaged ("
     assert proc.stderr.startswith(skipped) and proc.stderr.endswith("); skipped\n"), proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     out = json.loads(proc.stdout)

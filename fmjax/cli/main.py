@@ -19,7 +19,6 @@ dataset, a checkpoint that does not fit) prints one line and exits with status 2
 
 import json
 import os
-import pathlib
 import signal
 import sys
 

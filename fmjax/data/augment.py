@@ -1,4 +1,4 @@
-"""Image augmentation on host numpy batches x_BHWC, driven by an explicit numpy Generator.
+"""Image augmentation on host numpy batches x_BYXC, driven by an explicit numpy Generator.
 
 The random draws are made for the whole global batch and each host keeps the rows it holds
 (`rows`), so an augmented run sees the same images on 1 host or N.
@@ -7,16 +7,16 @@ The random draws are made for the whole global batch and each host keeps the row
 import numpy as np
 
 
-def random_crop(x_BHWC: np.ndarray, offsets_2B: np.ndarray, padding: int) -> np.ndarray:
+def random_crop(x_BYXC: np.ndarray, offsets_2B: np.ndarray, padding: int) -> np.ndarray:
     """Zero-pad by `padding` and crop back to the original size at offsets (dy, dx) per image."""
-    _, h, w, _ = x_BHWC.shape
-    padded = np.pad(x_BHWC, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    _, h, w, _ = x_BYXC.shape
+    padded = np.pad(x_BYXC, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     return np.stack([padded[i, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets_2B.T)])
 
 
-def random_flip(x_BHWC: np.ndarray, flip_B: np.ndarray) -> np.ndarray:
+def random_flip(x_BYXC: np.ndarray, flip_B: np.ndarray) -> np.ndarray:
     """Mirror left-right the images where `flip_B` is True."""
-    return np.where(flip_B[:, None, None, None], x_BHWC[:, :, ::-1], x_BHWC)
+    return np.where(flip_B[:, None, None, None], x_BYXC[:, :, ::-1], x_BYXC)
 
 
 def crop_and_flip(crop_padding: int, flip: bool):

@@ -126,8 +126,8 @@ class TokenWindows(Pipeline):
         return dict([self.tokenizer.asset()])
 
     def _windows(self, ids: np.ndarray, starts: np.ndarray) -> dict:
-        window_NT = ids[starts[:, None] + np.arange(self.seq_len + 1)]
-        return {"inputs": window_NT[:, :-1], "targets": window_NT[:, 1:]}
+        window_BT = ids[starts[:, None] + np.arange(self.seq_len + 1)]
+        return {"inputs": window_BT[:, :-1], "targets": window_BT[:, 1:]}
 
     def eval_examples(self, index: np.ndarray) -> dict:
         return self._windows(self.eval_ids, self.eval_starts[index])

@@ -43,17 +43,17 @@ class CharTokenizer:
         """int32 ids, one per character, at numpy speed (whole corpora go through here);
         characters the vocabulary lacks become `unknown_id` (None: UnknownCharacters)."""
         # surrogatepass: a command-line argument with undecodable bytes holds lone surrogates.
-        codes_N = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
-        lookup = np.full(max(codes_N.max(initial=0), self._codes.max(initial=0)) + 1, -1, np.int32)
+        codes_T = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+        lookup = np.full(max(codes_T.max(initial=0), self._codes.max(initial=0)) + 1, -1, np.int32)
         lookup[self._codes] = np.arange(self.vocab_size)
-        ids_N = lookup[codes_N]
-        unknown_N = ids_N < 0
-        if unknown_N.any():
+        ids_T = lookup[codes_T]
+        unknown_T = ids_T < 0
+        if unknown_T.any():
             if unknown_id is None:
-                raise UnknownCharacters(sorted(set(chr(c) for c in codes_N[unknown_N])),
-                                        int(np.argmax(unknown_N)))
-            ids_N[unknown_N] = unknown_id
-        return ids_N
+                raise UnknownCharacters(sorted(set(chr(c) for c in codes_T[unknown_T])),
+                                        int(np.argmax(unknown_T)))
+            ids_T[unknown_T] = unknown_id
+        return ids_T
 
     encode_corpus = encode
 

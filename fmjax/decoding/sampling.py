@@ -24,27 +24,27 @@ CHUNK_SIZE = 256             # tokens per jitted decoding call: the streaming gr
 SEPARATOR = "\n---------------\n"   # between samples in `fmjax sample`'s output
 
 
-def filter_logits(logits_SV, temperature: float, top_k: int, top_p: float):
+def filter_logits(logits_BV, temperature: float, top_k: int, top_p: float):
     """Logits of the sampling distribution: tokens outside top-k / the top-p nucleus get -inf."""
-    logits_SV = logits_SV.astype(jnp.float32) / temperature
+    logits_BV = logits_BV.astype(jnp.float32) / temperature
     if top_k:
-        kth_S1 = jax.lax.top_k(logits_SV, top_k)[0][:, -1:]
-        logits_SV = jnp.where(logits_SV < kth_S1, -jnp.inf, logits_SV)
+        kth_S1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+        logits_BV = jnp.where(logits_BV < kth_S1, -jnp.inf, logits_BV)
     if top_p < 1.0:
-        sorted_SV = jnp.sort(logits_SV, axis=-1)[:, ::-1]
-        probs_SV = jax.nn.softmax(sorted_SV, axis=-1)
-        mass_before_SV = jnp.cumsum(probs_SV, axis=-1) - probs_SV
+        sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+        probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+        mass_before_SV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
         # The smallest logit still inside the nucleus (the top token always is).
-        cutoff_S1 = jnp.min(jnp.where(mass_before_SV < top_p, sorted_SV, jnp.inf), -1,
+        cutoff_S1 = jnp.min(jnp.where(mass_before_SV < top_p, sorted_BV, jnp.inf), -1,
                             keepdims=True)
-        logits_SV = jnp.where(logits_SV < cutoff_S1, -jnp.inf, logits_SV)
-    return logits_SV
+        logits_BV = jnp.where(logits_BV < cutoff_S1, -jnp.inf, logits_BV)
+    return logits_BV
 
 
-def next_token(logits_SV, key, temperature: float, top_k: int, top_p: float):
+def next_token(logits_BV, key, temperature: float, top_k: int, top_p: float):
     if temperature == 0.0:
-        return jnp.argmax(logits_SV, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, filter_logits(logits_SV, temperature, top_k, top_p)
+        return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, filter_logits(logits_BV, temperature, top_k, top_p)
                                   ).astype(jnp.int32)
 
 
@@ -72,11 +72,11 @@ def check_options(max_new_tokens: int, num_samples: int, temperature: float, top
         raise UserError(f"top_p must be in (0, 1], 1 = all tokens (got {top_p})")
 
 
-def _forward(model, params, cache, tokens_ST):
-    """(the cache with `tokens_ST` appended, logits after the last of them [S, V])."""
-    logits_STV, mutated = model.apply({"params": params, "cache": cache}, tokens_ST,
+def _forward(model, params, cache, tokens_BT):
+    """(the cache with `tokens_BT` appended, logits after the last of them [B, V])."""
+    logits_BTV, mutated = model.apply({"params": params, "cache": cache}, tokens_BT,
                                       decode=True, mutable=["cache"])
-    return mutated["cache"], logits_STV[:, -1]
+    return mutated["cache"], logits_BTV[:, -1]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -86,9 +86,9 @@ def _encode_prompt(model, params, prompt_P, num_samples):
     cache only fills once max_len tokens exist)."""
     s, p, keep = num_samples, len(prompt_P), model.max_len // 2
     empty = empty_cache(model, jnp.zeros((s, 1), jnp.int32))
-    cache, logits_SV = _forward(model, params, empty, jnp.broadcast_to(prompt_P, (s, p)))
-    recent_K = jnp.zeros(keep, jnp.int32).at[-p:].set(prompt_P[-keep:])
-    return cache, logits_SV, jnp.broadcast_to(recent_K, (s, keep))
+    cache, logits_BV = _forward(model, params, empty, jnp.broadcast_to(prompt_P, (s, p)))
+    recent_T = jnp.zeros(keep, jnp.int32).at[-p:].set(prompt_P[-keep:])
+    return cache, logits_BV, jnp.broadcast_to(recent_T, (s, keep))
 
 
 @functools.partial(jax.jit, donate_argnames="state", static_argnames=(
@@ -104,24 +104,24 @@ def _decode_chunk(model, params, state, key, first_step, *, num_steps, may_refil
     max_len = model.max_len
 
     def step(state, i):
-        cache, logits_SV, recent_SK = state
-        token_S = next_token(logits_SV, jax.random.fold_in(key, i), temperature, top_k, top_p)
-        recent_SK = jnp.concatenate([recent_SK[:, 1:], token_S[:, None]], axis=1)
+        cache, logits_BV, recent_BT = state
+        token_B = next_token(logits_BV, jax.random.fold_in(key, i), temperature, top_k, top_p)
+        recent_BT = jnp.concatenate([recent_BT[:, 1:], token_B[:, None]], axis=1)
 
         def refill(cache):
-            return _forward(model, params, empty_cache(model, token_S[:, None]), recent_SK)
+            return _forward(model, params, empty_cache(model, token_B[:, None]), recent_BT)
 
         def extend(cache):
-            return _forward(model, params, cache, token_S[:, None])
+            return _forward(model, params, cache, token_B[:, None])
 
         if may_refill:
-            cache, logits_SV = jax.lax.cond(cache["index"] >= max_len, refill, extend, cache)
+            cache, logits_BV = jax.lax.cond(cache["index"] >= max_len, refill, extend, cache)
         else:
-            cache, logits_SV = extend(cache)
-        return (cache, logits_SV, recent_SK), token_S
+            cache, logits_BV = extend(cache)
+        return (cache, logits_BV, recent_BT), token_B
 
-    state, tokens_NS = jax.lax.scan(step, state, first_step + jnp.arange(num_steps))
-    return state, tokens_NS.T
+    state, tokens_TB = jax.lax.scan(step, state, first_step + jnp.arange(num_steps))
+    return state, tokens_TB.T
 
 
 def generate_chunks(model, params, prompt_P: np.ndarray, max_new_tokens: int, seed: int = 0,
@@ -149,10 +149,10 @@ def _chunks(model, params, state, key, max_new_tokens: int, options: dict) -> It
     caller handles this one."""
     steps, previous = options["num_steps"], None
     for first in range(0, max_new_tokens, steps):
-        state, tokens_SN = _decode_chunk(model, params, state, key, first, **options)
+        state, tokens_BT = _decode_chunk(model, params, state, key, first, **options)
         if previous is not None:
             yield np.asarray(previous)
-        previous = tokens_SN
+        previous = tokens_BT
     yield np.asarray(previous)[:, :max_new_tokens - first]
 
 
@@ -174,10 +174,10 @@ def write_samples(out, tokenizer, prompt_P: np.ndarray, chunks: Iterator[np.ndar
     stream, *others = [tokenizer.stream_decoder() for _ in range(num_samples)]
     later = [[decode(prompt_P)] for decode in others]
     _write(out, stream(prompt_P))
-    for tokens_SN in chunks:
-        _write(out, stream(tokens_SN[0]))
-        for decode, texts, tokens_N in zip(others, later, tokens_SN[1:]):
-            texts.append(decode(tokens_N))
+    for tokens_BT in chunks:
+        _write(out, stream(tokens_BT[0]))
+        for decode, texts, tokens_T in zip(others, later, tokens_BT[1:]):
+            texts.append(decode(tokens_T))
     _write(out, "".join(SEPARATOR + "".join(texts) for texts in later) + "\n")
 
 

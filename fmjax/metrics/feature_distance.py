@@ -73,7 +73,7 @@ class FeatureCNN(nn.Module):
 def _check_images(images, image_shape=None) -> np.ndarray:
     images = np.asarray(images, np.float32)
     if images.ndim != 4:
-        raise ValueError(f"images must be NHWC [N, H, W, C]; got shape {images.shape}")
+        raise ValueError(f"images must be [B, Y, X, C] (NHWC); got shape {images.shape}")
     if image_shape is not None and tuple(images.shape[1:]) != tuple(image_shape):
         raise ValueError(f"images have shape {images.shape[1:]} per example; this feature net "
                          f"was trained on {tuple(image_shape)}")
@@ -154,7 +154,7 @@ class FeatureNet:
     info: dict = dataclasses.field(default_factory=dict)
 
     def features(self, images, batch_size: int = 1024) -> np.ndarray:
-        """The 128-d penultimate (post-relu) activations, [N, 128] float32."""
+        """The 128-d penultimate (post-relu) activations, [E, 128] float32."""
         return _batched(FeatureCNN(self.num_classes), self.variables,
                         _check_images(images, self.image_shape), True, batch_size)
 
@@ -219,10 +219,10 @@ def load_or_train(dataset_name: str, arrays, seed: int = 0, steps: int = DEFAULT
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (unbiased, ddof=1) covariance of [N, D] features, in float64."""
+    """Mean and (unbiased, ddof=1) covariance of [E, F] features, in float64."""
     features = np.asarray(features, np.float64)
     if features.ndim != 2 or len(features) < 2:
-        raise ValueError(f"need [N >= 2, D] features; got shape {features.shape}")
+        raise ValueError(f"need [E >= 2, F] features; got shape {features.shape}")
     return features.mean(0), np.cov(features, rowvar=False)
 
 
@@ -270,6 +270,6 @@ def frechet_distance_from_moments(mu_a, sigma_a, mu_b, sigma_b, eps: float = 1e-
 
 
 def frechet_distance(features_a, features_b, eps: float = 1e-6) -> float:
-    """The Fréchet distance between Gaussians fitted to two [N, D] feature sets."""
+    """The Fréchet distance between Gaussians fitted to two [E, F] feature sets."""
     return frechet_distance_from_moments(*feature_statistics(features_a),
                                          *feature_statistics(features_b), eps=eps)

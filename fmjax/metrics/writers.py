@@ -100,8 +100,8 @@ class MetricWriters:
         """Saves each image grid as `workdir/images/{name}_{step:08d}.png` (slashes and other odd
         characters of the name become `_`) and logs it to TensorBoard under `name`.
 
-        Values are uint8 grids [H, W, C] from `image_grid.make_grid`, or float batches
-        [N, H, W, C] in [0, 1] made into one. Both sinks get the grid scaled up `scale` times
+        Values are uint8 grids [Y, X, C] from `image_grid.make_grid`, or float batches
+        [B, Y, X, C] in [0, 1] made into one. Both sinks get the grid scaled up `scale` times
         (default: to `image_grid.MIN_WIDTH` pixels wide at least).
         """
         if not self.active:

@@ -10,7 +10,7 @@ from fmjax.ranges import Fraction, NonNegativeInt, PositiveInt
 
 
 class CNN1D(nn.Module):
-    """Strided 1D convolutions + a linear head: x_BL -> logits_BC.
+    """Strided 1D convolutions + a linear head: x_BT -> logits_BL.
 
     Defaults are the MNIST-1D paper's ConvBase: 25 channels, kernels (5, 3, 3), stride 2,
     padding 1, ReLU; 40 -> 19 -> 10 -> 5 positions, then 125 features into the head.
@@ -25,18 +25,18 @@ class CNN1D(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        h_BLC = x.reshape(x.shape[0], x.shape[1], -1).astype(self.dtype)
+        h_BTC = x.reshape(x.shape[0], x.shape[1], -1).astype(self.dtype)
         for i, k in enumerate(self.kernel_sizes):
-            h_BLC = Conv1D(self.features, k, self.stride, (self.padding, self.padding),
-                           self.dtype, name=f"conv_{i}")(h_BLC)
-            h_BLC = constrain_batch(nn.relu(h_BLC))
-        h_BF = h_BLC.reshape(h_BLC.shape[0], -1)
+            h_BTC = Conv1D(self.features, k, self.stride, (self.padding, self.padding),
+                           self.dtype, name=f"conv_{i}")(h_BTC)
+            h_BTC = constrain_batch(nn.relu(h_BTC))
+        h_BF = h_BTC.reshape(h_BTC.shape[0], -1)
         h_BF = nn.Dropout(self.dropout_rate, deterministic=not train)(h_BF)
         return dense(self.num_classes, ("embed", "classes"), self.dtype, name="head")(h_BF)
 
 
 class CNN2D(nn.Module):
-    """Conv-ReLU-maxpool blocks, a hidden dense layer and dropout: x_BHWC -> logits_BC."""
+    """Conv-ReLU-maxpool blocks, a hidden dense layer and dropout: x_BYXC -> logits_BL."""
     num_classes: int
     features: Sequence[PositiveInt] = (32, 64)
     hidden_size: PositiveInt = 256

@@ -1,6 +1,6 @@
 """DCGAN (Radford et al.): a transposed-conv generator and a strided-conv discriminator.
 
-`generate(z_BZ, train) -> images_BHWC` in [0, 1] (sigmoid); `discriminate(x_BHWC, train) ->
+`generate(z_BZ, train) -> images_BYXC` in [0, 1] (sigmoid); `discriminate(x_BYXC, train) ->
 logits_B`. Both halves are submodules, so parameters and batch statistics come as
 {'generator': ..., 'discriminator': ...}. Batch norm normalises over the global batch (under jit
 the mean is a cross-device reduction), so a step on 8 devices equals the step on one.
@@ -42,9 +42,9 @@ class Discriminator(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BHWC, train: bool):
+    def __call__(self, x_BYXC, train: bool):
         x = constrain_batch(nn.leaky_relu(conv(self.features, (4, 4), 2, "SAME", self.dtype,
-                                               name="conv_0")(x_BHWC.astype(self.dtype)), 0.2))
+                                               name="conv_0")(x_BYXC.astype(self.dtype)), 0.2))
         x = conv(2 * self.features, (4, 4), 2, "SAME", self.dtype, use_bias=self.norm == "none",
                  name="conv_1")(x)
         if self.norm == "batch":
@@ -70,8 +70,8 @@ class DCGAN(nn.Module):
     def generate(self, z_BZ, train: bool = False):
         return self.generator(z_BZ, train)
 
-    def discriminate(self, x_BHWC, train: bool = False):
-        return self.discriminator(x_BHWC, train)
+    def discriminate(self, x_BYXC, train: bool = False):
+        return self.discriminator(x_BYXC, train)
 
     def __call__(self, z_BZ, train: bool = False):
         """For init: touches both halves."""

@@ -34,11 +34,11 @@ def conv(features: int, kernel_size: Sequence[int], strides: Sequence[int] | int
 
 
 class Conv1D(nn.Module):
-    """1D convolution as one matmul over gathered windows (im2col): x_BLC -> y_BMF.
+    """1D convolution as one matmul over gathered windows (im2col): x_BTC -> y_BTF.
 
-    Same parameters as `conv(features, (kernel_size,), ...)` (kernel_KCF, bias_F). XLA's CPU
+    Same parameters as `conv(features, (kernel_size,), ...)` (kernel_RCF, bias_F). XLA's CPU
     convolution is dominated by per-call overhead at the channel counts of small sequence models
-    (6x slower for the MNIST-1D CNN); one dot over the K shifted windows is not.
+    (6x slower for the MNIST-1D CNN); one dot over the R shifted windows is not.
     """
     features: int
     kernel_size: int
@@ -47,20 +47,20 @@ class Conv1D(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BLC):
-        k, c = self.kernel_size, x_BLC.shape[-1]
-        kernel_KCF = self.param("kernel", partitioned(nn.initializers.lecun_normal(),
+    def __call__(self, x_BTC):
+        k, c = self.kernel_size, x_BTC.shape[-1]
+        kernel_RCF = self.param("kernel", partitioned(nn.initializers.lecun_normal(),
                                                       (None, "embed", "mlp")), (k, c, self.features))
         bias_F = self.param("bias", partitioned(nn.initializers.zeros_init(), ("mlp",)),
                             (self.features,))
-        x_BLC, kernel_KCF, bias_F = nn.dtypes.promote_dtype(x_BLC, kernel_KCF, bias_F,
+        x_BTC, kernel_RCF, bias_F = nn.dtypes.promote_dtype(x_BTC, kernel_RCF, bias_F,
                                                             dtype=self.dtype)
-        x_BLC = jnp.pad(x_BLC, ((0, 0), self.padding, (0, 0)))
-        m = (x_BLC.shape[1] - k) // self.stride + 1        # output positions
+        x_BTC = jnp.pad(x_BTC, ((0, 0), self.padding, (0, 0)))
+        m = (x_BTC.shape[1] - k) // self.stride + 1        # output positions
         span = self.stride * (m - 1) + 1
-        windows_BMX = jnp.concatenate(
-            [x_BLC[:, i:i + span:self.stride] for i in range(k)], axis=-1)   # X = K * C
-        return windows_BMX @ kernel_KCF.reshape(k * c, self.features) + bias_F
+        windows_BTQ = jnp.concatenate(
+            [x_BTC[:, i:i + span:self.stride] for i in range(k)], axis=-1)   # Q = R * C
+        return windows_BTQ @ kernel_RCF.reshape(k * c, self.features) + bias_F
 
 
 def conv_transpose(features: int, kernel_size: Sequence[int], strides: Sequence[int],

@@ -10,7 +10,7 @@ from fmjax.ranges import Fraction, NonNegativeInt, PositiveInt
 
 
 class LogisticRegression(nn.Module):
-    """One linear layer: x_BF -> logits_BC."""
+    """One linear layer: x_BF -> logits_BL."""
     num_classes: int
     dtype: Any = jnp.float32
 
@@ -34,10 +34,10 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        h_BH = constrain_batch(x.reshape(x.shape[0], -1).astype(self.dtype))
+        h_BF = constrain_batch(x.reshape(x.shape[0], -1).astype(self.dtype))
         for i in range(self.num_layers):
             axes = ("embed", "mlp")
-            update = nn.relu(dense(self.hidden_size, axes, self.dtype, name=f"hidden_{i}")(h_BH))
+            update = nn.relu(dense(self.hidden_size, axes, self.dtype, name=f"hidden_{i}")(h_BF))
             update = nn.Dropout(self.dropout_rate, deterministic=not train)(update)
-            h_BH = h_BH + update if (self.residual and i > 0) else update
-        return dense(self.num_classes, ("mlp", "classes"), self.dtype, name="head")(h_BH)
+            h_BF = h_BF + update if (self.residual and i > 0) else update
+        return dense(self.num_classes, ("mlp", "classes"), self.dtype, name="head")(h_BF)

@@ -1,4 +1,4 @@
-"""A small pre-activation-free ResNet (He et al. 2016, CIFAR variant) for images x_BHWC."""
+"""A small pre-activation-free ResNet (He et al. 2016, CIFAR variant) for images x_BYXC."""
 
 from typing import Any, Sequence
 

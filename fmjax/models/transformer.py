@@ -58,9 +58,9 @@ def layer_norm(dtype: Dtype, name: str | None = None, use_bias: bool = True) -> 
 def rotary(x_BTNH, positions_BT, base: float = 10000.0):
     """Rotary position embedding (Su et al.): rotate feature pairs (i, i + H/2) by position."""
     half = x_BTNH.shape[-1] // 2
-    inv_freq_K = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle_BTK = positions_BT[..., None].astype(jnp.float32) * inv_freq_K
-    sin, cos = jnp.sin(angle_BTK)[:, :, None], jnp.cos(angle_BTK)[:, :, None]
+    inv_freq_J = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle_BTJ = positions_BT[..., None].astype(jnp.float32) * inv_freq_J
+    sin, cos = jnp.sin(angle_BTJ)[:, :, None], jnp.cos(angle_BTJ)[:, :, None]
     x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BTNH.dtype)
 

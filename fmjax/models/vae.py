@@ -1,6 +1,6 @@
 """Variational autoencoder (Kingma & Welling) for images with Bernoulli pixels.
 
-`encode(x_BHWC) -> (mean_BZ, logvar_BZ)` of q(z|x); `decode(z_BZ) -> logits_BHWC` of p(x|z);
+`encode(x_BYXC) -> (mean_BZ, logvar_BZ)` of q(z|x); `decode(z_BZ) -> logits_BYXC` of p(x|z);
 the prior is N(0, I). The encoder and decoder are MLPs (the flax example's 500 hidden units) or
 small strided conv nets with transposed convs in the decoder.
 """
@@ -44,8 +44,8 @@ class VAE(nn.Module):
         self.enc_logvar = dense(self.latent_dim, ("mlp", None), self.dtype, "enc_logvar")
         self.dec_hidden = dense(self.hidden_size, (None, "mlp"), self.dtype, "dec_hidden")
 
-    def encode(self, x_BHWC):
-        h = x_BHWC.astype(self.dtype)
+    def encode(self, x_BYXC):
+        h = x_BYXC.astype(self.dtype)
         if self.network == "conv":
             for layer in self.enc_convs:
                 h = nn.relu(layer(h))
@@ -65,8 +65,8 @@ class VAE(nn.Module):
                 h = nn.relu(h)
         return h[:, :height, :width].astype(jnp.float32)
 
-    def __call__(self, x_BHWC, noise_BZ):
+    def __call__(self, x_BYXC, noise_BZ):
         """Reconstruction logits for z = mean + sigma * noise, and q(z|x)'s parameters."""
-        mean_BZ, logvar_BZ = self.encode(x_BHWC)
+        mean_BZ, logvar_BZ = self.encode(x_BYXC)
         z_BZ = mean_BZ + jnp.exp(0.5 * logvar_BZ) * noise_BZ
         return self.decode(z_BZ), mean_BZ, logvar_BZ

@@ -121,9 +121,9 @@ class GeneratesImages(Task):
     def bind_data(self, pipeline):
         self.pipeline = pipeline
 
-    def feature_distance(self, generated_NHWC, real_NHWC) -> float:
+    def feature_distance(self, generated_BYXC, real_BYXC) -> float:
         if self._feature_net is None:   # trained once per dataset and cached on disk
             from fmjax.metrics import feature_distance
             self._feature_net = feature_distance.load_or_train(self.config.data.name,
                                                                self.pipeline.arrays)
-        return self._feature_net.distance(generated_NHWC, real_NHWC)
+        return self._feature_net.distance(generated_BYXC, real_BYXC)

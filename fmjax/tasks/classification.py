@@ -42,18 +42,18 @@ class Classification(Task):
                             "cannot be blended)")
 
     def mixup_loss(self, params, extra, inputs, labels_B, rng):
-        """(mean cross-entropy against blended one-hot labels, logits_BC, the label with the
+        """(mean cross-entropy against blended one-hot labels, logits_BL, the label with the
         larger weight_B, extra)."""
         lam_key, perm_key, rng = jax.random.split(rng, 3)
         lam = jax.random.beta(lam_key, self.options.mixup_alpha, self.options.mixup_alpha)
         perm_B = jax.random.permutation(perm_key, labels_B.shape[0])
-        targets_BC = jax.nn.one_hot(labels_B, self.info.num_classes)
+        targets_BL = jax.nn.one_hot(labels_B, self.info.num_classes)
         mixed = lam * inputs + (1 - lam) * inputs[perm_B]
-        logits_BC, extra = self.apply_train(params, extra, mixed, rng)
-        logits_BC = logits_BC.astype(jnp.float32)
-        targets_BC = lam * targets_BC + (1 - lam) * targets_BC[perm_B]
-        loss = optax.softmax_cross_entropy(logits_BC, targets_BC).mean()
-        return loss, logits_BC, jnp.where(lam >= 0.5, labels_B, labels_B[perm_B]), extra
+        logits_BL, extra = self.apply_train(params, extra, mixed, rng)
+        logits_BL = logits_BL.astype(jnp.float32)
+        targets_BL = lam * targets_BL + (1 - lam) * targets_BL[perm_B]
+        loss = optax.softmax_cross_entropy(logits_BL, targets_BL).mean()
+        return loss, logits_BL, jnp.where(lam >= 0.5, labels_B, labels_B[perm_B]), extra
 
     def example_batch(self):
         return {"inputs": np.zeros((1, *self.info.input_shape), self.info.input_dtype),
@@ -62,18 +62,18 @@ class Classification(Task):
     def loss_fn(self, params, extra, batch, rng):
         labels_B = batch["labels"]
         if self.options.mixup_alpha:
-            loss, logits_BC, labels_B, extra = self.mixup_loss(params, extra, batch["inputs"],
+            loss, logits_BL, labels_B, extra = self.mixup_loss(params, extra, batch["inputs"],
                                                                labels_B, rng)
         else:
-            logits_BC, extra = self.apply_train(params, extra, batch["inputs"], rng)
-            logits_BC = logits_BC.astype(jnp.float32)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits_BC, labels_B).mean()
-        accuracy = (logits_BC.argmax(-1) == labels_B).mean()
+            logits_BL, extra = self.apply_train(params, extra, batch["inputs"], rng)
+            logits_BL = logits_BL.astype(jnp.float32)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits_BL, labels_B).mean()
+        accuracy = (logits_BL.argmax(-1) == labels_B).mean()
         return loss, ({"loss": loss, "accuracy": accuracy}, extra)
 
     def eval_outputs(self, params, extra, batch):
-        logits_BC = self.model.apply({"params": params, **extra}, batch["inputs"], train=False)
-        return {"logits": logits_BC.astype(jnp.float32), "labels": batch["labels"]}
+        logits_BL = self.model.apply({"params": params, **extra}, batch["inputs"], train=False)
+        return {"logits": logits_BL.astype(jnp.float32), "labels": batch["labels"]}
 
     def eval_metrics(self, outputs):
         return classification_metrics(outputs["logits"], outputs["labels"])

@@ -101,10 +101,10 @@ class Translation(Task):
         logits_BTV = self.model.apply({"params": params}, batch["inputs"],
                                       self.shift_right(targets_BT), train=False)
         nll_BT, correct_BT, weights_BT = self._token_stats(logits_BTV, targets_BT)
-        tokens_BL, _ = self.translate_tokens(params, batch["inputs"], self.options.beam_size,
+        tokens_BT, _ = self.translate_tokens(params, batch["inputs"], self.options.beam_size,
                                              self.options.length_penalty)
         return {"nll_sum": (nll_BT * weights_BT).sum(-1), "correct": correct_BT.sum(-1),
-                "count": weights_BT.sum(-1), "translation": tokens_BL, "index": batch["index"]}
+                "count": weights_BT.sum(-1), "translation": tokens_BT, "index": batch["index"]}
 
     def eval_metrics(self, outputs):
         import sacrebleu
@@ -117,16 +117,16 @@ class Translation(Task):
                 "bleu": sacrebleu.corpus_bleu(hypotheses, [references]).score}
 
     def translate_tokens(self, params, source_BS, beam_size: int, length_penalty: float):
-        """Beam search over the decoder with a KV cache -> (tokens_BL ending in EOS, scores_B)."""
+        """Beam search over the decoder with a KV cache -> (tokens_BT ending in EOS, scores_B)."""
         model, b = self.model, source_BS.shape[0]
         memory_BSD, mask_BS = model.apply({"params": params}, source_BS, method=model.encode)
-        memory_NSD, mask_NS = expand_to_beams((memory_BSD, mask_BS), beam_size)
-        cache = empty_cache(model, jnp.zeros((b * beam_size, 1), jnp.int32), memory_NSD,
-                            mask_NS, method=model.decode)
+        memory_MSD, mask_MS = expand_to_beams((memory_BSD, mask_BS), beam_size)
+        cache = empty_cache(model, jnp.zeros((b * beam_size, 1), jnp.int32), memory_MSD,
+                            mask_MS, method=model.decode)
 
-        def step_fn(cache, tokens_N1, position):
-            logits_N1V, mutated = model.apply({"params": params, "cache": cache}, tokens_N1,
-                                              memory_NSD, mask_NS, decode=True, start=position,
+        def step_fn(cache, tokens_M1, position):
+            logits_N1V, mutated = model.apply({"params": params, "cache": cache}, tokens_M1,
+                                              memory_MSD, mask_MS, decode=True, start=position,
                                               mutable=["cache"], method=model.decode)
             return logits_N1V[:, -1], mutated["cache"]
 
@@ -136,17 +136,17 @@ class Translation(Task):
     def translate(self, params, texts: list[str], beam_size: int, length_penalty: float):
         """Translations of `texts` (needs `self.tokenizer`)."""
         translate = jax.jit(self.translate_tokens, static_argnums=2)
-        tokens_BL, _ = translate(params, self.encode_sources(texts), beam_size, length_penalty)
-        return self.detokenize(tokens_BL)
+        tokens_BT, _ = translate(params, self.encode_sources(texts), beam_size, length_penalty)
+        return self.detokenize(tokens_BT)
 
     def encode_sources(self, texts: list[str]) -> np.ndarray:
         """[N, source_len] token ids, truncated and padded; unknown text becomes <unk>."""
         return pad_ids(self.tokenizer.encode_batch(texts), self.source_len)
 
-    def detokenize(self, tokens_BL) -> list[str]:
+    def detokenize(self, tokens_BT) -> list[str]:
         """Text of each row's tokens before its first EOS (BOS, never a target, is dropped too)."""
         rows = []
-        for tokens in np.asarray(tokens_BL).tolist():
+        for tokens in np.asarray(tokens_BT).tolist():
             tokens = tokens[:tokens.index(self.eos)] if self.eos in tokens else tokens
             rows.append([t for t in tokens if 0 <= t < self.vocab_size])
         return self.tokenizer.decode_batch(rows)

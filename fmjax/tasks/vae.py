@@ -37,7 +37,7 @@ class VAEOptions:
 
 
 def bernoulli_log_prob(logits, x):
-    """log p(x | logits), summed over every pixel: [B, H, W, C] -> [B]."""
+    """log p(x | logits), summed over every pixel: [B, Y, X, C] -> [B]."""
     return -optax.sigmoid_binary_cross_entropy(logits, x).sum(axis=(1, 2, 3))
 
 
@@ -86,20 +86,20 @@ class VAE(GeneratesImages):
         """w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for k posterior samples of one image."""
         k, zdim = self.options.iw_samples, self.model.latent_dim
         mean, logvar = self.model.apply({"params": params}, x_1HWC, method="encode")
-        z_KZ = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, (k, zdim))
-        logits = self.model.apply({"params": params}, z_KZ, method="decode")
+        z_IZ = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, (k, zdim))
+        logits = self.model.apply({"params": params}, z_IZ, method="decode")
         log_px = bernoulli_log_prob(logits, jnp.broadcast_to(x_1HWC, logits.shape))
-        log_pz = gaussian_log_prob(z_KZ, 0.0, jnp.zeros_like(z_KZ))
-        log_qz = gaussian_log_prob(z_KZ, mean, logvar)
+        log_pz = gaussian_log_prob(z_IZ, 0.0, jnp.zeros_like(z_IZ))
+        log_qz = gaussian_log_prob(z_IZ, mean, logvar)
         return log_px + log_pz - log_qz, kl_to_standard_normal(mean, logvar)[0]
 
     def eval_outputs(self, params, extra, batch):
-        def one(x_HWC, index):
-            w_K, kl = self._log_weights(params, x_HWC[None], jax.random.fold_in(EVAL_KEY, index))
-            k = w_K.shape[0]
+        def one(x_YXC, index):
+            w_I, kl = self._log_weights(params, x_YXC[None], jax.random.fold_in(EVAL_KEY, index))
+            k = w_I.shape[0]
             sample = self.prior_samples(params, jax.random.fold_in(SAMPLE_KEY, index), 1)[1][0]
-            return {"neg_elbo": -w_K.mean(), "kl": kl,
-                    "iw_nll": -(jax.nn.logsumexp(w_K) - math.log(k)), "sample": sample}
+            return {"neg_elbo": -w_I.mean(), "kl": kl,
+                    "iw_nll": -(jax.nn.logsumexp(w_I) - math.log(k)), "sample": sample}
         return {**jax.vmap(one)(batch["inputs"], batch["index"]), "real": batch["inputs"]}
 
     def eval_metrics(self, outputs):
@@ -107,10 +107,10 @@ class VAE(GeneratesImages):
         distance = self.feature_distance(outputs["sample"], outputs["real"])
         return {**metrics, "loss": metrics["neg_elbo"], "feature_distance": distance}
 
-    def _images(self, params, real_NHWC):
-        mean, _ = self.model.apply({"params": params}, real_NHWC, method="encode")
+    def _images(self, params, real_BYXC):
+        mean, _ = self.model.apply({"params": params}, real_BYXC, method="encode")
         recon = jax.nn.sigmoid(self.model.apply({"params": params}, mean, method="decode"))
-        pairs = jnp.stack([real_NHWC, recon], axis=1).reshape(-1, *real_NHWC.shape[1:])
+        pairs = jnp.stack([real_BYXC, recon], axis=1).reshape(-1, *real_BYXC.shape[1:])
         return {"reconstructions": pairs,
                 "prior_samples": self.prior_samples(params, SAMPLE_KEY,
                                                     self.options.num_eval_images)[0]}
