@@ -59,7 +59,7 @@ def run_fmjax(args):
     n = args.steps
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp) / "workdir"
-        cmd = [sys.executable, "-m", "fmjax.cli", "train",
+        cmd = [sys.executable, "-m", "fmjax", "train",
                "--config", "experiments/shakespeare/gpt_char.py:cpu",
                f"--config.data.path={args.text}", "--workdir", str(workdir),
                f"--config.train.num_steps={n}", f"--config.train.eval_every={n}",
