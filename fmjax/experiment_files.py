@@ -14,7 +14,7 @@ CHECKOUT_FOLDER = "experiments"
 
 def shipped_dirs() -> list[pathlib.Path]:
     """The experiments inside the installed package (the wheel maps experiments/ to
-    fmjax/experiments: setup.py), else those of the checkout fmjax runs from (an editable
+    fmjax/experiments: setup.py), then those of the checkout fmjax runs from (an editable
     install, a source tree)."""
     package = pathlib.Path(__file__).resolve().parent
     dirs = [package / CHECKOUT_FOLDER]

@@ -50,7 +50,7 @@ def dependencies(tmp_path_factory):
     """A folder of links to everything in this interpreter's site-packages except fmjax."""
     folder = tmp_path_factory.mktemp("dependencies")
     for entry in pathlib.Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if not re.match(r"(__editable__[._]+)?fmjax\b", entry.name):
+        if not re.match(r"(__editable__[._]+)?fmjax([-_.]|$)", entry.name):
             (folder / entry.name).symlink_to(entry)
     return folder
 
@@ -74,6 +74,27 @@ def test_the_notebook_installs_from_the_repository_pyproject_names():
     repository = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["urls"]
     install = nbformat.read(NOTEBOOK, as_version=4).cells[2].source
     assert f"REPOSITORY = 'git+{repository['Repository']}'" in install
+
+
+@pytest.mark.parametrize("before, after, stale", [
+    ({"pytest": "8.0"}, {"pytest": "9.0"}, "pytest 8.0 -> 9.0"),    # imported here: restart
+    ({}, {"pytest": "9.0", "not-imported": "2.0"}, None),           # new, or not imported: go on
+])
+def test_the_install_cell_asks_for_a_restart_when_pip_changed_an_imported_package(
+        monkeypatch, before, after, stale):
+    """The install cell's pip_install, with pip stood in for and the versions it reads faked."""
+    cell = nbformat.read(NOTEBOOK, as_version=4).cells[2].source
+    cell_functions = {}
+    exec(cell[:cell.index("REPO = find_checkout()")], cell_functions)
+    versions = iter([before, after])
+    cell_functions["installed_versions"] = lambda: next(versions)
+    monkeypatch.setattr(subprocess, "check_call", lambda command: None)
+    if stale is None:
+        cell_functions["pip_install"]("fmjax")
+        return
+    with pytest.raises(RuntimeError, match=f"pip changed {stale}, already imported by this "
+                                           "Python: restart the runtime"):
+        cell_functions["pip_install"]("fmjax")
 
 
 def _cell_text(cell) -> str:

@@ -58,8 +58,9 @@ GCSFUSE_INSTALL = (
 # mount writes, so --metadata-cache-ttl-secs=0.
 GCSFUSE_OPTIONS = ("--implicit-dirs", "--rename-dir-limit=100000", "--metadata-cache-ttl-secs=0")
 # tpu-ubuntu2204-base (v4) ships Python 3.10 without its venv module; jax 0.10 and fmjax need
-# >= 3.11. uv, pip-installed for the ssh user, makes ~/fmjax/.venv with a Python it
-# downloads (3.12: supported by jax, flax, orbax and tensorflow alike), then installs fmjax into it.
+# >= 3.11. uv, pip-installed for the ssh user, makes ~/fmjax/.venv with a Python it downloads,
+# then installs fmjax into it. For Python 3.12 on manylinux_2_31 x86_64, `uv pip compile`
+# resolves fmjax[tfds,tpu] to jax 0.11.2, libtpu 0.0.48.1 and tensorflow-cpu 2.21.0.
 PYTHON_VERSION = "3.12"
 VENV_PYTHON = ".venv/bin/python"   # relative to ~/fmjax, where `run` starts fmjax
 INSTALL = (f"python3 -m pip install -q --user -U uv && "
@@ -218,8 +219,8 @@ def make_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("create", parents=[common, vm], help="create the TPU VM")
     sub.add_parser("setup", parents=[common, code],
-                   help="mount --bucket, copy or clone the repo, install it into a "
-                        "Python 3.12 venv")
+                   help="mount --bucket, copy or clone the repo, install it into a Python "
+                        f"{PYTHON_VERSION} venv")
     sub.add_parser("run", parents=[common, job], description=f"run ... -- FMJAX_ARGS. {RESUME}",
                    help="run -- FMJAX_ARGS on all workers (re-run to resume after preemption)")
     logs_parser = sub.add_parser("logs", parents=[common],
