@@ -18,7 +18,7 @@ import traceback
 
 import ml_collections
 
-from fmjax import ranges, variants
+from fmjax import experiment_files, ranges, variants
 from fmjax.errors import UserError, first_line
 from fmjax.ranges import MeshSize, NonNegativeFloat, NonNegativeInt, PositiveInt, Seed
 
@@ -128,10 +128,12 @@ def experiment(**sections) -> ml_collections.ConfigDict:
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:
     """The locked config of experiment `FILE[:variant]`: `get_config` with the flags of `variant`
-    turned on (fmjax/variants.py), shrunk for `runlocal`. Each way the file can be wrong (missing,
-    failing to load, no get_config, an unknown variant, get_config raising or returning something
-    that is not a config built with `experiment`) is a UserError naming the file."""
-    path, _, variant = spec.partition(":")
+    turned on (fmjax/variants.py), shrunk for `runlocal`. FILE is a path or the name of a shipped
+    experiment (`mnist1d/cnn.py`: fmjax/experiment_files.py). Each way the file can be wrong
+    (missing, failing to load, no get_config, an unknown variant, get_config raising or returning
+    something that is not a config built with `experiment`) is a UserError naming the file."""
+    name, _, variant = spec.partition(":")
+    path = experiment_files.find(name)
     module = _load_module(path)
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
@@ -161,9 +163,7 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
 
 def _load_module(path: str):
     """Python file `path` (any name: the loader does not ask for `.py`) as a module; UserError
-    naming the file and line if it is missing or its code fails."""
-    if not pathlib.Path(path).is_file():
-        raise UserError(f"config file not found: '{path}'")
+    naming the file and line if its code fails."""
     name = pathlib.Path(path).stem
     loader = importlib.machinery.SourceFileLoader(name, path)
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))

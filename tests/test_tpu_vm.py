@@ -16,7 +16,7 @@ from conftest import REPO
 TPU = ["gcloud", "compute", "tpus", "tpu-vm"]
 WHERE = ["my-tpu", "--zone=us-central2-b"]
 TRAIN = ["train", "--config", "experiments/mnist1d/cnn.py", "--workdir", "/gcs/my-bucket/run"]
-RUN_COMMAND = ("nohup sh -c 'cd fmjax && FMJAX_DISTRIBUTED=auto python3 -m fmjax train "
+RUN_COMMAND = ("nohup sh -c 'cd fmjax && FMJAX_DISTRIBUTED=auto .venv/bin/python -m fmjax train "
                "--config experiments/mnist1d/cnn.py --workdir /gcs/my-bucket/run; "
                "echo fmjax exited with status $?' > ~/fmjax.log 2>&1 < /dev/null & "
                "echo $! > ~/fmjax.pid")
@@ -31,6 +31,9 @@ INSTALL_GCSFUSE = (
 MOUNT_BUCKET = ('mountpoint -q /gcs/my-bucket || { sudo mkdir -p /gcs/my-bucket && '
                 'sudo chown "$(id -un)" /gcs/my-bucket && gcsfuse --implicit-dirs '
                 "--rename-dir-limit=100000 --metadata-cache-ttl-secs=0 my-bucket /gcs/my-bucket; }")
+# The VM's Python 3.10 is too old: uv makes a 3.12 venv in ~/fmjax/.venv and installs into it.
+INSTALL = ("python3 -m pip install -q --user -U uv && python3 -m uv venv --python 3.12 .venv && "
+           'python3 -m uv pip install --python .venv/bin/python -e ".[tfds,tpu]"')
 GCSFUSE_SSH = [[*TPU, "ssh", *WHERE, "--worker=all", f"--command={INSTALL_GCSFUSE}"],
                [*TPU, "ssh", *WHERE, "--worker=all", f"--command={MOUNT_BUCKET}"]]
 
@@ -56,8 +59,8 @@ def copy_and_install(tarball: str) -> list[list[str]]:
          "--exclude=*.whl", "--exclude=build", "-C", str(REPO), "."],
         [*TPU, "scp", tarball, "my-tpu:fmjax.tar.gz", "--zone=us-central2-b", "--worker=all"],
         [*TPU, "ssh", *WHERE, "--worker=all",
-         "--command=rm -rf fmjax && mkdir fmjax && tar -xzf fmjax.tar.gz -C fmjax && cd fmjax"
-         ' && python3 -m pip install -U pip && python3 -m pip install -e ".[tfds]" "jax[tpu]"'],
+         "--command=rm -rf fmjax && mkdir fmjax && tar -xzf fmjax.tar.gz -C fmjax && cd fmjax && "
+         f"{INSTALL}"],
     ]
 
 
@@ -157,15 +160,15 @@ def remote_command(proc) -> str:
 def test_worker_commands_start_in_background_and_logs_reports_the_status(tmp_path, status):
     """Run `run`'s and `logs`' worker commands in a local shell, with HOME as the worker's home and
     a stand-in fmjax that prints its arguments and environment."""
-    home, bin_dir = tmp_path / "home", tmp_path / "bin"
+    home = tmp_path / "home"
     (home / "fmjax" / "fmjax").mkdir(parents=True)
     (home / "fmjax" / "fmjax" / "__init__.py").write_text("")
     (home / "fmjax" / "fmjax" / "__main__.py").write_text(
         "import os, sys\nprint('args', sys.argv[1:], os.environ.get('FMJAX_DISTRIBUTED'))\n"
         f"sys.exit({status})\n")
-    bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(sys.executable)
-    env = dict(os.environ, HOME=str(home), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    (home / "fmjax" / ".venv" / "bin").mkdir(parents=True)
+    (home / "fmjax" / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    env = dict(os.environ, HOME=str(home))
     where = ["--name", "my-tpu", "--zone", "z", "--dry_run"]
     start = remote_command(tpu_vm("run", *where, "--", *TRAIN, tmp_path=tmp_path))
     follow = remote_command(tpu_vm("logs", *where, tmp_path=tmp_path))

@@ -4,13 +4,15 @@
         --bucket my-bucket -- train --config experiments/mnist1d/cnn.py \\
         --workdir /gcs/my-bucket/runs/cnn --noprogress
 
-`all` creates the VM, copies this repo to every worker and installs it, with --bucket also mounting
-that Cloud Storage bucket on every worker at /gcs/BUCKET with gcsfuse (`setup`), starts the same
-fmjax command on every worker at once (`run`: in the background under nohup, so an ssh drop does
-not stop it, with FMJAX_DISTRIBUTED=auto so JAX finds the other hosts, a log ~/fmjax.log per
-worker), follows worker 0's log until the run ends (`logs`), and deletes the VM, also when a step
-fails or on Ctrl-C, unless --keep. Each step is a subcommand of its own. --dry_run prints the exact
-commands, one per line, and runs nothing.
+`all` creates the VM, copies this repo to every worker and installs it with its TPU extra into
+~/fmjax/.venv, a Python 3.12 environment made by uv (the v4 image's Python 3.10 is too old), with
+--bucket also mounting that Cloud Storage bucket on every worker at /gcs/BUCKET with gcsfuse
+(`setup`), starts the same fmjax command on every worker at once with that environment's Python
+(`run`: in the background under nohup, so an ssh drop does not stop it, with FMJAX_DISTRIBUTED=auto
+so JAX finds the other hosts, a log ~/fmjax.log per worker), follows worker 0's log until the
+run ends (`logs`), and deletes the VM, also when a step fails or on Ctrl-C, unless --keep. Each
+step is a subcommand of its own. --dry_run prints the exact commands, one per line, and runs
+nothing.
 
 A pod slice's workers share nothing on disk, and fmjax workdirs are filesystem paths (a gs:// URL
 is refused): put the workdir on a bucket mounted with --bucket (the VM's service account needs
@@ -55,6 +57,15 @@ GCSFUSE_INSTALL = (
 # object by object); each worker has its own mount, and cached metadata is only safe when one
 # mount writes, so --metadata-cache-ttl-secs=0.
 GCSFUSE_OPTIONS = ("--implicit-dirs", "--rename-dir-limit=100000", "--metadata-cache-ttl-secs=0")
+# tpu-ubuntu2204-base (v4) ships Python 3.10 without its venv module; jax 0.10 and fmjax need
+# >= 3.11. uv, pip-installed for the ssh user, makes ~/fmjax/.venv with a Python it downloads,
+# then installs fmjax into it. For Python 3.12 on manylinux_2_31 x86_64, `uv pip compile`
+# resolves fmjax[tfds,tpu] to jax 0.11.2, libtpu 0.0.48.1 and tensorflow-cpu 2.21.0.
+PYTHON_VERSION = "3.12"
+VENV_PYTHON = ".venv/bin/python"   # relative to ~/fmjax, where `run` starts fmjax
+INSTALL = (f"python3 -m pip install -q --user -U uv && "
+           f"python3 -m uv venv --python {PYTHON_VERSION} .venv && "
+           f'python3 -m uv pip install --python {VENV_PYTHON} -e ".[tfds,tpu]"')
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 LOG = "~/fmjax.log"
 PID = "~/fmjax.pid"
@@ -124,14 +135,12 @@ def setup(args) -> None:
         run(gcloud(args, "scp", [tarball, f"{args.name}:fmjax.tar.gz"], "--worker=all"),
             args.dry_run)
         fetch = "rm -rf fmjax && mkdir fmjax && tar -xzf fmjax.tar.gz -C fmjax"
-    install = ('cd fmjax && python3 -m pip install -U pip && '
-               'python3 -m pip install -e ".[tfds]" "jax[tpu]"')
-    run(ssh(args, "all", f"{fetch} && {install}"), args.dry_run)
+    run(ssh(args, "all", f"{fetch} && cd fmjax && {INSTALL}"), args.dry_run)
 
 
 def start(args) -> None:
     """Start the fmjax command on all workers in the background; each writes its own log."""
-    fmjax = shlex.join(["python3", "-m", "fmjax", *args.fmjax_args])
+    fmjax = shlex.join([VENV_PYTHON, "-m", "fmjax", *args.fmjax_args])
     job = f"cd fmjax && FMJAX_DISTRIBUTED=auto {fmjax}; echo {DONE} $?"
     run(ssh(args, "all", f"nohup sh -c {shlex.quote(job)} > {LOG} 2>&1 < /dev/null & "
                          f"echo $! > {PID}"), args.dry_run)
@@ -210,7 +219,8 @@ def make_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("create", parents=[common, vm], help="create the TPU VM")
     sub.add_parser("setup", parents=[common, code],
-                   help="mount --bucket, copy or clone the repo, pip install")
+                   help="mount --bucket, copy or clone the repo, install it into a Python "
+                        f"{PYTHON_VERSION} venv")
     sub.add_parser("run", parents=[common, job], description=f"run ... -- FMJAX_ARGS. {RESUME}",
                    help="run -- FMJAX_ARGS on all workers (re-run to resume after preemption)")
     logs_parser = sub.add_parser("logs", parents=[common],
