@@ -71,4 +71,3 @@ def data_source(name: str, split: str, *, data_dir: str = "", download: bool = T
 def read(source, index) -> list:
     """The examples of `source` (a `data_source`) at record numbers `index`, in one batched read."""
     return source.__getitems__([int(i) for i in index])
-
