@@ -4,9 +4,8 @@ Command:  pip install -e ".[tfds]" && \
           fmjax train --config experiments/lm1b/gpt_small.py --workdir runs/lm1b_gpt
           fmjax sample --workdir runs/lm1b_gpt --prompt "The president said" --max_new_tokens 60
 Needs a download the first time (TFDS prepares lm1b, ~1.7 GB, as ArrayRecord files into
-~/tensorflow_datasets); not
-measured on this repository's offline machine. tests/test_lm1b.py runs :runlocal under
-`tfds.testing.mock_data`.
+~/tensorflow_datasets); not measured on this repository's offline machine. tests/test_lm1b.py
+runs :runlocal under `tfds.testing.mock_data`.
 Data: a unigram SentencePiece vocabulary of 8000 (with `</s>`) trained on the first 100k training
 sentences and saved as workdir/tokenizer.model; sentences read by index in shuffled epochs, each
 followed by `</s>`, packed per step into windows of 128 tokens (fmjax/data/tfds_text.py), so a
