@@ -1,11 +1,13 @@
 """Shared test helpers. Tests run on CPU; multi-device tests start subprocesses with 8 forced
 CPU devices (XLA_FLAGS must be set before JAX is imported)."""
 
+import contextlib
 import json
 import os
 import pathlib
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
@@ -89,3 +91,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> N
     assert proc.stderr.startswith("fmjax: error: ") and fragment in proc.stderr, proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
 
+
+
+def _mock_getitems(record_keys, generator, serialized=False):
+    return [generator[key] for key in record_keys]
+
+
+@contextlib.contextmanager
+def mock_tfds(num_examples: int):
+    """`tfds.testing.mock_data(num_examples)` in which batched reads from `tfds.data_source`
+    work: TFDS 4.9.10's mock sets the data source's `__getitems__` as a plain attribute of a
+    MagicMock, so it is called without `self` (TypeError); this stands in for the function it
+    wraps. Never downloads."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.testing import mocking
+    with mock.patch.object(mocking, "_getitems", _mock_getitems), \
+            tfds.testing.mock_data(num_examples=num_examples):
+        yield

@@ -1,12 +1,13 @@
 """Data pipelines: batches are a pure function of the step, hosts split every global batch
 without overlap, eval covers the split exactly once, augmentation keeps shapes."""
 
+import functools
 import re
 
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, generated_text, run_cli
+from conftest import assert_one_line_error, generated_text, mock_tfds, run_cli
 from fmjax.data import pipeline as pipeline_lib
 from fmjax.data.augment import crop_and_flip
 from fmjax.data.arrays import Arrays, ArrayPipeline
@@ -90,8 +91,8 @@ def _number_pairs(tmp_path, split, n):
     return _tsv(tmp_path / f"{split}.tsv", number_words.pairs(n, len(split), max_number=999))
 
 
-# Every source with its own train iterator (tfds_text's packed stream: test_lm1b.py). Small
-# in-memory sets (40 TSV examples) make the 12 steps of batch 8 cross epoch boundaries.
+# Every source (TFDS ones under mock data). Small sets (40 TSV examples, 20 mock TFDS examples)
+# make the 12 steps of batch 8 cross epoch boundaries.
 RESUMABLE_SOURCES = {
     "mnist1d": lambda tmp, text: dict(name="mnist1d"),
     "digits": lambda tmp, text: dict(name="digits", crop_padding=1),
@@ -106,8 +107,9 @@ RESUMABLE_SOURCES = {
     "synthetic_translation": lambda tmp, text: dict(name="synthetic_translation", num_train=40,
                                                     num_eval=10, max_number=999,
                                                     vocab_size=60),
-    "tfds": lambda tmp, text: dict(name="tfds", dataset="mnist", download=False,
-                                   shuffle_buffer=64, crop_padding=2),
+    "tfds": lambda tmp, text: dict(name="tfds", dataset="mnist", download=False, crop_padding=2),
+    "tfds_text": lambda tmp, text: dict(name="tfds_text", download=False, vocab_size=64,
+                                        seq_len=16, eval_windows=5),
 }
 
 
@@ -122,8 +124,9 @@ def test_restarted_iterator_sees_exactly_the_batches_of_an_uninterrupted_one(
 
     from fmjax.data import build_pipeline
     mock = contextlib.nullcontext()
-    if source == "tfds":
-        mock = pytest.importorskip("tensorflow_datasets").testing.mock_data(num_examples=200)
+    if source.startswith("tfds"):
+        pytest.importorskip("tensorflow_datasets")
+        mock = mock_tfds(num_examples=20)
     data_config = ml_collections.ConfigDict(RESUMABLE_SOURCES[source](tmp_path, text_file))
     with mock:
         first = build_pipeline(data_config, seed=3)
@@ -142,6 +145,98 @@ def test_restarted_iterator_sees_exactly_the_batches_of_an_uninterrupted_one(
     key = next(iter(batches[0]))
     assert not np.array_equal(batches[7][key], batches[8][key])   # the stream moves on
     _assert_eval_covers_the_split_once(first)
+
+
+class CountedReads:
+    """A `tfds_loader.data_source` that counts the records read from it, by split."""
+
+    def __init__(self, source, split: str, reads: dict):
+        self.source, self.split, self.reads = source, split, reads
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getattr__(self, name):   # dataset_info, ...
+        return getattr(self.source, name)
+
+    def __getitems__(self, keys):
+        self.reads[self.split] = self.reads.get(self.split, 0) + len(keys)
+        return self.source.__getitems__(keys)
+
+
+@pytest.mark.parametrize("source", ["tfds", "tfds_text"])
+def test_tfds_resume_reads_only_the_records_of_the_steps_it_runs(source, tmp_path, text_file,
+                                                                 monkeypatch):
+    """Resuming at step 10^6 reads about a batch of records per step it runs, none of the steps
+    before it (tf.data's `skip` read, and for text tokenized, everything before the step)."""
+    import math
+
+    import ml_collections
+
+    from fmjax.data import build_pipeline, tfds_loader
+    pytest.importorskip("tensorflow_datasets")
+    reads = {}
+    load = tfds_loader.data_source
+    monkeypatch.setattr(tfds_loader, "data_source",
+                        lambda name, split, **kw: CountedReads(load(name, split, **kw), split,
+                                                               reads))
+    data_config = ml_collections.ConfigDict(RESUMABLE_SOURCES[source](tmp_path, text_file))
+    with mock_tfds(num_examples=200):
+        pipeline = build_pipeline(data_config, seed=3)
+        # Records one step reads: its batch (images), or k sentences, about its tokens (text).
+        per_step = (8 if source == "tfds" else
+                    math.ceil((8 * data_config.seq_len + 1) / pipeline.tokens_per_sentence))
+        reads.clear()
+        batches = pipeline.train_iterator(10**6, 8)
+        next(batches), next(batches)
+    assert set(reads) == {"train"}
+    assert 2 * per_step <= reads["train"] <= 2 * 2 * per_step
+
+
+@functools.cache
+def _tiny_tfds_builder():
+    """A registered TFDS dataset `fmjax_tiny_digits`: 4x4 images whose pixels are the example
+    number i (20 train, 6 test), label i % 2; prepared offline in whatever data_dir is given."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    class FmjaxTinyDigits(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(4, 4, 1)),
+                "label": tfds.features.ClassLabel(num_classes=2)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(20), "test": self._generate_examples(6)}
+
+        def _generate_examples(self, n):
+            for i in range(n):
+                yield i, {"image": np.full((4, 4, 1), i, np.uint8), "label": i % 2}
+    return FmjaxTinyDigits
+
+
+def test_tfds_reads_array_record_files_by_index_and_refuses_a_tfrecord_copy(tmp_path):
+    """Outside mock data, real files: a dataset prepared (download=True) as ArrayRecord trains by
+    index, each example with its own label, and resumes exactly; a copy prepared earlier as
+    TFRecord (TFDS's default format) stops in one line that says how to convert it."""
+    from fmjax.data.tfds_images import TFDSImages
+    _tiny_tfds_builder()(data_dir=str(tmp_path / "tfrecord")).download_and_prepare()
+    with pytest.raises(UserError, match="File format is already set to .*TFRECORD.*tfds "
+                                        "convert_format") as e:
+        TFDSImages("fmjax_tiny_digits", data_dir=str(tmp_path / "tfrecord"),
+                   download=False).pipeline(seed=3)
+    assert "\n" not in str(e.value)
+    pipeline = TFDSImages("fmjax_tiny_digits", data_dir=str(tmp_path / "array_record"),
+                          download=True).pipeline(seed=3)
+    batches = [pipeline.train_batch(step, 4) for step in range(10)]   # two epochs
+    numbers = np.concatenate([np.round(b["inputs"][:, 0, 0, 0] * 255) for b in batches])
+    np.testing.assert_array_equal(np.sort(numbers[:20]), np.arange(20))   # an epoch: each once
+    assert not np.array_equal(numbers[:20], numbers[20:])                 # reshuffled
+    np.testing.assert_array_equal(np.concatenate([b["labels"] for b in batches]), numbers % 2)
+    resumed = pipeline.train_iterator(7, 4)
+    for step in (7, 8):
+        np.testing.assert_array_equal(next(resumed)["inputs"], batches[step]["inputs"])
 
 
 def _assert_eval_covers_the_split_once(pipeline) -> None:

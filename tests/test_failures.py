@@ -75,11 +75,13 @@ def test_nan_policy_skip_stops_after_max_nan_skips(tmp_path, small_config, monke
 
 
 def test_trains_without_tensorflow(tmp_path):
-    """TensorFlow is needed only for TFDS: block its import and train an MNIST-1D model."""
+    """TensorFlow and grain are needed only for TFDS: block their import and train an MNIST-1D
+    model."""
     script = (
         "import sys\n"
         "sys.modules['tensorflow'] = None\n"          # any `import tensorflow` now fails
         "sys.modules['tensorflow_datasets'] = None\n"
+        "sys.modules['grain'] = None\n"
         "from fmjax import configs\n"
         "from fmjax.train import train_and_evaluate\n"
         "c = configs.experiment(model=dict(name='mlp'), data=dict(name='mnist1d'),\n"

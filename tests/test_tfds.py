@@ -1,21 +1,20 @@
-"""TFDS image classification through tf.data, under `tfds.testing.mock_data` (never downloads)."""
+"""TFDS image classification read by index (`tfds.data_source`), under `tfds.testing.mock_data`
+(never downloads)."""
 
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from fmjax import configs
 from fmjax.train import train_and_evaluate
-from conftest import read_metrics
+from conftest import mock_tfds, read_metrics
 from test_train import final_params, model_metrics
 
 
 def tfds_config(num_steps):
     return configs.experiment(
         model=dict(name="cnn2d", features=(8, 16), hidden_size=32),
-        data=dict(name="tfds", dataset="mnist", download=False, shuffle_buffer=64,
-                  crop_padding=2),
+        data=dict(name="tfds", dataset="mnist", download=False, crop_padding=2),
         train=dict(num_steps=num_steps, batch_size=32, eval_batch_size=100, log_every=5,
                    eval_every=10, steps_per_call=5),
         optimizer=dict(name="adam", learning_rate=1e-3),
@@ -24,7 +23,7 @@ def tfds_config(num_steps):
 
 @pytest.fixture(autouse=True)
 def mock_mnist():
-    with tfds.testing.mock_data(num_examples=200):
+    with mock_tfds(num_examples=200):
         yield
 
 
@@ -37,7 +36,7 @@ def test_tfds_pipeline_trains_and_evaluates(tmp_path):
 
 
 def test_tfds_resume_sees_the_same_batches(tmp_path):
-    """tf.data skips to the restored step deterministically: resume is bit-exact."""
+    """The batch of a step is read by index: resume is bit-exact."""
     train_and_evaluate(tfds_config(20), tmp_path / "straight", show_progress=False)
     train_and_evaluate(tfds_config(10), tmp_path / "resumed", show_progress=False)
     train_and_evaluate(tfds_config(20), tmp_path / "resumed", show_progress=False)
@@ -49,7 +48,7 @@ def test_tfds_resume_sees_the_same_batches(tmp_path):
 
 def test_generative_model_on_tfds_measures_feature_distance(tmp_path, monkeypatch):
     """A VAE on TFDS mnist reaches its first eval: the feature-distance classifier reads the
-    TFDS training split into memory (tf.data streams it for training). The classifier's quality
+    TFDS training split into memory (training reads it by index). The classifier's quality
     is not the point here: it trains 20 steps, not its 80 s default."""
     import functools
     from conftest import experiment_config
@@ -58,7 +57,7 @@ def test_generative_model_on_tfds_measures_feature_distance(tmp_path, monkeypatc
     monkeypatch.setattr(feature_distance, "load_or_train",
                         functools.partial(feature_distance.load_or_train, steps=20))
     config = experiment_config("experiments/mnist/vae.py")
-    config.data.update(download=False, shuffle_buffer=64)
+    config.data.update(download=False)
     config.train.update(num_steps=10, batch_size=20, eval_batch_size=100, log_every=5,
                         eval_every=10, steps_per_call=5)
     config.checkpoint.every = 10

@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-from fmjax.data.pipeline import DataInfo, StepPipeline, host_slice
+from fmjax.data.pipeline import DataInfo, StepPipeline, host_positions, host_slice
 
 
 @dataclasses.dataclass
@@ -40,8 +40,7 @@ class ArrayPipeline(StepPipeline):
         return self._perm_cache[epoch]
 
     def train_batch(self, step: int, global_batch_size: int) -> dict:
-        rows = host_slice(global_batch_size)
-        positions = step * global_batch_size + np.arange(global_batch_size)[rows]
+        positions = host_positions(step, global_batch_size)
         epochs, offsets = np.divmod(positions, self.info.num_train)
         index = np.empty_like(positions)
         for epoch in np.unique(epochs):   # one epoch, or two where the batch crosses a boundary
@@ -50,7 +49,7 @@ class ArrayPipeline(StepPipeline):
         x = self.arrays.x_train[index]
         if self.augment is not None:   # the same draws on every host: see data/augment.py
             rng = np.random.default_rng([self.seed, step, 1])
-            x = self.augment(x, rng, rows, global_batch_size)
+            x = self.augment(x, rng, host_slice(global_batch_size), global_batch_size)
         return {"inputs": x, "labels": self.arrays.y_train[index]}
 
     def eval_examples(self, index: np.ndarray) -> dict:

@@ -6,12 +6,13 @@ say so where they bind the data.
 
 - Data position: the checkpoint stores only the step. `train_iterator(start_step, ...)` must give
   exactly the batches an uninterrupted run gives from `start_step` on, so resume is exact without
-  saving iterator state. `StepPipeline`s compute the batch of step s as a pure function of
-  (seed, s); streaming sources (tf.data) regenerate their stream and skip the first s batches.
+  saving iterator state. Every source is a `StepPipeline`: the batch of step s is a pure function
+  of (seed, s), so a resumed run reads nothing before step s (TFDS sources read their examples
+  by index, see record_order.py).
 - Per-host slicing: every batch a pipeline yields is this host's rows of the global batch,
-  `host_slice(global_batch_size)`; the loop assembles the global array from them. In-memory
-  sources draw the global batch and keep their rows (the data does not depend on the host count);
-  TFDS sources read their own file shard (`tfds.split_for_jax_process`).
+  `host_slice(global_batch_size)`; the loop assembles the global array from them. Sources draw
+  the global batch and each host reads or keeps only its rows (the data does not depend on the
+  host count), except packed TFDS text, where each host packs its own sentences.
 - Eval: `eval_batches` covers the eval split once, in global batches that every host runs the
   same number of. The last batch is padded with repeats of the last example and `mask` marks the
   real rows (False = padding, to be left out of every mean); `index` numbers the examples, so
@@ -43,6 +44,12 @@ def host_slice(global_size: int) -> slice:
     per_host = global_size // jax.process_count()
     start = jax.process_index() * per_host
     return slice(start, start + per_host)
+
+
+def host_positions(step: int, global_size: int) -> np.ndarray:
+    """Which examples of the run (counted from step 0) this host's rows of step `step`'s global
+    batch hold: for sources that read example p of a fixed order (shuffled epochs)."""
+    return step * global_size + np.arange(global_size)[host_slice(global_size)]
 
 
 def local_batch_size(global_size: int) -> int:

@@ -85,7 +85,7 @@ class TextClassification:
                 self.tfds_name, split, data_dir=self.data_dir, download=self.download,
                 with_info=True, offline_hint="offline: set config.data.train_path and "
                                              "config.data.eval_path to local TSV files")
-            tfds_loader.require_features(ds, self.tfds_name, (text_key, "label"))
+            tfds_loader.require_features(ds.element_spec, self.tfds_name, (text_key, "label"))
             names = list(info.features["label"].names)
             rows = [(ex[text_key].decode("utf-8"), names[ex["label"]])
                     for ex in ds.as_numpy_iterator()]

@@ -1,22 +1,25 @@
 """Image classification from TensorFlow Datasets (mnist, fashion_mnist, cifar10, ...).
 
 TensorFlow is imported only when this source is used, so fmjax imports and trains without it.
-Training batches come from tf.data (this host's shard of the split, seeded shuffle, skipped to the
-resume step); the eval split is read once into memory so every host runs the same number of
-eval batches.
+Training examples are read by index from the split's ArrayRecord files (`tfds.data_source`): the
+batch of step s holds the examples at positions s * batch .. (s + 1) * batch - 1 of seeded
+per-epoch permutations (record_order.py), and each host reads only its rows of it. So the batch of
+a step is a pure function of (seed, step), the same on 1 host or N, and a resumed run reads
+only the records of the steps it runs. The eval split is read once into memory so every host runs
+the same number of eval batches.
 """
 
 import dataclasses
 import functools
 
-import jax
 import numpy as np
 
 from fmjax.data import tfds_loader
 from fmjax.data.arrays import Arrays
 from fmjax.data.augment import crop_and_flip
-from fmjax.data.pipeline import DataInfo, Pipeline, local_batch_size
-from fmjax.ranges import NonNegativeInt, PositiveInt
+from fmjax.data.pipeline import DataInfo, StepPipeline, host_positions, host_slice
+from fmjax.data.record_order import RecordOrder
+from fmjax.ranges import NonNegativeInt
 
 
 @dataclasses.dataclass
@@ -27,15 +30,17 @@ class TFDSImages:
     eval_split: str = "test"
     data_dir: str = ""          # "" = TFDS's default (~/tensorflow_datasets)
     download: bool = True
-    shuffle_buffer: PositiveInt = 10_000
     crop_padding: NonNegativeInt = 0
     flip: bool = False
     binarize: bool = False      # pixels > 0.5 -> 1, else 0 (Bernoulli likelihood models)
 
-    def load(self, split: str, **options):
-        """(image, label) pairs of `split`: a tf.data.Dataset (`options`: tfds_loader.load's)."""
-        return tfds_loader.load(self.dataset, split, data_dir=self.data_dir,
-                                download=self.download, as_supervised=True, **options)
+    def data_source(self, split: str):
+        """`split` as a random-access sequence of {"image", "label", ...} examples."""
+        source = tfds_loader.data_source(self.dataset, split, data_dir=self.data_dir,
+                                         download=self.download)
+        tfds_loader.require_features(list(source.dataset_info.features.keys()), self.dataset,
+                                     ("image", "label"), hint="an image classification dataset")
+        return source
 
     def scale(self, x_uint8: np.ndarray) -> np.ndarray:
         """uint8 pixels -> float32 in [0, 1] (or {0, 1} with `binarize`)."""
@@ -43,41 +48,37 @@ class TFDSImages:
         return (x > 0.5).astype(np.float32) if self.binarize else x
 
     def pipeline(self, seed: int, workdir=None) -> "TFDSPipeline":
-        eval_ds, info = self.load(self.eval_split, with_info=True)
-        x_eval, y_eval = _to_numpy(eval_ds)
-        num_classes = info.features["label"].num_classes
+        train, eval_source = self.data_source(self.train_split), self.data_source(self.eval_split)
+        x_eval, y_eval = _to_numpy(tfds_loader.read(eval_source, range(len(eval_source))))
+        num_classes = eval_source.dataset_info.features["label"].num_classes
         eval_arrays = Arrays(x_eval[:0], y_eval[:0], self.scale(x_eval), y_eval, num_classes)
-        num_train = tfds_loader.num_examples(info, self.train_split)
-        info = DataInfo(num_classes, x_eval.shape[1:], num_train, len(x_eval))
-        return TFDSPipeline(self, eval_arrays, info, seed)
+        info = DataInfo(num_classes, x_eval.shape[1:], len(train), len(x_eval))
+        return TFDSPipeline(self, train, eval_arrays, info, seed)
 
 
-def _to_numpy(ds):
-    images, labels = [], []
-    for x, y in ds.as_numpy_iterator():
-        images.append(x)
-        labels.append(y)
-    return np.stack(images), np.asarray(labels, np.int32)
+def _to_numpy(examples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(images, int32 labels) of decoded examples."""
+    return (np.stack([ex["image"] for ex in examples]),
+            np.array([ex["label"] for ex in examples], np.int32))
 
 
-class TFDSPipeline(Pipeline):
-    """Training batches streamed by tf.data from this host's files; the eval split in memory."""
+class TFDSPipeline(StepPipeline):
+    """Training batches read by index from the ArrayRecord files; the eval split in memory."""
 
-    def __init__(self, source: TFDSImages, eval_arrays: Arrays, info: DataInfo, seed: int):
-        self.source, self.eval_arrays, self.info, self.seed = source, eval_arrays, info, seed
+    def __init__(self, source: TFDSImages, train, eval_arrays: Arrays, info: DataInfo,
+                 seed: int):
+        self.source, self.train, self.eval_arrays, self.info = source, train, eval_arrays, info
+        self.seed, self.order = seed, RecordOrder(len(train), seed)
         self.augment = crop_and_flip(source.crop_padding, source.flip)
 
-    def train_iterator(self, start_step: int, global_batch_size: int):
-        ds = tfds_loader.training_stream(
-            self.source.load(self.source.train_split, this_host_only=True),
-            shuffle_buffer=self.source.shuffle_buffer, seed=self.seed,
-            batch_size=local_batch_size(global_batch_size), skip=start_step)
-        for step, (x, y) in enumerate(ds.as_numpy_iterator(), start=start_step):
-            x = self.source.scale(x)
-            if self.augment is not None:   # each host reads its own files: its own draws
-                rng = np.random.default_rng([self.seed, step, jax.process_index()])
-                x = self.augment(x, rng, slice(None), len(x))
-            yield {"inputs": x, "labels": y.astype(np.int32)}
+    def train_batch(self, step: int, global_batch_size: int) -> dict:
+        positions = host_positions(step, global_batch_size)
+        x, y = _to_numpy(tfds_loader.read(self.train, self.order[positions]))
+        x = self.source.scale(x)
+        if self.augment is not None:   # the same draws on every host: see data/augment.py
+            rng = np.random.default_rng([self.seed, step, 1])
+            x = self.augment(x, rng, host_slice(global_batch_size), global_batch_size)
+        return {"inputs": x, "labels": y}
 
     def eval_examples(self, index: np.ndarray) -> dict:
         return self.eval_arrays.eval_examples(index)
@@ -90,7 +91,7 @@ class TFDSPipeline(Pipeline):
     def arrays(self) -> Arrays:
         """Both splits in host memory, read on first use: for what needs the whole training set
         at once (the feature-distance classifier of generative tasks), not for training."""
-        x_train, y_train = _to_numpy(self.source.load(self.source.train_split))
+        x_train, y_train = _to_numpy(tfds_loader.read(self.train, range(len(self.train))))
         held = self.eval_arrays
         return Arrays(self.source.scale(x_train), y_train, held.x_eval, held.y_eval,
                       held.num_classes)

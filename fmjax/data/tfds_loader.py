@@ -1,6 +1,9 @@
-"""The one way fmjax reads TensorFlow Datasets: lazy import, load, training stream.
+"""The one way fmjax reads TensorFlow Datasets: lazy import, `load` (a tf.data.Dataset, for splits
+read once into memory) and `data_source` (random access by record index, for training streams).
 
-TensorFlow is imported only when a TFDS source is used, so fmjax imports and trains without it.
+Training batches are read by index (`data_source`, ArrayRecord files, see record_order.py), so a
+resumed run reads only the records of the steps it runs. TensorFlow is imported only when a TFDS
+source is used, so fmjax imports and trains without it.
 """
 
 import os
@@ -24,44 +27,47 @@ def import_tfds():
 
 
 def load(name: str, split: str, *, data_dir: str = "", download: bool = True,
-         this_host_only: bool = False, offline_hint: str = "", **options):
-    """`tfds.load(name, split=split, **options)` (this host's shard of the split with
-    `this_host_only`), or one UserError line naming the dataset and split, and `offline_hint`."""
+         offline_hint: str = "", **options):
+    """`tfds.load(name, split=split, **options)`, or one UserError line naming the dataset and
+    split, and `offline_hint`."""
     _, tfds = import_tfds()
     try:
-        return tfds.load(name, split=tfds.split_for_jax_process(split) if this_host_only else split,
-                         data_dir=data_dir or None, download=download, **options)
+        return tfds.load(name, split=split, data_dir=data_dir or None, download=download,
+                         **options)
     except Exception as e:  # tfds raises many types; the user needs the first line only
         hint = f" ({offline_hint})" if offline_hint else ""
         raise UserError(f"cannot load TFDS dataset '{name}' split '{split}': "
                         f"{first_line(e)}{hint}")
 
 
-def require_features(ds, name: str, features: tuple[str, ...]) -> None:
-    """UserError unless every element of `ds` has `features` (the text sources' first feature
-    is `config.data.text_key`)."""
-    missing = [f for f in features if f not in ds.element_spec]
+def require_features(names, name: str, features: tuple[str, ...],
+                     hint: str = "config.data.text_key names the text feature") -> None:
+    """UserError unless the dataset's feature `names` (`ds.element_spec`, `info.features`)
+    include `features` (the text sources' first feature is `config.data.text_key`)."""
+    missing = [f for f in features if f not in names]
     if missing:
         raise UserError(f"TFDS dataset '{name}' has no feature {', '.join(map(repr, missing))} "
-                        f"(features: {', '.join(sorted(ds.element_spec))}; "
-                        "config.data.text_key names the text feature)")
+                        f"(features: {', '.join(sorted(names))}; {hint})")
 
 
-def num_examples(info, split: str) -> int:
-    """Examples in `split` as the dataset info records them (0 when it does not, e.g. under
-    tfds.testing.mock_data)."""
+# What a user with a TFRecord copy of a dataset (TFDS's default format) can do about it.
+ARRAY_RECORD_HINT = ("fmjax reads TFDS data by index from ArrayRecord files: prepare them with "
+                     "config.data.download=True, or convert a TFRecord copy with `tfds "
+                     "convert_format --dataset_dir=DIR --out_file_format=array_record`")
+
+
+def data_source(name: str, split: str, *, data_dir: str = "", download: bool = True):
+    """`tfds.data_source`: `split` as a random-access sequence of decoded examples, read from
+    ArrayRecord files (prepared in that format on first use with `download`), or one UserError."""
+    _, tfds = import_tfds()
     try:
-        return info.splits[split].num_examples
-    except KeyError:
-        return 0
+        return tfds.data_source(name, split=split, data_dir=data_dir or None, download=download,
+                                builder_kwargs={"file_format": "array_record"})
+    except Exception as e:  # tfds raises many types; the user needs the first line only
+        raise UserError(f"cannot load TFDS dataset '{name}' split '{split}': "
+                        f"{first_line(e)} ({ARRAY_RECORD_HINT})")
 
 
-def training_stream(ds, *, shuffle_buffer: int, seed: int, batch_size: int, skip: int = 0):
-    """`ds` shuffled by a seeded buffer (reshuffled every epoch), repeated, in batches of
-    `batch_size`, the first `skip` batches dropped: the same stream every time it is built."""
-    tf, _ = import_tfds()
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat().batch(batch_size, drop_remainder=True).skip(skip)
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options).prefetch(2)
+def read(source, index) -> list:
+    """The examples of `source` (a `data_source`) at record numbers `index`, in one batched read."""
+    return source.__getitems__([int(i) for i in index])
