@@ -46,7 +46,7 @@ def test_train_prints_a_plain_line_per_log_step_and_eval_then_json(trained):
     assert "\r" not in stdout
     assert json.loads(lines[-1]) == {k: v for k, v in records[40].items() if k.startswith("eval/")}
     train_lines = [line for line in lines if " steps/s, ETA " in line]
-    assert [line.split(":")[0] for line in train_lines] == [f"step {s}/40" for s in (10, 20, 30, 40)]
+    assert len(train_lines) == 4, stdout
     for line, step in zip(train_lines, (10, 20, 30, 40)):
         assert line.startswith(f"step {step}/40: loss {records[step]['train/loss']:.4g}, "), line
     eval_lines = [line for line in lines if "eval/" in line and not line.startswith("{")]

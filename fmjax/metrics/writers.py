@@ -19,8 +19,8 @@ import sys
 import time
 
 import jax
-from tqdm import autonotebook, std
 from tqdm.auto import tqdm   # first: it imports autonotebook without its notebook-mode warning
+from tqdm import autonotebook, std
 
 from fmjax.errors import WorkdirError
 from fmjax.metrics import image_grid
