@@ -224,14 +224,6 @@ def with_fields(section: ml_collections.ConfigDict, **fields) -> ml_collections.
 
 
 def _check_divisibility(config):
-    spc = config.train.steps_per_call
-    for key, value in (("train.num_steps", config.train.num_steps),
-                       ("train.log_every", config.train.log_every),
-                       ("train.eval_every", config.train.eval_every),
-                       ("checkpoint.every", config.checkpoint.every)):
-        if value % spc:
-            raise UserError(f"config.{key}={value} is not a multiple of "
-                            f"config.train.steps_per_call={spc}; make it one")
     if config.train.batch_size % config.train.grad_accum_steps:
         raise UserError(f"config.train.batch_size={config.train.batch_size} is not divisible by "
                         f"config.train.grad_accum_steps={config.train.grad_accum_steps}")

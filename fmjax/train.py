@@ -2,7 +2,9 @@
 
 Everything that can be wrong with the input is checked in `prepare` before the workdir is touched;
 `train_and_evaluate` then restores or initialises the sharded state and runs fused multi-step device
-calls, logging, evaluating and checkpointing on the configured boundaries.
+calls, logging, evaluating and checkpointing on the configured boundaries. A call is cut short
+where it would pass an eval, a checkpoint or the last step, so none of those need be a multiple
+of `train.steps_per_call`; logged steps are read out of a call's per-step metrics.
 """
 
 import contextlib
@@ -137,6 +139,29 @@ def _nonfinite_stop(metrics_K: dict, first_step: int, train_config) -> tuple[int
                                      "checkpoint is kept)")
 
 
+def _train_record(metrics_K: dict, index: int) -> dict:
+    return {f"train/{name}": v[index] for name, v in metrics_K.items()}
+
+
+def logged_records(metrics_K: dict, first_step: int, log_every: int) -> dict[int, dict]:
+    """{step: its 'train/...' metrics} for the steps of a call that started after `first_step`
+    that are logged: the multiples of `log_every`."""
+    end_step = first_step + len(metrics_K["loss"])
+    return {s: _train_record(metrics_K, s - first_step - 1)
+            for s in range(first_step + 1, end_step + 1) if s % log_every == 0}
+
+
+def call_length(step: int, config: ml_collections.ConfigDict) -> int:
+    """Optimizer steps in the device call that starts after `step`: `train.steps_per_call`, or
+    fewer, to end exactly on the next eval, checkpoint or the last step. The call's length is
+    static (`lax.scan`): each shorter length compiles once, usually one, since the boundaries
+    repeat (`tests/test_train.py` counts them)."""
+    stops = [(step // every + 1) * every
+             for every in (config.train.eval_every, config.checkpoint.every)]
+    return min(config.train.steps_per_call, config.train.num_steps - step,
+               *(stop - step for stop in stops))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        show_progress: bool = True) -> dict[str, float]:
     """Train (or resume) the experiment in `workdir`; returns the last eval metrics."""
@@ -153,7 +178,7 @@ def data_info_asset(info: data.DataInfo) -> dict[str, bytes]:
 def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[str, float]:
     """The body of `train_and_evaluate`, run while this process holds the workdir's lock."""
     config = exp.config
-    tc, k = config.train, config.train.steps_per_call
+    tc = config.train
     library_logs.to_workdir(workdir)
     state, step, note = restore_or_init(exp, workdir)
     if jax.process_count() > 1:   # all have read the workdir before process 0 writes to it
@@ -184,35 +209,43 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
         with jax.set_mesh(exp.mesh):
             return evaluate(exp, state, eval_step)
 
-    def fetch(end_step: int, metrics_K) -> dict:
-        """A finished call's metrics -> the train record for `end_step` (empty if not logged).
-        Stops with NonFiniteLoss (after logging the bad step) if the nan_policy says so."""
+    def fetch(end_step: int, metrics_K) -> dict[int, dict]:
+        """A finished call's metrics -> {step: train record} for its steps that are logged (the
+        multiples of `log_every`). Stops with NonFiniteLoss (after logging the bad step) if the
+        nan_policy says so."""
         metrics_K = jax.device_get(metrics_K)
-        stop = _nonfinite_stop(metrics_K, end_step - k, tc)
+        first_step = end_step - len(metrics_K["loss"])
+        stop = _nonfinite_stop(metrics_K, first_step, tc)
         if stop is not None:
             bad_step, message = stop
-            writers.write(bad_step, {f"train/{name}": v[bad_step - (end_step - k) - 1]
-                                     for name, v in metrics_K.items()})
+            writers.write(bad_step, _train_record(metrics_K, bad_step - first_step - 1))
             raise NonFiniteLoss(message)
         writers.advance(end_step)
-        if end_step % tc.log_every:
-            return {}
-        return {**{f"train/{name}": v[-1] for name, v in metrics_K.items()},
-                **throughput(writers.steps_per_sec(end_step))}
+        records = logged_records(metrics_K, first_step, tc.log_every)
+        if records:
+            perf_metrics = throughput(writers.steps_per_sec(end_step))
+            for record in records.values():
+                record.update(perf_metrics)
+        return records
 
-    # ---- The loop: one device call = k optimizer steps. ----------------------------------------
+    def write(records: dict[int, dict]) -> None:
+        for record_step, record in records.items():
+            writers.write(record_step, record)
+
+    # ---- The loop: one device call = up to steps_per_call optimizer steps. ---------------------
     eval_metrics: dict[str, float] = {}
     pending = None   # the previous call, fetched one call late so logging never stalls the device
     # The watch is entered first so that it still catches a second SIGTERM while the last
     # checkpoint is being written on the way out.
     with PreemptionWatch() as preemption, jax.set_mesh(exp.mesh), _finally_close(manager, writers):
         while step < tc.num_steps:
-            local = [next(batches) for _ in range(k)]
+            num = call_length(step, config)
+            local = [next(batches) for _ in range(num)]
             stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
             state, metrics_K = train_call(state, sharding.global_batch(stacked, exp.mesh, 1))
-            step += k
+            step += num
             if pending is not None:
-                writers.write(pending[0], fetch(*pending))
+                write(fetch(*pending))
                 pending = None
             is_last = step == tc.num_steps
             preempted = preemption.requested() and not is_last
@@ -221,14 +254,14 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
             if not (do_eval or do_save):
                 pending = (step, metrics_K)
                 continue
-            record = fetch(step, metrics_K)   # before saving: never checkpoint a NaN state
+            records = fetch(step, metrics_K)   # before saving: never checkpoint a NaN state
             if preempted:   # the state first: the grace period may end during an eval
                 checkpoint.save(manager, step, state, config_dict, None)
             if do_eval:
                 eval_metrics = evaluate(exp, state, eval_step)
-                record.update(eval_metrics)
+                records[step] = {**records.get(step, {}), **eval_metrics}
                 writers.write_images(step, exp.task.eval_images(state.params, state.extra))
-            writers.write(step, record)
+            write(records)
             if do_save and not preempted:
                 checkpoint.save(manager, step, state, config_dict, eval_metrics if do_eval else None)
             if preempted:   # leaving the `with` waits for the checkpoint to be written

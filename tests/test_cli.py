@@ -14,10 +14,16 @@ TINY = ["--config.train.num_steps=40", "--config.train.log_every=10",
 
 
 @pytest.fixture(scope="module")
-def trained_workdir(tmp_path_factory):
+def trained(tmp_path_factory):
+    """(workdir, the stdout of `fmjax train`) of a 40-step run."""
     workdir = tmp_path_factory.mktemp("cli") / "run"
-    run_cli("train", "--config", "experiments/mnist1d/cnn.py", "--workdir", workdir, *TINY)
-    return workdir
+    proc = run_cli("train", "--config", "experiments/mnist1d/cnn.py", "--workdir", workdir, *TINY)
+    return workdir, proc.stdout
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(trained):
+    return trained[0]
 
 
 def test_train_writes_metrics_config_tensorboard_and_checkpoints(trained_workdir):
@@ -29,6 +35,24 @@ def test_train_writes_metrics_config_tensorboard_and_checkpoints(trained_workdir
     assert config["train"]["num_steps"] == 40 and config["model"]["name"] == "cnn1d"
     assert list((trained_workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (trained_workdir / "checkpoints").iterdir()) == ["20", "40"]
+
+
+def test_train_prints_a_plain_line_per_log_step_and_eval_then_json(trained):
+    """Not on a terminal (a nohup log, a pipe): no progress bar, one line per log_every steps and
+    per eval, then the final metrics as the last line."""
+    workdir, stdout = trained
+    lines = stdout.splitlines()
+    records = {r["step"]: r for r in read_metrics(workdir)}
+    assert "\r" not in stdout
+    assert json.loads(lines[-1]) == {k: v for k, v in records[40].items() if k.startswith("eval/")}
+    train_lines = [line for line in lines if " steps/s, ETA " in line]
+    assert len(train_lines) == 4, stdout
+    for line, step in zip(train_lines, (10, 20, 30, 40)):
+        assert line.startswith(f"step {step}/40: loss {records[step]['train/loss']:.4g}, "), line
+    eval_lines = [line for line in lines if "eval/" in line and not line.startswith("{")]
+    assert [line.split(": ")[0] for line in eval_lines] == ["step 20/40", "step 40/40"]
+    assert f"eval/accuracy {records[20]['eval/accuracy']:.4g}" in eval_lines[0]
+    assert len(lines) == len(train_lines) + len(eval_lines) + 1, stdout
 
 
 def test_rerun_says_it_resumed(trained_workdir):
@@ -80,7 +104,6 @@ CNN = ["--config", "experiments/mnist1d/cnn.py"]
     (CNN + ["--config.mesh.fsdp=3", "--config.mesh.data=-1"], 8, ["does not fit 8 devices"]),
     (["--config", "experiments/mnist1d/cnn.py:huge"], 1, ["unknown config variant 'huge'"]),
     (["--config", "experiments/nope.py"], 1, ["nope.py"]),
-    (CNN + ["--config.train.steps_per_call=7"], 1, ["not a multiple of"]),
     (["--config", "experiments/translate/synthetic.py", "--config.optimizer.layer_decay=0.8"], 1,
      ["layer_decay needs layers named block_0", "decoder_block_0"]),
     (["--config", "experiments/images/cnn_tfds.py", "--config.data.download=False",

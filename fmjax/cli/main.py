@@ -8,6 +8,9 @@
     fmjax sample  --workdir runs/vae --num 64 --out grid.png [--interpolate] [--seed 0]
     fmjax translate --workdir runs/mt --input "olá mundo" [--beam_size 4 --length_penalty 0.6]
     fmjax launch_local --num_processes=2 --devices_per_process=4 -- train --config ... --workdir ...
+    fmjax --help; fmjax COMMAND --help       the commands; a command's flags (fmjax/cli/usage.py)
+
+`python -m fmjax ...` is the same command.
 
 Every command first joins a multi-process run when the environment asks for one
 (`fmjax.runtime.distributed`: the FMJAX_* variables `launch_local` sets, or FMJAX_DISTRIBUTED=auto for
@@ -29,10 +32,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import flags  # noqa: E402 (after the variable above)
 from ml_collections import config_flags  # noqa: E402
 
+from fmjax.cli import usage  # noqa: E402
+from fmjax.cli.usage import Command  # noqa: E402
+
 MAX_IMAGES = 4096   # sample --num: a grid, not a dataset
-COMMANDS = ("train", "eval", "inspect", "sample", "translate")
-USAGE = ("usage: fmjax {train|eval|inspect|sample|translate} [--config FILE[:variant]] "
-         "[--workdir DIR] ... (or: fmjax launch_local --num_processes=N -- COMMAND ...)")
+SAMPLE_FLAGS = ("workdir", "step", "prompt", "max_new_tokens", "temperature", "top_k", "top_p",
+                "seed", "num_samples", "num", "out", "interpolate")
+COMMANDS = {
+    "train": Command("Train an experiment, or resume the run in its workdir.",
+                     "--config FILE[:variant] --workdir DIR [--config.KEY=VALUE ...] [flags]",
+                     ("config", "workdir", "progress")),
+    "eval": Command("Evaluate a checkpoint of a run on its eval split; prints one JSON line.",
+                    "--workdir DIR [--step N]", ("workdir", "step")),
+    "inspect": Command("Print an experiment's parameters, shardings and memory per device.",
+                       "--config FILE[:variant] [--config.KEY=VALUE ...]", ("config",)),
+    "sample": Command("Generate text from a language model run, or images from a VAE or GAN run.",
+                      "--workdir DIR [--prompt TEXT | --out FILE.png] [flags]", SAMPLE_FLAGS),
+    "translate": Command("Translate text with a translation run.", "--workdir DIR --input TEXT "
+                         "[flags]", ("workdir", "step", "input", "beam_size", "length_penalty")),
+}
+USAGE = (f"usage: fmjax {{{'|'.join(COMMANDS)}|launch_local}} [flags]; `fmjax --help` lists the "
+         "commands")
 
 
 class _ExperimentFileParser(flags.ArgumentParser):
@@ -52,8 +72,10 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant
                                 lock_config=True)
 FLAGS["config"].parser = _ExperimentFileParser()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
-flags.DEFINE_integer("step", None, "eval: the checkpoint step (default: the latest).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_integer("step", None, "The checkpoint step to load (default: the latest).")
+flags.DEFINE_bool("progress", True, "train: a progress bar on a terminal or in a notebook; "
+                  "elsewhere (a log file), and with --noprogress, one line per train.log_every "
+                  "steps and per eval.")
 flags.DEFINE_string("prompt", "\n", "sample: the text to continue.")
 flags.DEFINE_integer("max_new_tokens", 500, "sample: tokens to generate, shown as they are "
                      "generated.")
@@ -87,6 +109,8 @@ def _config_error(error: BaseException, argv: list[str]) -> str:
     for e in chain:
         if isinstance(e, UserError):
             return first_line(e)
+        if isinstance(e, flags.UnrecognizedFlagError) and not e.flagname.startswith("config."):
+            return usage.unknown_flag(e.flagname, argv[1], COMMANDS[argv[1]].flags)
     overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
     unknown = [str(e.args[0]) if isinstance(e, KeyError) else str(e).split("'")[1]
                for e in chain if isinstance(e, (KeyError, flags.UnrecognizedFlagError))]
@@ -100,8 +124,10 @@ def _config_error(error: BaseException, argv: list[str]) -> str:
 
 def _parse(argv: list[str]) -> str:
     """Parse flags and load the config file now, so every config error is reported here."""
-    if len(argv) < 2 or argv[1] not in COMMANDS:
+    if len(argv) < 2 or argv[1].startswith("-"):
         fail(USAGE)
+    if argv[1] not in COMMANDS:
+        fail(f"unknown command '{argv[1]}'; {USAGE}")
     try:
         FLAGS([argv[0]] + argv[2:])
     except Exception as e:  # flag errors, and experiment files that raise while building
@@ -207,10 +233,24 @@ def cmd_translate():
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fmjax` script."""
     from fmjax.errors import Interrupted
+    argv = sys.argv if argv is None else argv
+    if usage.requested(argv):
+        print(_help(argv[1] if len(argv) > 1 else ""))
+        return
     try:
-        _run(sys.argv if argv is None else argv)
+        _run(argv)
     except (KeyboardInterrupt, Interrupted) as e:   # importing JAX, joining the other processes
         _stopped(e)
+
+
+def _help(command: str) -> str:
+    """`fmjax --help`, `fmjax COMMAND --help` or `fmjax launch_local --help`."""
+    from fmjax.runtime import launch
+    if command == "launch_local":
+        return launch.HELP
+    if command in COMMANDS:
+        return usage.command_help(command, COMMANDS[command], FLAGS)
+    return usage.main_help(COMMANDS, launch.SUMMARY)
 
 
 def _stopped(e: BaseException):
@@ -231,7 +271,7 @@ def _run(argv: list[str]) -> None:
     library_logs.silence()   # library chatter (Orbax, TensorStore) stays off the console
     if argv[1:2] == ["launch_local"]:
         from fmjax.runtime import launch
-        sys.exit(launch.main(argv[2:], COMMANDS))
+        sys.exit(launch.main(argv[2:], tuple(COMMANDS)))
     from fmjax.runtime import preemption
     preemption.take_over_signals()
     # Before the config file loads: importing fmjax's tasks already runs JAX code.

@@ -1,10 +1,16 @@
-"""Where logged metrics go: `metrics.jsonl`, TensorBoard, and a console progress bar.
+"""Where logged metrics go: `metrics.jsonl`, TensorBoard, and the console.
+
+The console gets a live progress bar where one is seen as one (a terminal, or a notebook through
+`tqdm.auto`); elsewhere, as in a `nohup` log, and with `show_progress=False`, it gets one plain
+line per logged step (step, loss, steps/s, ETA), flushed at once, and in both cases one line per
+eval. All of it goes to stdout, where `fmjax train` prints its final JSON line last.
 
 Only process 0 writes. On resume, lines for steps after the restored checkpoint are dropped from
 `metrics.jsonl`, so the file of a resumed run equals that of a run that never stopped.
 """
 
 import contextlib
+import datetime
 import json
 import math
 import pathlib
@@ -13,7 +19,8 @@ import sys
 import time
 
 import jax
-from tqdm import tqdm
+from tqdm.auto import tqdm   # first: it imports autonotebook without its notebook-mode warning
+from tqdm import autonotebook, std
 
 from fmjax.errors import WorkdirError
 from fmjax.metrics import image_grid
@@ -49,6 +56,16 @@ def _summary_writer_class():
     return SummaryWriter
 
 
+def live_console() -> bool:
+    """Whether a progress bar would be seen live: stdout is a terminal, or this is a notebook
+    (where `tqdm.auto` draws a widget); not a log file or a pipe."""
+    return sys.stdout.isatty() or autonotebook.tqdm is not std.tqdm
+
+
+def _shown(value) -> str:
+    return value if isinstance(value, str) else f"{value:.4g}"
+
+
 def read_jsonl(path) -> list[dict]:
     """All records of a `metrics.jsonl` file."""
     return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
@@ -61,16 +78,20 @@ class MetricWriters:
         self.active = jax.process_index() == 0
         self.workdir = pathlib.Path(workdir)
         self.jsonl_path = self.workdir / "metrics.jsonl"
+        self.num_steps = num_steps
         self.tensorboard = None
-        self.progress = None
+        self.progress = None   # a tqdm bar, or None: plain lines
         self._last = (start_step, time.perf_counter())   # every process measures its throughput
+        # (step, time) of the first and the latest fetched call: the ETA leaves compiling out.
+        self._rate_start = self._reached = None
         if not self.active:
             return
         _truncate_after(self.jsonl_path, start_step)
         self.tensorboard = _summary_writer_class()(str(pathlib.Path(workdir) / "tensorboard"),
                                          purge_step=start_step + 1 if start_step else None)
-        self.progress = tqdm(total=num_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                             disable=not show_progress, mininterval=1.0)
+        if show_progress and live_console():
+            self.progress = tqdm(total=num_steps, initial=start_step, unit="step",
+                                 dynamic_ncols=True, mininterval=1.0)
 
     def steps_per_sec(self, step: int) -> float:
         """Throughput since the previous call."""
@@ -92,9 +113,27 @@ class MetricWriters:
         for key, value in record.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.tensorboard.add_scalar(key, value, step)
-        shown = {k.split("/")[-1]: f"{v:.4g}" for k, v in record.items()
-                 if k in ("train/loss", "eval/loss", "eval/accuracy")}
-        self.progress.set_postfix(shown, refresh=False)
+        if self.progress is not None:
+            self.progress.set_postfix({k.split("/")[-1]: _shown(v) for k, v in record.items()
+                                       if k in ("train/loss", "eval/loss", "eval/accuracy")},
+                                      refresh=False)
+        elif "train/loss" in record:
+            self.message(self._train_line(step, record))
+        evals = [f"{k} {_shown(v)}" for k, v in record.items() if k.startswith("eval/")]
+        if evals:
+            self.message(f"step {step}/{self.num_steps}: {', '.join(evals)}")
+
+    def _train_line(self, step: int, record: dict) -> str:
+        """`step S/N: loss L, R steps/s, ETA H:MM:SS`, the way big_vision and MaxText log."""
+        line = f"step {step}/{self.num_steps}: loss {_shown(record['train/loss'])}"
+        if "perf/steps_per_sec" not in record or self._reached is None:
+            return line
+        steps_per_sec = record["perf/steps_per_sec"]
+        (first_step, first_time), (reached, now) = self._rate_start, self._reached
+        if reached > first_step:   # the average since the first call: no compile time in it
+            steps_per_sec = (reached - first_step) / max(now - first_time, 1e-9)
+        eta = datetime.timedelta(seconds=round((self.num_steps - reached) / steps_per_sec))
+        return f"{line}, {record['perf/steps_per_sec']:.3g} steps/s, ETA {eta}"
 
     def write_images(self, step: int, images: dict, scale: int | None = None) -> None:
         """Saves each image grid as `workdir/images/{name}_{step:08d}.png` (slashes and other odd
@@ -113,16 +152,25 @@ class MetricWriters:
             self.tensorboard.add_image(name, grid, step, dataformats="HWC")
 
     def advance(self, step: int) -> None:
-        if self.active:
+        """Training has reached `step` (a device call's results arrived)."""
+        self._reached = (step, time.perf_counter())
+        self._rate_start = self._rate_start or self._reached
+        if self.active and self.progress is not None:
             self.progress.update(step - self.progress.n)
 
     def message(self, text: str) -> None:
-        if self.active:
-            tqdm.write(text)
+        """One line on stdout, above the progress bar if there is one."""
+        if not self.active:
+            return
+        if self.progress is not None:
+            self.progress.write(text)
+        else:
+            print(text, flush=True)
 
     def close(self) -> None:
         if self.active:
-            self.progress.close()
+            if self.progress is not None:
+                self.progress.close()
             # A full disk stops training with the error of the checkpoint or metrics.jsonl write
             # that met it; TensorBoard's last flush failing too must not hide that error.
             with contextlib.suppress(OSError):

@@ -29,6 +29,17 @@ import time
 
 USAGE = ("usage: fmjax launch_local --num_processes=N [--devices_per_process=D] -- "
          "{train|eval|inspect|sample|translate} [flags]")
+SUMMARY = "Run an fmjax command as several cooperating processes on this machine (multi-host)."
+HELP = f"""{USAGE}
+
+{SUMMARY}
+Each process gets D forced CPU devices and joins one JAX run (a localhost coordinator, gloo
+collectives). Process 0's output passes through; the others' goes to stderr, prefixed
+"[process i] ". A stop signal gives every process one SIGTERM and 30 s to save.
+
+flags:
+  --num_processes N         How many processes (required).
+  --devices_per_process D   Forced CPU devices per process (default: 1)."""
 READER_SECONDS = 5.0   # to pass on the last output of the stopped processes
 PREEMPTION_GRACE_SECONDS = 30.0   # what a TPU VM allows between SIGTERM and the kill
 # A terminal's Ctrl-C, a scheduler or `timeout`, a closed terminal: each stops the whole run.

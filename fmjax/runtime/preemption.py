@@ -15,7 +15,7 @@ as a SIGTERM to the process itself. The agreed call is the largest count of
 `reached_preemption_sync_point` calls any host has made, plus one, and only an exact match fires
 (xla/tsl/distributed_runtime/preemption/preemption_sync_manager.cc); so the value passed is the
 number of device calls made (`_device_calls`), +1 per call on every host, not the optimizer step,
-which moves by `train.steps_per_call`.
+which moves by a call's length (up to `train.steps_per_call`).
 
 Outside the loop (startup, compiling, `fmjax eval`, `sample`) there is nothing to save: SIGINT
 raises KeyboardInterrupt and SIGTERM `Interrupted` (`take_over_signals`), which the CLI turns
