@@ -32,6 +32,8 @@ class _LocalBucket(epath_backend._OsPathBackend):
         return "gs://" + local.removeprefix(self.root + "/")
 
     def open(self, path, mode):
+        if "w" in mode:   # Cloud Storage has no directories: any object name can be written
+            os.makedirs(os.path.dirname(self.local(path)), exist_ok=True)
         return super().open(self.local(path), mode)
 
     def exists(self, path):
@@ -113,7 +115,8 @@ def test_gs_workdir_trains_resumes_and_evaluates(bucket, tmp_path):
 
     train_and_evaluate(_config(30), URL, show_progress=False)   # resumed from step 20
     train_and_evaluate(_config(30), tmp_path / "local", show_progress=False)
-    assert _model_metrics(read_jsonl(URL)) == _model_metrics(read_metrics(tmp_path / "local"))
+    assert (_model_metrics(read_jsonl(f"{URL}/metrics.jsonl"))
+            == _model_metrics(read_metrics(tmp_path / "local")))
     run = runs.load(URL)
     assert run.step == 30
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, run.params),
