@@ -1,5 +1,5 @@
-"""Watching a run: a profile window writes a trace XProf opens, TensorBoard gets the config (text and
-hparams), and an offline Weights & Biases run gets the config, every metric and image grids,
+"""Watching a run: a profile window writes a trace XProf opens, TensorBoard gets the config (text
+and hparams), and an offline Weights & Biases run gets the config, every metric and image grids,
 continued by a resumed run. One short run (30 + 10 steps) serves every test here."""
 
 import importlib.util
