@@ -84,7 +84,7 @@ def bucket(tmp_path, monkeypatch):
     root.mkdir()
     local_bucket = _LocalBucket(root)
     monkeypatch.chdir(tmp_path)   # a write that skips epath would make tmp_path/gs:/...
-    monkeypatch.setenv("EPATH_USE_TF", "false")   # else epath takes tf.io.gfile for gs://
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)   # else epath uses tf.io.gfile
     monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, "gs", local_bucket)
     monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
     monkeypatch.setattr(gcs_utils, "get_kvstore_for_gcs",
