@@ -38,7 +38,8 @@ from fmjax.tree_paths import path_name
 
 
 def check_workdir(workdir) -> None:
-    """UserError for an empty workdir, or a URL other than gs:// (`workdir_files.as_path`)."""
+    """UserError for an empty workdir, a URL other than gs:// (`workdir_files.as_path`), or a
+    gs:// one without the packages it needs."""
     if not str(workdir).strip():
         raise UserError("--workdir is empty; give the run's directory (fmjax would otherwise "
                         "write into the current one)")
@@ -46,6 +47,7 @@ def check_workdir(workdir) -> None:
         raise UserError(f"workdir {workdir}: fmjax workdirs are filesystem paths or "
                         f"{' '.join(workdir_files.URL_PREFIXES)} URLs; for other storage, mount "
                         "it on every host and pass the mount path")
+    workdir_files.check_url_support(workdir)
 
 
 def _absolute(workdir):

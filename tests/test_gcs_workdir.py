@@ -3,6 +3,7 @@ to a local directory that stands for the bucket, so every file fmjax writes must
 (one written with plain file operations would land in a local `gs:` directory instead)."""
 
 import os
+import re
 
 import jax
 import numpy as np
@@ -12,7 +13,9 @@ from orbax.checkpoint._src.path import gcs_utils
 
 from conftest import read_metrics
 from fmjax import checkpoint, configs, runs
+from fmjax.errors import UserError
 from fmjax.metrics.writers import PERF_PREFIX, read_jsonl
+from fmjax.runtime import workdir_files
 from fmjax.train import train_and_evaluate
 
 URL = "gs://fmjax-test-bucket/runs/mlp"
@@ -86,6 +89,7 @@ def bucket(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)   # a write that skips epath would make tmp_path/gs:/...
     monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)   # else epath uses tf.io.gfile
     monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, "gs", local_bucket)
+    monkeypatch.setattr(workdir_files, "check_url_support", lambda workdir: None)   # packages
     monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
     monkeypatch.setattr(gcs_utils, "get_kvstore_for_gcs",
                         lambda path: {"driver": "file", "path": local_bucket.local(path)})
@@ -103,6 +107,14 @@ def _config(num_steps: int):
 
 def _model_metrics(records):
     return [{k: v for k, v in r.items() if not k.startswith(PERF_PREFIX)} for r in records]
+
+
+def test_gs_workdir_without_its_packages_is_one_error(monkeypatch):
+    monkeypatch.setattr(workdir_files, "_importable", lambda module: module == "tensorflow")
+    with pytest.raises(UserError, match=re.escape(
+            f"workdir {URL}: a gs:// workdir needs gcsfs and google-cloud-storage: pip install "
+            "'fmjax[gcs]'")):
+        train_and_evaluate(_config(20), URL, show_progress=False)
 
 
 def test_gs_workdir_trains_resumes_and_evaluates(bucket, tmp_path):

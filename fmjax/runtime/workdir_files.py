@@ -12,6 +12,7 @@ something else, a truncated copy) stops the command with one line naming the fil
 exit 2), never a JSON or protobuf traceback.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -26,6 +27,24 @@ URL_PREFIXES = ("gs://",)   # what `as_path` sends to etils.epath; Orbax writes 
 def is_url(path) -> bool:
     """Whether `path` (a string or a path) is a Cloud Storage URL rather than a local path."""
     return str(path).startswith(URL_PREFIXES)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:   # its parent package is missing
+        return False
+
+
+def check_url_support(workdir) -> None:
+    """UserError unless a gs:// `workdir` can be used here: epath needs gcsfs (or TensorFlow's
+    tf.io.gfile) and Orbax google-cloud-storage (it asks the bucket how to list and delete)."""
+    if not is_url(workdir):
+        return
+    if not (_importable("google.cloud.storage")
+            and (_importable("gcsfs") or _importable("tensorflow"))):
+        raise UserError(f"workdir {workdir}: a gs:// workdir needs gcsfs and "
+                        "google-cloud-storage: pip install 'fmjax[gcs]'")
 
 
 def as_path(path) -> Any:
