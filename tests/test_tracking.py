@@ -8,6 +8,7 @@ import pathlib
 import re
 import struct
 
+import jax
 import numpy as np
 import pytest
 
@@ -16,6 +17,7 @@ from fmjax import configs
 from fmjax.errors import UserError
 from fmjax.metrics import wandb_sink
 from fmjax.metrics.writers import MetricWriters
+from fmjax.runtime import profiler
 from fmjax.train import train_and_evaluate
 from test_cli import _assert_clean_failure
 
@@ -55,6 +57,26 @@ def test_profile_steps_write_a_trace_xprof_opens(run):
     workdir, _ = run
     traces = list((workdir / "profile" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0, traces
+
+
+@pytest.mark.parametrize("window, expected", [   # (event, first step of the call it is at)
+    ((15, 35), [("start", 10), ("stop", 30)]),
+    ((10, 20), [("start", 10), ("stop", 10)]),
+    ((50, 100), [("start", 50), ("stop", "end of training")]),
+    ((60, 70), []),
+])
+def test_profile_window_covers_whole_calls(monkeypatch, window, expected):
+    """60 steps, 10 per call: the trace holds every call that runs a step of the window, whole."""
+    events = []
+    monkeypatch.setattr(jax.profiler, "start_trace", lambda _: events.append(("start", step)))
+    monkeypatch.setattr(jax.profiler, "stop_trace", lambda: events.append(("stop", step)))
+    with profiler.window(window, 10, pathlib.Path("unused")) as profile:
+        for step in range(0, 60, 10):   # the call that runs steps step + 1 .. step + 10
+            with profile.call(step):
+                pass
+            profile.called(step + 10, None)
+        step = "end of training"
+    assert events == expected
 
 
 @pytest.mark.parametrize("steps, fragment", [

@@ -1,6 +1,6 @@
 """`train.profile_steps=(START, STOP)`: a `jax.profiler` trace of a few train steps, written to
-`WORKDIR/profile/plugins/profile/<time>/<host>.xplane.pb`, which XProf (`xprof --logdir
-WORKDIR/profile`) or TensorBoard with its profile plugin opens.
+`WORKDIR/profile/plugins/profile/<time>/<host>.xplane.pb`, which XProf opens (`xprof --logdir
+WORKDIR/profile`).
 
 The trace holds the steps after START up to STOP (the steps `metrics.jsonl` logs as START + 1 ..
 STOP). A device call runs `train.steps_per_call` fused steps, so the trace starts and stops on
@@ -8,7 +8,8 @@ call boundaries: it holds every call that runs any of those steps, whole (the wi
 to multiples of steps_per_call), and waits for the last one's device work before it stops. A
 window from 0 includes the first call's compilation; one that ends past `train.num_steps` stops
 with training. Every process traces its own devices. In a gs:// workdir the trace is written to a
-local temporary directory first and copied there when it stops (the profiler writes local files).
+local temporary directory first and copied there when it stops (the profiler writes through its
+own file layer, not etils.epath).
 """
 
 import contextlib
