@@ -33,23 +33,32 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from fmjax import integrity
 from fmjax.errors import UserError, WorkdirError, first_line
+from fmjax.runtime import workdir_files
 from fmjax.tree_paths import path_name
 
 
 def check_workdir(workdir) -> None:
-    """UserError for a URL: fmjax writes its workdir with local file operations (pathlib, atomic
-    renames, appends), which would turn gs://b/run into a local directory gs:/b/run."""
+    """UserError for an empty workdir, a URL other than gs:// (`workdir_files.as_path`), or a
+    gs:// one without the packages it needs."""
     if not str(workdir).strip():
         raise UserError("--workdir is empty; give the run's directory (fmjax would otherwise "
                         "write into the current one)")
-    if "://" in str(workdir):
-        raise UserError(f"workdir {workdir}: fmjax workdirs are filesystem paths; for a bucket, "
-                        "mount it on every host (gcsfuse) and pass the mount path")
+    if "://" in str(workdir) and not workdir_files.is_url(workdir):
+        raise UserError(f"workdir {workdir}: fmjax workdirs are filesystem paths or "
+                        f"{' '.join(workdir_files.URL_PREFIXES)} URLs; for other storage, mount "
+                        "it on every host and pass the mount path")
+    workdir_files.check_url_support(workdir)
 
 
-def checkpoint_dir(workdir) -> pathlib.Path:
+def _absolute(workdir):
+    path = workdir_files.as_path(workdir)
+    return path if workdir_files.is_url(path) else path.absolute()
+
+
+def checkpoint_dir(workdir):
+    """WORKDIR/checkpoints, absolute: a `pathlib.Path`, or an `epath.Path` for gs://."""
     check_workdir(workdir)
-    return pathlib.Path(workdir).absolute() / "checkpoints"
+    return _absolute(workdir) / "checkpoints"
 
 
 def _preservation(ckpt_config):
@@ -331,13 +340,13 @@ def quarantine(workdir, step: int) -> pathlib.Path:
     """Move damaged checkpoint `step` out of the checkpoints directory (to
     `workdir/damaged_checkpoints/`, kept for a post-mortem), so that neither a restore nor the
     keep-N rotation counts it; the new path."""
-    target_dir = pathlib.Path(workdir).absolute() / "damaged_checkpoints"
+    target_dir = _absolute(workdir) / "damaged_checkpoints"
     target_dir.mkdir(exist_ok=True)
     target = target_dir / str(step)
     n = 1
     while target.exists():   # damaged twice at the same step
         target, n = target_dir / f"{step}.{n}", n + 1
-    os.replace(checkpoint_dir(workdir) / str(step), target)
+    (checkpoint_dir(workdir) / str(step)).replace(target)   # Cloud Storage: object by object
     return target
 
 

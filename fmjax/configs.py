@@ -15,6 +15,7 @@ import importlib.util
 import json
 import pathlib
 import traceback
+from typing import Sequence
 
 import ml_collections
 
@@ -50,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
         peak_tflops_per_device=0.0,   # MFU denominator; 0 = look up the device kind
         nan_policy="stop",       # "stop": abort on a non-finite loss; "skip": drop that update
         max_nan_skips=10,        # "skip": stop anyway once more steps than this were skipped
+        # (START, STOP): a jax.profiler trace of the device calls from step START to STOP in
+        # WORKDIR/profile/ (fmjax/runtime/profiler.py); () = off.
+        profile_steps=(),
     ))
     c.optimizer = ml_collections.ConfigDict(optim.defaults())   # keys: optim.OptimizerOptions
     c.checkpoint = ml_collections.ConfigDict(dict(
@@ -59,6 +63,10 @@ def base_config() -> ml_collections.ConfigDict:
         best_mode="max",
         async_save=True,
     ))
+    # Experiment tracking beside metrics.jsonl and TensorBoard: a Weights & Biases project turns
+    # on W&B logging (`pip install 'fmjax[wandb]'`; fmjax/metrics/wandb_sink.py).
+    c.logging = ml_collections.ConfigDict(dict(
+        wandb_project="", wandb_entity="", wandb_run_name="", wandb_tags=()))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     # (logical name, mesh axes) pairs ahead of fmjax.sharding.RULES, e.g.
     # (("activation_embed", "tensor"),) also splits the residual stream over the tensor axis.
@@ -83,6 +91,7 @@ BASE_RANGES = {
     "train.z_loss": NonNegativeFloat,
     "train.peak_tflops_per_device": NonNegativeFloat,
     "train.max_nan_skips": NonNegativeInt,
+    "train.profile_steps": Sequence[NonNegativeInt],
     "checkpoint.every": PositiveInt,
     "checkpoint.keep": PositiveInt,
     "mesh.data": MeshSize,
@@ -290,6 +299,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         "(known: stop, skip)")
     if config.checkpoint.best_mode not in ("max", "min"):
         raise UserError("config.checkpoint.best_mode must be 'max' or 'min'")
+    _check_profile_steps(config.train.profile_steps)
+
+
+def _check_profile_steps(steps) -> None:
+    """`()` (off) or a window (START, STOP) with START < STOP (each element's range is checked
+    with BASE_RANGES)."""
+    if steps and (len(steps) != 2 or steps[0] >= steps[1]):
+        raise UserError(f"config.train.profile_steps={tuple(steps)!r} is not a window: give "
+                        "(START, STOP) with START < STOP, e.g. (100, 110), or () for no profile")
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -90,7 +90,7 @@ def load(workdir, step: int | None = None, with_data: bool = False,
     nothing of the dataset is read. `one_device`: on this host's first device (sampling, whose
     text must not depend on the device count); else on every device."""
     checkpoint.check_workdir(workdir)
-    workdir = pathlib.Path(workdir)
+    workdir = workdir_files.as_path(workdir)
     config = read_config(workdir)
     devices = jax.local_devices()[:1] if one_device else jax.devices()
     if one_device:

@@ -21,9 +21,9 @@ from jax.experimental import multihost_utils
 
 from fmjax import checkpoint, configs, data, sharding, state as state_lib, tasks
 from fmjax.errors import NonFiniteLoss, Preempted, WorkdirError
-from fmjax.metrics import perf
+from fmjax.metrics import perf, wandb_sink
 from fmjax.metrics.writers import MetricWriters
-from fmjax.runtime import library_logs, workdir_files, workdir_lock
+from fmjax.runtime import library_logs, profiler, workdir_files, workdir_lock
 from fmjax.runtime.preemption import PreemptionWatch
 from fmjax.step import make_eval_step, make_train_call
 
@@ -165,9 +165,10 @@ def call_length(step: int, config: ml_collections.ConfigDict) -> int:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        show_progress: bool = True) -> dict[str, float]:
     """Train (or resume) the experiment in `workdir`; returns the last eval metrics."""
+    wandb_sink.check_installed(config.logging)   # before reading any data
     exp = prepare(config, workdir)
     with workdir_lock.hold(workdir):
-        return _train(exp, pathlib.Path(workdir), show_progress)
+        return _train(exp, workdir_files.as_path(workdir), show_progress)
 
 
 def data_info_asset(info: data.DataInfo) -> dict[str, bytes]:
@@ -195,7 +196,11 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
             raise WorkdirError(f"cannot write to the workdir {workdir}: {e.strerror or e}") from e
     config_dict = json.loads(configs.to_json(config))
     manager = checkpoint.open_manager(workdir, config.checkpoint)
-    writers = MetricWriters(workdir, step, tc.num_steps, show_progress)
+    wandb_run = wandb_sink.WandbSink.open(config.logging, config_dict, workdir)
+    writers = MetricWriters(workdir, step, tc.num_steps, show_progress,
+                            sinks=[wandb_run] if wandb_run else [])
+    writers.write_config(step, config_dict, ["train/loss"] + [
+        f"eval/{name}" for name in exp.task.EVAL_METRICS])
     if note:
         writers.message(note)
     train_call = make_train_call(exp.task, exp.tx, exp.lr_schedule, config, exp.mesh,
@@ -237,13 +242,16 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     pending = None   # the previous call, fetched one call late so logging never stalls the device
     # The watch is entered first so that it still catches a second SIGTERM while the last
     # checkpoint is being written on the way out.
-    with PreemptionWatch() as preemption, jax.set_mesh(exp.mesh), _finally_close(manager, writers):
+    with (PreemptionWatch() as preemption, jax.set_mesh(exp.mesh), _finally_close(manager, writers),
+          profiler.window(tc.profile_steps, workdir) as profile):
         while step < tc.num_steps:
             num = call_length(step, config)
             local = [next(batches) for _ in range(num)]
             stacked = jax.tree.map(lambda *xs: np.stack(xs), *local)
-            state, metrics_K = train_call(state, sharding.global_batch(stacked, exp.mesh, 1))
+            with profile.call(step, num):
+                state, metrics_K = train_call(state, sharding.global_batch(stacked, exp.mesh, 1))
             step += num
+            profile.called(step, metrics_K)
             if pending is not None:
                 write(fetch(*pending))
                 pending = None

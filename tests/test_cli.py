@@ -116,11 +116,13 @@ def test_bad_input_fails_before_any_work(tmp_path, args, devices, fragments):
 
 
 def test_url_workdir_and_unfindable_cluster_fail_in_one_line(tmp_path, monkeypatch):
-    """A gs:// workdir would become a local directory `gs:`; FMJAX_DISTRIBUTED=auto off a
-    cluster finds no coordinator. Both: one line, exit status 2, nothing written."""
-    proc = run_cli("train", "--workdir", "gs://bucket/run", "--config",
+    """An s3:// workdir (only gs:// URLs are written as URLs) would become a local directory
+    `s3:`; FMJAX_DISTRIBUTED=auto off a cluster finds no coordinator. Both: one line, exit status
+    2, nothing written."""
+    proc = run_cli("train", "--workdir", "s3://bucket/run", "--config",
                    REPO / "experiments/mnist1d/cnn.py", check=False, cwd=tmp_path)
-    _assert_clean_failure(proc, tmp_path / "gs:", "fmjax workdirs are filesystem paths", "gcsfuse")
+    _assert_clean_failure(proc, tmp_path / "s3:",
+                          "fmjax workdirs are filesystem paths or gs:// URLs")
     monkeypatch.setenv("FMJAX_DISTRIBUTED", "auto")
     proc = run_cli("train", "--workdir", tmp_path / "w", *CNN, check=False)
     _assert_clean_failure(proc, tmp_path / "w", "FMJAX_DISTRIBUTED=auto")

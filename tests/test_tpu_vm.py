@@ -1,6 +1,6 @@
 """tools/tpu_vm.py: --dry_run prints the exact gcloud commands and runs nothing; the commands it
 sends to the workers work in a shell; --bucket mounts the bucket with gcsfuse; `all` deletes the VM
-even when the run fails; bad input (a gs:// workdir too) gets one line and exit status 2. Nothing
+even when the run fails; bad input (an s3:// workdir too) gets one line and exit status 2. Nothing
 here calls the real gcloud: --dry_run, or a stand-in gcloud on an otherwise empty PATH."""
 
 import os
@@ -33,7 +33,7 @@ MOUNT_BUCKET = ('mountpoint -q /gcs/my-bucket || { sudo mkdir -p /gcs/my-bucket 
                 "--rename-dir-limit=100000 --metadata-cache-ttl-secs=0 my-bucket /gcs/my-bucket; }")
 # The VM's Python 3.10 is too old: uv makes a 3.12 venv in ~/fmjax/.venv and installs into it.
 INSTALL = ("python3 -m pip install -q --user -U uv && python3 -m uv venv --python 3.12 .venv && "
-           'python3 -m uv pip install --python .venv/bin/python -e ".[tfds,tpu]"')
+           'python3 -m uv pip install --python .venv/bin/python -e ".[tfds,tpu,gcs]"')
 GCSFUSE_SSH = [[*TPU, "ssh", *WHERE, "--worker=all", f"--command={INSTALL_GCSFUSE}"],
                [*TPU, "ssh", *WHERE, "--worker=all", f"--command={MOUNT_BUCKET}"]]
 
@@ -132,8 +132,8 @@ def test_a_workdir_not_on_a_mounted_bucket_is_warned_about_unless_shared(tmp_pat
      "two workdirs"),
     (["create", "--name", "t", "--zone", "z", "--", *TRAIN], "takes no fmjax arguments"),
     (["setup", "--name", "t", "--zone", "z", "--repo", "/nonexistent"], "neither a git URL"),
-    (["run", "--name", "t", "--zone", "z", "--", *TRAIN[:3], "--workdir", "gs://b/run"],
-     "workdir gs://b/run is a URL; fmjax workdirs are filesystem paths: mount the bucket on "
+    (["run", "--name", "t", "--zone", "z", "--", *TRAIN[:3], "--workdir", "s3://b/run"],
+     "workdir s3://b/run is a URL other than gs://; give gs://BUCKET/..., or mount the bucket on "
      "every worker with --bucket NAME (setup, all) and give --workdir /gcs/NAME/..."),
     (["all", "--name", "t", "--zone", "z", "--bucket", "b-1", "--workdir", "s3://b-1/run", "--",
       *TRAIN[:3]], "workdir s3://b-1/run is a URL"),

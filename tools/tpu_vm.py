@@ -14,9 +14,9 @@ run ends (`logs`), and deletes the VM, also when a step fails or on Ctrl-C, unle
 step is a subcommand of its own. --dry_run prints the exact commands, one per line, and runs
 nothing.
 
-A pod slice's workers share nothing on disk, and fmjax workdirs are filesystem paths (a gs:// URL
-is refused): put the workdir on a bucket mounted with --bucket (the VM's service account needs
-write access to it), or on a shared file system of your own (--shared_workdir_ok). A workdir on a
+A pod slice's workers share nothing on disk: give a gs://BUCKET/... workdir, or put it on a
+bucket mounted with --bucket (the VM's service account needs write access to the bucket either
+way), or on a shared file system of your own (--shared_workdir_ok). A workdir on a
 worker's own disk is also lost with the VM. Spot VMs get SIGTERM before they are preempted and
 fmjax then writes a checkpoint: create a VM again, `setup` with the same --bucket, and `run` the
 same command with the same workdir to resume from the latest checkpoint.
@@ -65,7 +65,7 @@ PYTHON_VERSION = "3.12"
 VENV_PYTHON = ".venv/bin/python"   # relative to ~/fmjax, where `run` starts fmjax
 INSTALL = (f"python3 -m pip install -q --user -U uv && "
            f"python3 -m uv venv --python {PYTHON_VERSION} .venv && "
-           f'python3 -m uv pip install --python {VENV_PYTHON} -e ".[tfds,tpu]"')
+           f'python3 -m uv pip install --python {VENV_PYTHON} -e ".[tfds,tpu,gcs]"')
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 LOG = "~/fmjax.log"
 PID = "~/fmjax.pid"
@@ -267,11 +267,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def check_workdir(parser: Parser, args: argparse.Namespace, workdir: str) -> None:
-    """A URL or (for `all`, on a fresh VM) an unmounted /gcs/ path is an error; a path on each
-    worker's own disk is a warning."""
+    """A URL other than gs:// or (for `all`, on a fresh VM) an unmounted /gcs/ path is an error;
+    a path on each worker's own disk is a warning. A gs:// workdir every worker reaches."""
+    if workdir.startswith("gs://"):
+        return
     if "://" in workdir:
-        parser.error(f"workdir {workdir} is a URL; fmjax workdirs are filesystem paths: mount "
-                     f"the bucket on every worker with --bucket NAME (setup, all) and give "
+        parser.error(f"workdir {workdir} is a URL other than gs://; give gs://BUCKET/..., or "
+                     f"mount the bucket on every worker with --bucket NAME (setup, all) and give "
                      f"--workdir {MOUNT_ROOT}/NAME/...")
     under_mount = workdir.startswith(MOUNT_ROOT + "/")
     if args.command == "all" and under_mount and not (

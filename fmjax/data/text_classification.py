@@ -21,7 +21,6 @@ eval and resume read the data exactly as training did.
 
 import dataclasses
 import json
-import pathlib
 
 import numpy as np
 
@@ -96,7 +95,7 @@ class TextClassification:
         """This run's stored tokenizer, else `tokenizer_from`'s, else one trained here."""
         stored = tokenizers.load_from_workdir(workdir) if workdir else None
         if stored is None and self.tokenizer_from:
-            if not pathlib.Path(self.tokenizer_from).is_dir():
+            if not workdir_files.as_path(self.tokenizer_from).is_dir():
                 raise UserError(f"config.data.tokenizer_from: no such directory "
                                 f"{self.tokenizer_from}")
             stored = tokenizers.load_from_workdir(self.tokenizer_from)
@@ -168,7 +167,7 @@ def encode_padded(tokenizer, texts: list[str], seq_len: int) -> np.ndarray:
 
 
 def _stored_label_names(workdir) -> list[str] | None:
-    path = pathlib.Path(workdir) / LABELS_FILE if workdir else None
+    path = workdir_files.as_path(workdir) / LABELS_FILE if workdir else None
     if path is None or not path.exists():
         return None
     names = workdir_files.read_json(path, "the run's label names")

@@ -7,7 +7,6 @@ vocabulary the model was trained with.
 
 import io
 import json
-import pathlib
 
 import numpy as np
 
@@ -225,7 +224,7 @@ def check_choice(kind: str, vocab_size: int) -> None:
 def load_from_workdir(workdir) -> CharTokenizer | SentencePieceTokenizer | None:
     """The tokenizer a run stored in `workdir`, or None."""
     for file, cls in ((CHAR_FILE, CharTokenizer), (SENTENCEPIECE_FILE, SentencePieceTokenizer)):
-        path = pathlib.Path(workdir) / file
+        path = workdir_files.as_path(workdir) / file
         if path.exists():
             return cls.from_file(path)
     return None

@@ -8,7 +8,6 @@ scaled up by whole pixels so that tiny images (8x8 digits) stay visible. `lerp_l
 
 import io
 import math
-import pathlib
 
 import numpy as np
 
@@ -81,7 +80,7 @@ def save_png(path, images, columns: int | None = None, scale: int | None = None)
 
     grid = as_grid(images, columns)
     grid = upscale(grid, auto_scale(grid.shape[1]) if scale is None else scale)
-    path = pathlib.Path(path)
+    path = workdir_files.as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     png = io.BytesIO()
     Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(png, format="PNG")

@@ -1,4 +1,5 @@
-"""Where logged metrics go: `metrics.jsonl`, TensorBoard, and the console.
+"""Where logged metrics go: `metrics.jsonl`, TensorBoard, the console, and optional sinks such
+as Weights & Biases (fmjax/metrics/wandb_sink.py).
 
 The console gets a live progress bar where one is seen as one (a terminal, or a notebook through
 `tqdm.auto`); elsewhere, as in a `nohup` log, and with `show_progress=False`, it gets one plain
@@ -6,14 +7,14 @@ line per logged step (step, loss, steps/s, ETA), flushed at once, and in both ca
 eval. All of it goes to stdout, where `fmjax train` prints its final JSON line last.
 
 Only process 0 writes. On resume, lines for steps after the restored checkpoint are dropped from
-`metrics.jsonl`, so the file of a resumed run equals that of a run that never stopped.
+`metrics.jsonl` (fmjax/metrics/jsonl_file.py), so the file of a resumed run equals that of a run
+that never stopped.
 """
 
 import contextlib
 import datetime
 import json
 import math
-import pathlib
 import re
 import sys
 import time
@@ -23,23 +24,12 @@ from tqdm.auto import tqdm   # first: it imports autonotebook without its notebo
 from tqdm import autonotebook, std
 
 from fmjax.errors import WorkdirError
-from fmjax.metrics import image_grid
+from fmjax.metrics import image_grid, tensorboard_config, tensorboard_files
+from fmjax.metrics.jsonl_file import JsonlFile
+from fmjax.runtime import workdir_files
 
 # Keys under this prefix measure the machine, not the model: they differ between identical runs.
 PERF_PREFIX = "perf/"
-
-
-def _truncate_after(path: pathlib.Path, step: int) -> None:
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except json.JSONDecodeError:   # blank, or torn by a crash in mid-write
-            pass
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _summary_writer_class():
@@ -53,6 +43,7 @@ def _summary_writer_class():
     finally:
         if hide_torch:
             del sys.modules["torch"]
+    tensorboard_files.register()
     return SummaryWriter
 
 
@@ -68,17 +59,23 @@ def _shown(value) -> str:
 
 def read_jsonl(path) -> list[dict]:
     """All records of a `metrics.jsonl` file."""
-    return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+    return [json.loads(line) for line in workdir_files.as_path(path).read_text().splitlines()
+            if line]
 
 
 class MetricWriters:
     """Writes one record per logged step to every sink; shows step, loss, steps/s and ETA."""
 
-    def __init__(self, workdir, start_step: int, num_steps: int, show_progress: bool = True):
+    def __init__(self, workdir, start_step: int, num_steps: int, show_progress: bool = True,
+                 sinks=()):
+        """`sinks`: more places each record and image grid go (`write`, `write_images` and
+        `close`, like `wandb_sink.WandbSink`), on process 0."""
         self.active = jax.process_index() == 0
-        self.workdir = pathlib.Path(workdir)
+        self.sinks = list(sinks) if self.active else []
+        self.workdir = workdir_files.as_path(workdir)
         self.jsonl_path = self.workdir / "metrics.jsonl"
         self.num_steps = num_steps
+        self.jsonl = None
         self.tensorboard = None
         self.progress = None   # a tqdm bar, or None: plain lines
         self._last = (start_step, time.perf_counter())   # every process measures its throughput
@@ -86,8 +83,8 @@ class MetricWriters:
         self._rate_start = self._reached = None
         if not self.active:
             return
-        _truncate_after(self.jsonl_path, start_step)
-        self.tensorboard = _summary_writer_class()(str(pathlib.Path(workdir) / "tensorboard"),
+        self.jsonl = JsonlFile(self.jsonl_path, start_step)
+        self.tensorboard = _summary_writer_class()(str(self.workdir / "tensorboard"),
                                          purge_step=start_step + 1 if start_step else None)
         if show_progress and live_console():
             self.progress = tqdm(total=num_steps, initial=start_step, unit="step",
@@ -105,14 +102,15 @@ class MetricWriters:
             return
         record = {k: (float(v) if not isinstance(v, str) else v) for k, v in record.items()}
         try:
-            with self.jsonl_path.open("a") as f:
-                f.write(json.dumps({"step": step, **record}) + "\n")
+            self.jsonl.append(json.dumps({"step": step, **record}) + "\n")
         except OSError as e:
             raise WorkdirError(f"cannot write the metrics of step {step} to {self.jsonl_path}: "
                                f"{e.strerror or e}; training stopped") from e
         for key, value in record.items():
             if isinstance(value, float) and math.isfinite(value):
                 self.tensorboard.add_scalar(key, value, step)
+        for sink in self.sinks:
+            sink.write(step, record)
         if self.progress is not None:
             self.progress.set_postfix({k.split("/")[-1]: _shown(v) for k, v in record.items()
                                        if k in ("train/loss", "eval/loss", "eval/accuracy")},
@@ -145,11 +143,19 @@ class MetricWriters:
         """
         if not self.active:
             return
+        grids = {}
         for name, grid in images.items():
             file_name = re.sub(r"[^\w.-]", "_", name)
-            grid = image_grid.save_png(self.workdir / "images" / f"{file_name}_{step:08d}.png",
-                                       grid, scale=scale)
-            self.tensorboard.add_image(name, grid, step, dataformats="HWC")
+            grids[name] = image_grid.save_png(
+                self.workdir / "images" / f"{file_name}_{step:08d}.png", grid, scale=scale)
+            self.tensorboard.add_image(name, grids[name], step, dataformats="HWC")
+        for sink in self.sinks:
+            sink.write_images(step, grids)
+
+    def write_config(self, step: int, config_dict: dict, metric_tags: list[str]) -> None:
+        """The resolved config to TensorBoard, as text and hparams (with `metric_tags`)."""
+        if self.active:
+            tensorboard_config.write_config(self.tensorboard, config_dict, metric_tags, step)
 
     def advance(self, step: int) -> None:
         """Training has reached `step` (a device call's results arrived)."""
@@ -171,7 +177,11 @@ class MetricWriters:
         if self.active:
             if self.progress is not None:
                 self.progress.close()
+            for sink in self.sinks:
+                sink.close()
             # A full disk stops training with the error of the checkpoint or metrics.jsonl write
             # that met it; TensorBoard's last flush failing too must not hide that error.
+            with contextlib.suppress(OSError):
+                self.jsonl.flush()
             with contextlib.suppress(OSError):
                 self.tensorboard.close()

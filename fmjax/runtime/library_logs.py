@@ -16,6 +16,8 @@ import threading
 
 import jax
 
+from fmjax.runtime import workdir_files
+
 LOG_FILE = "library.log"
 _logger = logging.getLogger("fmjax.libraries")
 _routed = False   # set by `silence`: the fmjax command owns this process's logging
@@ -68,8 +70,8 @@ def silence() -> None:
 
 def to_workdir(workdir) -> None:
     """Append library logs to `workdir/library.log` (one file per process), if `silence` was
-    called."""
-    if not _routed:
+    called; a gs:// workdir has no appendable files, so there they stay dropped."""
+    if not _routed or workdir_files.is_url(workdir):
         return
     index = jax.process_index()
     name = LOG_FILE if index == 0 else f"library.process_{index}.log"

@@ -7,7 +7,8 @@ lock is `fcntl.flock` on `WORKDIR/fmjax.lock`: the kernel drops it when its hold
 holds the lock for all, and every process learns whether it got it.
 
 Not detected: runs on different machines sharing a workdir over a filesystem whose locks are local
-to each machine (gcsfuse; NFS without a lock manager).
+to each machine (gcsfuse; NFS without a lock manager), and a second run on a gs:// workdir (Cloud
+Storage has no lock that its holder's death releases: there is none, and a line says so).
 """
 
 import contextlib
@@ -25,6 +26,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fmjax.errors import UserError, WorkdirError
+from fmjax.runtime import workdir_files
 
 LOCK_FILE = "fmjax.lock"
 _UNSUPPORTED = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
@@ -39,8 +41,17 @@ def _holder(path: pathlib.Path) -> str:
         return "its host and pid not yet written"
 
 
-def _acquire(workdir: pathlib.Path) -> int:
-    """The locked file descriptor (creating the workdir); UserError when another holds it."""
+def _unlocked(workdir) -> None:
+    print(f"fmjax: the filesystem of {workdir} has no file locks: a second run on this workdir "
+          "would not be detected", file=sys.stderr)
+
+
+def _acquire(workdir: pathlib.Path) -> int | None:
+    """The locked file descriptor (creating the workdir); UserError when another holds it.
+    None for a gs:// workdir, which has no lock."""
+    if workdir_files.is_url(workdir):
+        _unlocked(workdir)
+        return None
     path = workdir / LOCK_FILE
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -51,8 +62,7 @@ def _acquire(workdir: pathlib.Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
         if e.errno in _UNSUPPORTED:
-            print(f"fmjax: the filesystem of {workdir} has no file locks: a second run on this "
-                  "workdir would not be detected", file=sys.stderr)
+            _unlocked(workdir)
             return fd
         os.close(fd)
         raise UserError(f"the workdir {workdir} is in use by another fmjax train "
@@ -75,7 +85,7 @@ def hold(workdir):
     fd, error = None, None
     if jax.process_index() == 0:
         try:
-            fd = _acquire(pathlib.Path(workdir))
+            fd = _acquire(workdir_files.as_path(workdir))
         except UserError as e:
             error = e
     if jax.process_count() > 1:
