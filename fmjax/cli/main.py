@@ -68,10 +68,11 @@ class _ExperimentFileParser(flags.ArgumentParser):
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file[:a,b variants], or a shipped one by name "
+    "(mnist1d/cnn.py).", lock_config=True)
 FLAGS["config"].parser = _ExperimentFileParser()
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
+flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, metrics and logs.")
 flags.DEFINE_integer("step", None, "The checkpoint step to load (default: the latest).")
 flags.DEFINE_bool("progress", True, "train: a progress bar on a terminal or in a notebook; "
                   "elsewhere (a log file), and with --noprogress, one line per train.log_every "
