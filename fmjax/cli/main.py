@@ -13,8 +13,8 @@
 `python -m fmjax ...` is the same command.
 
 Every command first joins a multi-process run when the environment asks for one
-(`fmjax.runtime.distributed`: the FMJAX_* variables `launch_local` sets, or FMJAX_DISTRIBUTED=auto for
-JAX's own TPU VM / SLURM / GKE detection).
+(`fmjax.runtime.distributed`: the FMJAX_* variables `launch_local` sets, or FMJAX_DISTRIBUTED=auto
+for JAX's own TPU VM / SLURM / GKE detection).
 
 Bad input (unknown key, wrong type, impossible mesh, indivisible batch, unknown name, missing
 dataset, a checkpoint that does not fit) prints one line and exits with status 2 before any work.
@@ -26,7 +26,8 @@ import signal
 import sys
 
 # XLA's and JAX's C++ warnings ("SIGTERM caught", rematerialisation notes) stay off the console
-# like the Python libraries' (fmjax.runtime.library_logs); set it to 0 to see them. Read when jaxlib loads.
+# like the Python libraries' (fmjax.runtime.library_logs); set it to 0 to see them. Read when
+# jaxlib loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402 (after the variable above)

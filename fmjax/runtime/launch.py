@@ -4,10 +4,10 @@
         train --config experiments/mnist1d/mlp.py --workdir runs/mlp_2x4
 
 Starts N `python -m fmjax <command>` processes on CPU, each with D forced host devices and the
-FMJAX_* variables that make `fmjax.runtime.distributed` join them into one JAX run (coordinator on a free
-localhost port, gloo collectives). Process 0's stdout and stderr pass through unchanged (its
-progress bar, its final JSON line); the others' output goes to stderr, each line prefixed
-"[process i] ". The launcher waits for all; when one fails it stops the others at once (a process
+FMJAX_* variables that make `fmjax.runtime.distributed` join them into one JAX run (coordinator
+on a free localhost port, gloo collectives). Process 0's stdout and stderr pass through
+unchanged (its progress bar, its final JSON line); the others' output goes to stderr, each line
+prefixed "[process i] ". The launcher waits for all; when one fails it stops the others at once (a process
 whose peer died would otherwise wait in a collective; SIGKILL, as JAX catches SIGTERM to notice
 preemption, and Orbax's atomic writes leave no half checkpoint) and exits with that process's
 status.

@@ -35,8 +35,8 @@ class ProfileWindow:
     @contextlib.contextmanager
     def call(self, step: int, num_steps: int):
         """Around the device call that runs steps `step` + 1 .. `step` + `num_steps`: starts the
-        trace when the call runs a step of the window, and marks the call as one step in the trace (XProf's step-time
-        breakdown uses it)."""
+        trace when the call runs a step of the window, and marks the call as one step in the
+        trace (XProf's step-time breakdown uses it)."""
         if not self.tracing and step < self.stop_at and step + num_steps > self.start:
             jax.profiler.start_trace(str(self._local_dir()))
             self.tracing = True
