@@ -7,10 +7,10 @@ Starts N `python -m fmjax <command>` processes on CPU, each with D forced host d
 FMJAX_* variables that make `fmjax.runtime.distributed` join them into one JAX run (coordinator
 on a free localhost port, gloo collectives). Process 0's stdout and stderr pass through
 unchanged (its progress bar, its final JSON line); the others' output goes to stderr, each line
-prefixed "[process i] ". The launcher waits for all; when one fails it stops the others at once (a process
-whose peer died would otherwise wait in a collective; SIGKILL, as JAX catches SIGTERM to notice
-preemption, and Orbax's atomic writes leave no half checkpoint) and exits with that process's
-status.
+prefixed "[process i] ". The launcher waits for all; when one fails it stops the others at once
+(a process whose peer died would otherwise wait in a collective; SIGKILL, as JAX catches SIGTERM
+to notice preemption, and Orbax's atomic writes leave no half checkpoint) and exits with that
+process's status.
 
 Stopping: the processes run in their own sessions, so a terminal's Ctrl-C and `timeout` (which
 signals its child and then the child's whole group) reach the launcher alone. The launcher's
