@@ -149,7 +149,7 @@ def load_experiment(spec: str) -> ml_collections.ConfigDict:
         raise UserError(f"{path} has no get_config function")
     flags = variants.parse(variant, variants.declared(get_config), path)
     kwargs = variants.arguments(flags, get_config)
-    call = f"get_config({', '.join(f'{name}=True' for name in kwargs)})"
+    call = f"get_config({', '.join(f'{flag}=True' for flag in kwargs)})"
     try:
         config = get_config(**kwargs)
     except UserError:

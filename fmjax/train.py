@@ -268,8 +268,9 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
             if do_eval:
                 eval_metrics = evaluate(exp, state, eval_step)
                 records[step] = {**records.get(step, {}), **eval_metrics}
+            write(records)   # before the images: W&B drops a record logged below its last step
+            if do_eval:
                 writers.write_images(step, exp.task.eval_images(state.params, state.extra))
-            write(records)
             if do_save and not preempted:
                 checkpoint.save(manager, step, state, config_dict, eval_metrics if do_eval else None)
             if preempted:   # leaving the `with` waits for the checkpoint to be written

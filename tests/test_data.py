@@ -178,8 +178,8 @@ def test_tfds_resume_reads_only_the_records_of_the_steps_it_runs(source, tmp_pat
     reads = {}
     load = tfds_loader.data_source
     monkeypatch.setattr(tfds_loader, "data_source",
-                        lambda name, split, **kw: CountedReads(load(name, split, **kw), split,
-                                                               reads))
+                        lambda name, split, *args, **kw: CountedReads(
+                            load(name, split, *args, **kw), split, reads))
     data_config = ml_collections.ConfigDict(RESUMABLE_SOURCES[source](tmp_path, text_file))
     with mock_tfds(num_examples=200):
         pipeline = build_pipeline(data_config, seed=3)

@@ -7,13 +7,15 @@ import re
 import jax
 import numpy as np
 
+from fmjax.tree_paths import path_name
+
 
 def _bytes_per_device(leaf) -> int:
     return math.prod(leaf.sharding.shard_shape(leaf.shape)) * np.dtype(leaf.dtype).itemsize
 
 
 def _row(path, leaf, logical):
-    return (jax.tree_util.keystr(path, simple=True, separator="/"), str(tuple(leaf.shape)),
+    return (path_name(path), str(tuple(leaf.shape)),
             str(tuple(logical) if logical is not None else ()), str(tuple(leaf.sharding.spec)),
             f"{_bytes_per_device(leaf):,}")
 
@@ -66,7 +68,7 @@ def param_table(exp) -> str:
 
     per_module: dict[str, int] = {}
     for path, leaf in flat:
-        module = jax.tree_util.keystr(path[:1], simple=True, separator="/")
+        module = path_name(path[:1])
         per_module[module] = per_module.get(module, 0) + math.prod(leaf.shape)
     total = sum(per_module.values())
     param_bytes = sum(_bytes_per_device(x) for x in jax.tree.leaves(params))

@@ -36,11 +36,9 @@ class TFDSImages:
 
     def data_source(self, split: str):
         """`split` as a random-access sequence of {"image", "label", ...} examples."""
-        source = tfds_loader.data_source(self.dataset, split, data_dir=self.data_dir,
-                                         download=self.download)
-        tfds_loader.require_features(list(source.dataset_info.features.keys()), self.dataset,
-                                     ("image", "label"), hint="an image classification dataset")
-        return source
+        return tfds_loader.data_source(self.dataset, split, ("image", "label"),
+                                       data_dir=self.data_dir, download=self.download,
+                                       hint="an image classification dataset")
 
     def scale(self, x_uint8: np.ndarray) -> np.ndarray:
         """uint8 pixels -> float32 in [0, 1] (or {0, 1} with `binarize`)."""

@@ -56,16 +56,20 @@ ARRAY_RECORD_HINT = ("fmjax reads TFDS data by index from ArrayRecord files: pre
                      "convert_format --dataset_dir=DIR --out_file_format=array_record`")
 
 
-def data_source(name: str, split: str, *, data_dir: str = "", download: bool = True):
+def data_source(name: str, split: str, features: tuple[str, ...], *, data_dir: str = "",
+                download: bool = True, **hint):
     """`tfds.data_source`: `split` as a random-access sequence of decoded examples, read from
-    ArrayRecord files (prepared in that format on first use with `download`), or one UserError."""
+    ArrayRecord files (prepared in that format on first use with `download`), or one UserError,
+    also when the examples lack one of `features` (`hint`: see `require_features`)."""
     _, tfds = import_tfds()
     try:
-        return tfds.data_source(name, split=split, data_dir=data_dir or None, download=download,
-                                builder_kwargs={"file_format": "array_record"})
+        source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=download,
+                                  builder_kwargs={"file_format": "array_record"})
     except Exception as e:  # tfds raises many types; the user needs the first line only
         raise UserError(f"cannot load TFDS dataset '{name}' split '{split}': "
                         f"{first_line(e)} ({ARRAY_RECORD_HINT})")
+    require_features(list(source.dataset_info.features.keys()), name, features, **hint)
+    return source
 
 
 def read(source, index) -> list:

@@ -68,11 +68,8 @@ class TFDSText:
 
     def data_source(self, split: str):
         """`split` as a random-access sequence of examples that have `text_key`."""
-        source = tfds_loader.data_source(self.dataset, split, data_dir=self.data_dir,
-                                         download=self.download)
-        tfds_loader.require_features(list(source.dataset_info.features.keys()), self.dataset,
-                                     (self.text_key,))
-        return source
+        return tfds_loader.data_source(self.dataset, split, (self.text_key,),
+                                       data_dir=self.data_dir, download=self.download)
 
     def sentences(self, source, index) -> list[str]:
         """The sentences of `source` at record numbers `index`."""

@@ -177,11 +177,14 @@ class MetricWriters:
         if self.active:
             if self.progress is not None:
                 self.progress.close()
-            for sink in self.sinks:
-                sink.close()
-            # A full disk stops training with the error of the checkpoint or metrics.jsonl write
-            # that met it; TensorBoard's last flush failing too must not hide that error.
-            with contextlib.suppress(OSError):
-                self.jsonl.flush()
-            with contextlib.suppress(OSError):
-                self.tensorboard.close()
+            # A full local disk stops training with the error of the checkpoint or metrics.jsonl
+            # write that met it; the last flushes failing too must not hide that error. On gs://
+            # the final flush is the only upload of the last second's lines: its failure shows.
+            try:
+                with contextlib.suppress(*(() if self.jsonl.is_url else (OSError,))):
+                    self.jsonl.flush()
+                with contextlib.suppress(OSError):
+                    self.tensorboard.close()
+            finally:   # a sink that fails to close (W&B's network) leaves the files complete
+                for sink in self.sinks:
+                    sink.close()
