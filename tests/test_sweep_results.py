@@ -170,7 +170,7 @@ def test_tensorboard_hparams_show_every_trial_with_params_and_metrics(sweep):
     assert [m.name.tag for m in experiment.metric_infos] == [
         "val/accuracy", "val/loss", "eval/accuracy", "eval/loss"]
     assert sorted(p.name for p in hparams_dir.iterdir() if p.is_dir()) == [
-        f"{n:04d}" for n in range(6)]
+        f"{n:04d}" for n in range(5)]   # not the waiting trial: no session yet
 
     best = _values(hparams_dir / "0001")
     start = _plugin_data(best["_hparams_/session_start_info"][1]).session_start_info
@@ -181,12 +181,12 @@ def test_tensorboard_hparams_show_every_trial_with_params_and_metrics(sweep):
         "val/accuracy": (100, 0.9), "val/loss": (100, 0.3), "eval/accuracy": (100, 0.85),
         "eval/loss": (100, 0.4)}
     status = {n: _plugin_data(_values(hparams_dir / f"{n:04d}")[
-        "_hparams_/session_end_info"][1]).session_end_info.status for n in range(4)}
+        "_hparams_/session_end_info"][1]).session_end_info.status for n in range(5)}
     assert status == {0: Status.STATUS_SUCCESS, 1: Status.STATUS_SUCCESS,
-                      2: Status.STATUS_UNKNOWN, 3: Status.STATUS_FAILURE}
-    running = _values(hparams_dir / "0004")
-    assert "_hparams_/session_end_info" not in running   # still running: no end yet
-    assert running["val/accuracy"][0] == 100   # its best eval so far, read from metrics.jsonl
+                      2: Status.STATUS_UNKNOWN, 3: Status.STATUS_FAILURE,
+                      4: Status.STATUS_RUNNING}
+    # The running trial's best eval so far, read from its metrics.jsonl on the other host.
+    assert _values(hparams_dir / "0004")["val/accuracy"][0] == 100
 
 
 def test_writing_again_replaces_the_files(sweep):
@@ -195,3 +195,14 @@ def test_writing_again_replaces_the_files(sweep):
     results.write_all(study, sweep_dir, "val/accuracy", "maximize", PARAMS)
     after = sorted(p.relative_to(sweep_dir) for p in sweep_dir.rglob("*") if p.is_file())
     assert after == before
+
+
+def test_a_sweep_without_trials_yet_has_a_header_only(tmp_path):
+    study = optuna.create_study(direction="minimize")
+    assert results.write_all(study, tmp_path, "val/loss", "minimize", PARAMS) == []
+    assert (tmp_path / "results.csv").read_text() == (
+        "trial,state,objective,optimizer.learning_rate,train.seed,best_step,wall_s\n")
+    assert results.table(tmp_path, "val/loss", "minimize").splitlines() == [
+        "0 trials; objective: val/loss, minimized",
+        "trial  state  objective  optimizer.learning_rate  train.seed  best_step"]
+    assert not (tmp_path / "plots").exists()

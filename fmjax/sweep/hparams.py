@@ -13,9 +13,10 @@ from fmjax.metrics.writers import summary_writer_class
 from fmjax.runtime import workdir_files
 
 EVENT_FILE = "events.out.tfevents.fmjax"   # TensorBoard reads any file named *tfevents*
-# Optuna's trial states as the plugin's session statuses; a pruned trial was stopped on purpose,
-# neither a success nor a failure; a running one has no end yet.
-_STATUS = {"COMPLETE": "STATUS_SUCCESS", "FAIL": "STATUS_FAILURE", "PRUNED": "STATUS_UNKNOWN"}
+# Optuna's trial states as the plugin's session statuses (a waiting trial has not started: no
+# session); a pruned trial was stopped on purpose, neither a success nor a failure.
+_STATUS = {"COMPLETE": "STATUS_SUCCESS", "FAIL": "STATUS_FAILURE", "PRUNED": "STATUS_UNKNOWN",
+           "RUNNING": "STATUS_RUNNING"}
 
 
 def _record(data: bytes) -> bytes:
@@ -39,8 +40,10 @@ def _session_end(state: str):
     from tensorboardX.proto.api_pb2 import Status
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
     from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
-    content = HParamsPluginData(session_end_info=SessionEndInfo(
-        status=Status.Value(_STATUS[state]), end_time_secs=time.time()))
+    end = SessionEndInfo(status=Status.Value(_STATUS[state]))
+    if state != "RUNNING":
+        end.end_time_secs = time.time()
+    content = HParamsPluginData(session_end_info=end)
     metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
         plugin_name="hparams", content=content.SerializeToString()))
     return Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])
@@ -59,12 +62,13 @@ def write(hparams_dir, table: list[dict], param_keys, metrics) -> None:
     hparams_dir.mkdir(parents=True, exist_ok=True)
     _event_file(hparams_dir / EVENT_FILE, [(0, experiment)])
     for row in table:
+        if row["state"] not in _STATUS:
+            continue
         _, session_start, _ = summary.hparams({k: row[k] for k in param_keys}, {})
         summaries = [(0, session_start)]
         summaries += [(row["best_step"], summary.scalar(k, row[k])) for k in metrics
                       if row.get(k) is not None]
-        if row["state"] in _STATUS:
-            summaries.append((row["best_step"] or 0, _session_end(row["state"])))
+        summaries.append((row["best_step"] or 0, _session_end(row["state"])))
         run_dir = hparams_dir / f"{row['trial']:04d}"
         run_dir.mkdir(exist_ok=True)
         _event_file(run_dir / EVENT_FILE, summaries)

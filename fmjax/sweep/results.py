@@ -193,6 +193,7 @@ def table(sweep_dir, metric_name: str | None = None, goal: str | None = None) ->
     cells = [shown] + [[_shown(name, r[name]) for name in shown]
                        for r in sorted(records, key=order)]
     states = collections.Counter(r["state"].lower() for r in records)
-    title = (f"{len(records)} trials ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))})"
-             f"; objective: {metric_name}, {goal}d")
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    title = (f"{len(records)} trials{f' ({counts})' if counts else ''}; "
+             f"objective: {metric_name}, {goal}d")
     return "\n".join([title, *_aligned(cells)]) + "\n"
