@@ -7,8 +7,8 @@ The sweep stores them as trial user attrs when a trial ends; a trial without the
 pruned, failed) is read from its own `metrics.jsonl`, so the table shows how far it got.
 """
 
-import csv
 import collections
+import csv
 import io
 import math
 import pathlib
