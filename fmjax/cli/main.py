@@ -1,4 +1,4 @@
-"""The `fmjax` command line: train | eval | inspect | sample | translate.
+"""The `fmjax` command line: train | eval | inspect | sample | translate | sweep.
 
     fmjax train   --config experiments/mnist1d/cnn.py[:variant] --workdir runs/cnn [--config.a.b=v]
     fmjax eval    --workdir runs/cnn [--step N]
@@ -7,6 +7,9 @@
                   --top_k 40 --top_p 1.0 --seed 0 --num_samples 1 --step N]
     fmjax sample  --workdir runs/vae --num 64 --out grid.png [--interpolate] [--seed 0]
     fmjax translate --workdir runs/mt --input "olá mundo" [--beam_size 4 --length_penalty 0.6]
+    fmjax sweep   --config experiments/mnist1d/mlp.py --sweep experiments/mnist1d/sweep_mlp.py
+                  --workdir sweeps/mlp [--workers N] [--storage URL] [--config.KEY=VALUE ...]
+    fmjax sweep   --workdir sweeps/mlp --report
     fmjax launch_local --num_processes=2 --devices_per_process=4 -- train --config ... --workdir ...
     fmjax --help; fmjax COMMAND --help       the commands; a command's flags (fmjax/cli/usage.py)
 
@@ -51,6 +54,11 @@ COMMANDS = {
                       "--workdir DIR [--prompt TEXT | --out FILE.png] [flags]", SAMPLE_FLAGS),
     "translate": Command("Translate text with a translation run.", "--workdir DIR --input TEXT "
                          "[flags]", ("workdir", "step", "input", "beam_size", "length_penalty")),
+    "sweep": Command("Search hyper-parameters (grid, random, bayes): every trial an fmjax run "
+                     "in DIR/trials/; the same command resumes.",
+                     "--config FILE[:variant] --sweep SWEEP.py --workdir DIR [--workers N] "
+                     "[--storage URL] [--config.KEY=VALUE ...] | --workdir DIR --report",
+                     ("config", "sweep", "workdir", "workers", "storage", "report", "vectorize")),
 }
 USAGE = (f"usage: fmjax {{{'|'.join(COMMANDS)}|launch_local}} [flags]; `fmjax --help` lists the "
          "commands")
@@ -93,6 +101,15 @@ flags.DEFINE_bool("interpolate", False, "sample (images): a latent interpolation
 flags.DEFINE_string("input", None, "translate: the text, one sentence per line.")
 flags.DEFINE_integer("beam_size", None, "translate: beams (1 = greedy; default: the run's).")
 flags.DEFINE_float("length_penalty", None, "translate: GNMT alpha (default: the run's).")
+flags.DEFINE_string("sweep", None, "sweep: the sweep file (get_sweep(): method, metric, "
+                    "parameters, ...; experiments/mnist1d/sweep_mlp.py).")
+flags.DEFINE_integer("workers", 1, "sweep: trials run at once on this machine, each on its own "
+                     "share of the GPUs, TPU chips or CPU cores.")
+flags.DEFINE_string("storage", None, "sweep: a database URL (postgresql://, mysql://, sqlite:///) "
+                    "shared by hosts that run the same sweep (default: a journal file in DIR).")
+flags.DEFINE_bool("report", False, "sweep: print the trials of --workdir sorted by objective.")
+flags.DEFINE_bool("vectorize", False, "sweep: train trials that differ only in seeds and "
+                  "optimizer numbers in one vmapped step (not available yet).")
 
 
 def fail(message: str, status: int = 2):
@@ -170,6 +187,33 @@ def cmd_eval():
         metrics = evaluate(run.exp, run.state, make_eval_step(run.task, run.exp.mesh,
                                                               run.exp.state_shardings))
     print(json.dumps({"step": run.step, **metrics}, sort_keys=True))
+
+
+def config_args(argv: list[str]) -> tuple[str, list[str]]:
+    """The `--config FILE[:variant]` value and the `--config.KEY=VALUE` overrides, as typed."""
+    spec, overrides = "", []
+    args = iter(argv[2:])
+    for arg in args:
+        name, has_value, value = arg.partition("=")
+        if name in ("--config", "-config"):
+            spec = value if has_value else next(args, "")
+        elif name.startswith(("--config.", "-config.")):
+            overrides.append(f"--{name.lstrip('-')}={value if has_value else next(args, '')}")
+    return spec, overrides
+
+
+def cmd_sweep(argv: list[str]):
+    from fmjax.sweep import command
+    if FLAGS.vectorize:
+        fail("--vectorize is not available yet: run the sweep without it")
+    workdir = _require("workdir")
+    if FLAGS.report:
+        print(command.report(workdir))
+        return
+    experiment, overrides = config_args(argv)
+    status = command.main(experiment, overrides, _require("config"), _require("sweep"), workdir,
+                          FLAGS.workers, FLAGS.storage)
+    sys.exit(status)
 
 
 def cmd_inspect():
@@ -285,8 +329,11 @@ def _run(argv: list[str]) -> None:
     with distributed.failures_exit_at_once():
         try:
             command = _parse(argv)
-            {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect, "sample": cmd_sample,
-             "translate": cmd_translate}[command]()
+            if command == "sweep":
+                cmd_sweep(argv)
+            else:
+                {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect,
+                 "sample": cmd_sample, "translate": cmd_translate}[command]()
         except UserError as e:
             fail(str(e))
         except NonFiniteLoss as e:
