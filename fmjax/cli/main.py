@@ -280,6 +280,9 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fmjax` script."""
     from fmjax.errors import Interrupted
     argv = sys.argv if argv is None else argv
+    if argv[1:2] == ["sweep"]:   # before JAX is imported: the accelerators are the trials'
+        from fmjax.sweep import devices
+        devices.pin_sweep_to_cpu()
     if usage.requested(argv):
         print(_help(argv[1] if len(argv) > 1 else ""))
         return

@@ -1,7 +1,10 @@
 """Which devices each of `--workers N` trial processes gets, decided without JAX.
 
-The sweep process never initialises a JAX backend (on a GPU it would hold memory the trials
-need), so devices are counted from the operating system: NVIDIA GPUs in /proc/driver/nvidia/gpus,
+The sweep process must not take an accelerator (on a GPU JAX would hold memory the trials need),
+yet loading an experiment imports fmjax.tasks, whose module-level PRNG keys start a backend: so
+`pin_sweep_to_cpu` gives the sweep process JAX's CPU backend before JAX is imported, and its trials
+get the environment it was started with (`trial_environ`). Devices are counted from the operating
+system: NVIDIA GPUs in /proc/driver/nvidia/gpus,
 TPU chips as /dev/accel* (v2-v4) or /dev/vfio/N (v5e and later), CPU cores from the process's
 affinity mask. Each worker gets an equal, disjoint share: CUDA_VISIBLE_DEVICES; TPU_VISIBLE_CHIPS
 with libtpu's per-process bounds and its own port; or its own cores (`os.sched_setaffinity` in
@@ -16,6 +19,19 @@ from fmjax.errors import UserError
 
 TPU_BOUNDS = {1: "1,1,1", 2: "1,2,1", 4: "2,2,1"}   # chips per process -> libtpu's chip bounds
 TPU_FIRST_PORT = 8476
+_trial_environ: dict | None = None   # the environment before `pin_sweep_to_cpu`
+
+
+def pin_sweep_to_cpu() -> None:
+    """Call first thing in the sweep process, before JAX is imported."""
+    global _trial_environ
+    _trial_environ = dict(os.environ)
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def trial_environ() -> dict:
+    """The environment trials start from: the sweep's own, as it was started."""
+    return dict(os.environ if _trial_environ is None else _trial_environ)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +71,7 @@ def _shares(items: list, num: int, what: str) -> list[list]:
 
 def workers(num: int, environ: dict | None = None) -> list[Worker]:
     """The devices of `num` workers on this machine; UserError if there are fewer devices."""
-    environ = dict(os.environ if environ is None else environ)
+    environ = trial_environ() if environ is None else environ
     if num < 1:
         raise UserError(f"--workers={num}: must be at least 1")
     kind = platform(environ)

@@ -8,8 +8,8 @@ is broken after its grace period), where SQLite's writers contend for one databa
 each running the same `fmjax sweep` command with its own --workdir.
 
 `BudgetLock` makes "count the trials, then ask for one more" atomic across every process that
-works on the study, so the budget is never exceeded: a `flock` on a file of the sweep directory
-(default storage, sqlite), or the database's own session lock (PostgreSQL `pg_advisory_lock`,
+works on the study, so the budget is never exceeded: a `flock` on a file beside the study (the
+sweep directory's `budget.lock`; `FILE.lock` for sqlite:///FILE), or the database's own session lock (PostgreSQL `pg_advisory_lock`,
 MySQL `GET_LOCK`). The kernel or the database releases each when its holder dies, even by SIGKILL.
 """
 
@@ -42,6 +42,10 @@ def connect(url: str) -> optuna.storages.RDBStorage:
                         "mysql://... or sqlite:///FILE)")
     try:
         return optuna.storages.RDBStorage(url)
+    except ImportError as e:
+        raise UserError(f"--storage={scheme(url)}://...: its database driver is not installed: "
+                        "pip install 'fmjax[sweep]' (psycopg for postgresql://, PyMySQL for "
+                        "mysql+pymysql://)") from e
     except Exception as e:   # SQLAlchemy's driver and connection errors, Optuna's own
         raise UserError(f"--storage: cannot reach {_without_password(url)}: "
                         f"{type(e).__name__}: {first_line(e)}") from e
@@ -66,7 +70,9 @@ class BudgetLock:
     def __init__(self, url: str | None, sweep_dir: pathlib.Path):
         self._threads = threading.Lock()
         self._url = url if url and scheme(url) in ("postgresql", "mysql") else None
-        self._path = sweep_dir / LOCK_FILE
+        sqlite = url and scheme(url) == "sqlite"
+        self._path = (pathlib.Path(url.split(":///", 1)[1] + ".lock") if sqlite
+                      else sweep_dir / LOCK_FILE)
         self._engine = None
         if self._url:
             import sqlalchemy

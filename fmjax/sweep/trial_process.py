@@ -20,7 +20,7 @@ import threading
 import time
 
 from fmjax.sweep import spec as spec_lib
-from fmjax.sweep.devices import Worker
+from fmjax.sweep import devices
 
 POLL_S = 0.5
 LOCK_WAIT_S = 600     # a killed sweep's trial may still be saving its checkpoint
@@ -112,7 +112,7 @@ def last_line(log: pathlib.Path) -> str:
 
 
 def run(trial, experiment: str, overrides: list[str], params: dict, spec: spec_lib.SweepSpec,
-        workdir: pathlib.Path, worker: Worker, stop: threading.Event, say) -> Outcome:
+        workdir: pathlib.Path, worker: devices.Worker, stop: threading.Event, say) -> Outcome:
     """Run (or resume) the trial's process until it ends, is pruned, or `stop` is set."""
     workdir.mkdir(parents=True, exist_ok=True)
     wait_for_workdir(workdir, say)
@@ -122,7 +122,7 @@ def run(trial, experiment: str, overrides: list[str], params: dict, spec: spec_l
              ",".join(map(str, worker.cpus)), "--", *argv]
     with open(workdir / "train.log", "ab") as log:
         proc = subprocess.Popen(child, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **worker.env})
+                                env={**devices.trial_environ(), **worker.env})
     pruned = stopped = False
     while proc.poll() is None:
         if stop.wait(POLL_S):

@@ -1,0 +1,344 @@
+"""`fmjax sweep`: the sweep file's checks, each worker's devices, and real sweeps of tiny MNIST-1D
+MLP trials: workers, budget, failures, and a sweep stopped by SIGTERM and killed by SIGKILL that
+the same command finishes exactly."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+import pytest
+
+from conftest import REPO, assert_one_line_error, experiment_config, run_cli
+from fmjax.errors import UserError
+from fmjax.sweep import devices, storage, trial_process
+from fmjax.sweep import spec as spec_lib
+
+# 20 steps, an eval and a checkpoint every 10: a trial takes a few seconds.
+TINY = ["--config", "experiments/mnist1d/mlp.py", "--config.train.num_steps=20",
+        "--config.train.eval_every=10", "--config.train.steps_per_call=10",
+        "--config.checkpoint.every=10", "--config.train.log_every=10"]
+
+
+def sweep_file(directory: pathlib.Path, body: str, name: str = "sweep.py") -> pathlib.Path:
+    """A sweep file whose get_sweep() returns ConfigDict(dict(BODY))."""
+    path = directory / name
+    path.write_text("import ml_collections\n\n\ndef get_sweep():\n    return ml_collections."
+                    f"ConfigDict(dict({textwrap.dedent(body)}), allow_dotted_keys=True)\n")
+    return path
+
+
+GRID = """method="grid", metric=dict(name="eval/accuracy", goal="maximize"),
+          parameters={"optimizer.learning_rate": dict(values=[1e-2, 1e30])}"""
+
+
+def study_of(sweep_dir: pathlib.Path) -> optuna.Study:
+    return optuna.load_study(study_name=storage.STUDY_NAME, storage=storage.journal(sweep_dir))
+
+
+# ---- The sweep file. ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mlp_config():
+    return experiment_config("experiments/mnist1d/mlp.py")
+
+
+def test_spec_reads_the_wandb_shape(tmp_path, mlp_config):
+    path = sweep_file(tmp_path, """method="bayes", metric=dict(name="eval/loss", goal="minimize"),
+        num_trials=5, seed=3, early_terminate=dict(type="hyperband", min_iter=2),
+        parameters={"optimizer.learning_rate": dict(distribution="log_uniform", min=1e-4,
+                                                    max=1e-1),
+                    "model.hidden_size": dict(distribution="int_uniform", min=32, max=128),
+                    "train.seed": dict(values=[0, 1]), "train.num_steps": dict(value=50)}""")
+    spec = spec_lib.load(str(path), mlp_config)
+    assert (spec.method, spec.metric, spec.mode, spec.num_trials, spec.seed) == (
+        "bayes", "eval/loss", "min", 5, 3)
+    assert spec.constants == {"train.num_steps": 50}
+    assert spec.params == (   # in the ConfigDict's order: sorted
+        spec_lib.Param("model.hidden_size", distribution="int_uniform", low=32, high=128),
+        spec_lib.Param("optimizer.learning_rate", distribution="log_uniform", low=1e-4, high=1e-1),
+        spec_lib.Param("train.seed", values=(0, 1)))
+    assert spec.early_terminate == dict(type="hyperband", min_iter=2, eta=3)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('method="grid", metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"optimizer.learning_rat": dict(values=[1e-3])}',
+     "parameters['optimizer.learning_rat']: unknown config key 'optimizer.learning_rat': the "
+     "experiment's config has no such key"),
+    ('method="grid", metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"optimizer.learning_rate": dict(values=[])}',
+     "parameters['optimizer.learning_rate']: values is empty: list at least one value"),
+    ('method="random", num_trials=4, metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"optimizer.learning_rate": dict(distribution="uniform", min=0.1, max=0.01)}',
+     "parameters['optimizer.learning_rate']: min=0.1 must be below max=0.01"),
+    ('method="random", num_trials=4, metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"optimizer.learning_rate": dict(distribution="log_uniform", min=0.0, max=1.0)}',
+     "parameters['optimizer.learning_rate']: log_uniform needs min > 0 (min and max are the "
+     "values, not their logs; got min=0.0)"),
+    ('method="grid", metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"model.hidden_size": dict(values=[64, 0])}',
+     "parameters['model.hidden_size']: config.model.hidden_size=0 is out of range: must be an "
+     "integer in [1, 2**31 - 1]"),
+    ('method="grid", metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"model.hidden_size": dict(values=[6.5])}',
+     "parameters['model.hidden_size']: model.hidden_size=6.5 does not fit the key: "),
+    ('method="grid", metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"optimizer.learning_rate": dict(distribution="uniform", min=0.1, max=1.0)}',
+     "parameters['optimizer.learning_rate']: a grid takes values=[...], not a distribution"),
+    ('method="grid", num_trials=3, metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
+     "num_trials is for random and bayes: a grid runs every combination of its values once"),
+    ('method="bayes", metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
+     "num_trials=None: bayes needs a positive integer"),
+    ('method="grid", metric=dict(name="eval/acc", goal="maximize"), '
+     'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
+     "the sweep's metric.name='eval/acc' is not a metric of task 'classification'"),
+    ('method="annealing", metric=dict(name="eval/accuracy", goal="maximize"), '
+     'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
+     "method='annealing': must be one of grid, random, bayes"),
+    ('method="grid", metric=dict(name="eval/accuracy", goal="up"), '
+     'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
+     "metric.goal='up': must be maximize or minimize"),
+])
+def test_spec_errors_name_the_file_and_the_problem(tmp_path, mlp_config, body, message):
+    path = sweep_file(tmp_path, body)
+    with pytest.raises(UserError) as e:
+        spec_lib.load(str(path), mlp_config)
+    assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+
+
+def test_a_failing_sweep_file_names_its_line(tmp_path, mlp_config):
+    path = tmp_path / "bad.py"
+    path.write_text("def get_sweep():\n    return 1 / 0\n")
+    with pytest.raises(UserError, match=rf"^{path}, line 2: get_sweep\(\) raised "
+                                        "ZeroDivisionError: division by zero$"):
+        spec_lib.load(str(path), mlp_config)
+
+
+def test_the_sweep_process_takes_no_accelerator_and_its_trials_get_the_environment(tmp_path):
+    """With JAX_PLATFORMS=cuda on this CPU machine, a sweep process that started JAX's CUDA
+    backend would fail; it runs, and its trial (given JAX_PLATFORMS=cuda) fails on its own."""
+    path = sweep_file(tmp_path, GRID.replace(", 1e30", ""))
+    env = dict(os.environ, JAX_PLATFORMS="cuda")
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "fmjax", "sweep", *TINY, "--sweep", str(path),
+                           "--workdir", str(tmp_path / "sweep")], cwd=REPO, env=env, text=True,
+                          capture_output=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (trial,) = study_of(tmp_path / "sweep").get_trials()
+    assert trial.state == optuna.trial.TrialState.FAIL
+    alone = subprocess.run([sys.executable, "-m", "fmjax", "train", *TINY, "--workdir",
+                            str(tmp_path / "alone")], cwd=REPO, env=env, text=True,
+                           capture_output=True)
+    assert alone.returncode == 2
+    assert trial.user_attrs["error"] == alone.stderr.strip()
+
+
+# ---- Devices per worker. -----------------------------------------------------------------------
+
+def test_gpu_workers_get_disjoint_cuda_visible_devices(monkeypatch):
+    monkeypatch.setattr(devices, "nvidia_gpus", lambda: 4)
+    envs = [w.env for w in devices.workers(2, {})]
+    assert envs == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
+    envs = [w.env for w in devices.workers(2, {"CUDA_VISIBLE_DEVICES": "5,7"})]
+    assert envs == [{"CUDA_VISIBLE_DEVICES": "5"}, {"CUDA_VISIBLE_DEVICES": "7"}]
+    with pytest.raises(UserError, match=r"^--workers=5 but this machine has 4 GPUs: each worker"):
+        devices.workers(5, {})
+
+
+def test_tpu_workers_get_one_chip_and_a_port_each(monkeypatch):
+    monkeypatch.setattr(devices, "nvidia_gpus", lambda: 0)
+    monkeypatch.setattr(devices, "tpu_chips", lambda: 4)
+    envs = [w.env for w in devices.workers(4, {})]
+    assert [e["TPU_VISIBLE_CHIPS"] for e in envs] == ["0", "1", "2", "3"]
+    assert [e["TPU_PROCESS_PORT"] for e in envs] == ["8476", "8477", "8478", "8479"]
+    assert {e["TPU_CHIPS_PER_PROCESS_BOUNDS"] for e in envs} == {"1,1,1"}
+    assert {e["TPU_PROCESS_BOUNDS"] for e in envs} == {"1,1,1"}
+    two = devices.workers(2, {})
+    assert [(w.env["TPU_VISIBLE_CHIPS"], w.env["TPU_CHIPS_PER_PROCESS_BOUNDS"]) for w in two] == [
+        ("0,1", "1,2,1"), ("2,3", "1,2,1")]
+    with pytest.raises(UserError, match="cannot split this TPU VM's 4 chips"):
+        devices.workers(3, {})
+
+
+def test_cpu_workers_split_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    workers = devices.workers(2, {"JAX_PLATFORMS": "cpu"})
+    assert [(w.env, w.cpus) for w in workers] == [({}, (0, 1)), ({}, (2, 3))]
+    assert devices.workers(1, {"JAX_PLATFORMS": "cpu"}) == [devices.Worker({})]
+    with pytest.raises(UserError, match=r"^--workers=6 but this machine has 5 CPU cores"):
+        devices.workers(6, {"JAX_PLATFORMS": "cpu"})
+
+
+def test_the_child_is_pinned_to_its_cores_and_dies_with_its_parent(tmp_path):
+    """fmjax/sweep/child.py: affinity, and PR_SET_PDEATHSIG (checked in /proc)."""
+    core = min(os.sched_getaffinity(0))
+    code = ("import os; print(sorted(os.sched_getaffinity(0)), "
+            "open('/proc/self/status').read().count('\\n') > 0)")
+    out = subprocess.run([sys.executable, "-m", "fmjax.sweep.child", str(os.getpid()), str(core),
+                          "--", "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.strip() == f"[{core}] True", out.stderr
+    # A parent that is already gone: the child runs nothing.
+    out = subprocess.run([sys.executable, "-m", "fmjax.sweep.child", "1", "", "--", "-c",
+                          "print('ran')"], cwd=REPO, capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (143, "")
+
+
+def test_trial_command_and_objective(tmp_path):
+    spec = spec_lib.SweepSpec("grid", "eval/accuracy", "maximize", 2, (), {"train.seed": 3}, {}, 0)
+    argv = trial_process.command("exp.py:runlocal", ["--config.train.num_steps=20"],
+                                 {"optimizer.learning_rate": 0.003}, spec, tmp_path)
+    assert argv == ["-m", "fmjax", "train", "--config", "exp.py:runlocal", "--workdir",
+                    str(tmp_path), "--noprogress", "--config.train.num_steps=20",
+                    "--config.train.seed=3", "--config.optimizer.learning_rate=0.003",
+                    "--config.checkpoint.best_metric=eval/accuracy",
+                    "--config.checkpoint.best_mode=max"]
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 10, "train/loss": 2.0}\n{"step": 10, "eval/accuracy": 0.5, "eval/loss": 1.5}\n'
+        '{"step": 20, "eval/accuracy": 0.7, "eval/loss": 1.7}\n'
+        '{"step": 30, "eval/accuracy": 0.7, "eval/loss": 1.1}\n{"step": 40, "eval/acc')
+    found = trial_process.evals(tmp_path, "eval/accuracy")
+    assert trial_process.best(found, "eval/accuracy", "max") == (
+        20, {"eval/accuracy": 0.7, "eval/loss": 1.7})
+    assert trial_process.best(found, "eval/accuracy", "min") == (
+        10, {"eval/accuracy": 0.5, "eval/loss": 1.5})
+
+
+# ---- Real sweeps. ------------------------------------------------------------------------------
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
+    good = sweep_file(tmp_path, GRID)
+    bad = sweep_file(tmp_path, GRID.replace("learning_rate", "learning_rat"), "bad.py")
+    for args, message in [
+        ([*TINY, "--sweep", bad], f"fmjax: error: {bad}: parameters['optimizer.learning_rat']: "
+         "unknown config key 'optimizer.learning_rat': the experiment's config has no such key\n"),
+        ([*TINY, "--sweep", good, "--storage", "postgresql://nobody@127.0.0.1:1/none"],
+         "fmjax: error: --storage: cannot reach postgresql://nobody@127.0.0.1:1/none: "
+         "OperationalError: (psycopg.OperationalError) connection failed: connection to server "
+         "at \"127.0.0.1\", port 1 failed: Connection refused\n"),
+        ([*TINY, "--sweep", good, "--storage", "mysql://nobody@127.0.0.1:1/none"],
+         "fmjax: error: --storage=mysql://...: its database driver is not installed: pip install "
+         "'fmjax[sweep]' (psycopg for postgresql://, PyMySQL for mysql+pymysql://)\n"),
+        ([*TINY, "--sweep", good, "--storage", "redis://localhost"],
+         "fmjax: error: --storage='redis://localhost': unknown database URL (give "
+         "postgresql://..., mysql://... or sqlite:///FILE)\n"),
+        ([*TINY, "--sweep", good, "--vectorize"],
+         "fmjax: error: --vectorize is not available yet: run the sweep without it\n"),
+    ]:
+        proc = run_cli("sweep", *args, "--workdir", tmp_path / "sweep", check=False)
+        assert (proc.returncode, proc.stderr) == (2, message)
+        assert not (tmp_path / "sweep").exists()
+
+
+def test_two_workers_spend_the_budget_once_and_a_failed_trial_is_recorded(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    path = sweep_file(tmp_path, GRID)
+    proc = run_cli("sweep", *TINY, "--sweep", path, "--workdir", sweep_dir, "--workers", 2,
+                   check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = {t.number: t for t in study_of(sweep_dir).get_trials()}
+    assert sorted(trials) == [0, 1]
+    by_lr = {t.params["optimizer.learning_rate"]: t for t in trials.values()}
+    good, bad = by_lr[1e-2], by_lr[1e30]
+    assert good.state == optuna.trial.TrialState.COMPLETE
+    assert good.value == good.user_attrs["eval/accuracy"] > 0.2
+    assert good.user_attrs["best_step"] in (10, 20)
+    assert good.intermediate_values.keys() == {10, 20}
+    config = json.loads((sweep_dir / "trials" / f"{good.number:04d}" / "config.json").read_text())
+    assert (config["optimizer"]["learning_rate"], config["train"]["num_steps"],
+            config["checkpoint"]["best_metric"]) == (1e-2, 20, "eval/accuracy")
+    assert bad.state == optuna.trial.TrialState.FAIL
+    assert bad.user_attrs["error"].startswith("fmjax: error: "), bad.user_attrs
+    assert "CPU cores" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == (
+        f"sweep: 2 of 2 trials (1 complete, 1 fail); best: trial {good.number}, "
+        f"eval/accuracy={good.value:.4g} (optimizer.learning_rate=0.01)")
+    # The same command again: nothing more to run.
+    again = run_cli("sweep", *TINY, "--sweep", path, "--workdir", sweep_dir, check=False)
+    assert again.stdout.splitlines() == proc.stdout.splitlines()[-1:]
+    # Another sweep on the same directory is refused.
+    other = run_cli("sweep", *TINY, "--config.train.seed=1", "--sweep", path, "--workdir",
+                    sweep_dir, check=False)
+    assert_one_line_error(other, f"{sweep_dir} holds a sweep with a different overrides")
+
+
+def _start(*args) -> subprocess.Popen:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    return subprocess.Popen([sys.executable, "-m", "fmjax", *map(str, args)], cwd=REPO, env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(condition, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the sweep never got there"
+        time.sleep(0.05)
+
+
+def _has_eval(workdir: pathlib.Path, step: int):
+    """Has the trial in `workdir` logged its eval at `step` (its checkpoint there is saved)?"""
+    return lambda: step in trial_process.evals(workdir, "eval/accuracy") and (
+        workdir / "checkpoints" / str(step)).is_dir()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return "State:\tZ" in pathlib.Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+def test_a_stopped_and_a_killed_sweep_finish_their_budget_exactly(tmp_path):
+    """SIGTERM during trial 0, SIGKILL during trial 1 (after trial 0 completed), then the same
+    command: two trials, each complete once, each resumed from its own checkpoint, and the
+    completed trial's metrics untouched."""
+    sweep_dir = tmp_path / "sweep"
+    path = sweep_file(tmp_path, GRID.replace("1e30", "3e-3"))
+    args = ["sweep", *TINY, "--config.train.num_steps=40", "--sweep", path, "--workdir",
+            sweep_dir]
+    first, second = sweep_dir / "trials" / "0000", sweep_dir / "trials" / "0001"
+
+    proc = _start(*args)
+    _wait_for(_has_eval(first, 10), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err == ("fmjax: preempted (SIGTERM): the running trials saved a checkpoint; run the "
+                   "same command again to finish the sweep\n")
+    (running,) = study_of(sweep_dir).get_trials()
+    assert running.state == optuna.trial.TrialState.RUNNING
+
+    proc = _start(*args)
+    _wait_for(_has_eval(second, 10), proc)
+    completed = (first / "metrics.jsonl").read_text()
+    child = json.loads((second / "fmjax.lock").read_text())["pid"]
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while not _gone(child):   # PR_SET_PDEATHSIG: the trial saves a checkpoint and ends
+        assert time.monotonic() < deadline, "the trial outlived its sweep"
+        time.sleep(0.05)
+
+    proc = _start(*args)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    trials = study_of(sweep_dir).get_trials()
+    assert [(t.number, t.state) for t in trials] == [(0, optuna.trial.TrialState.COMPLETE),
+                                                     (1, optuna.trial.TrialState.COMPLETE)]
+    assert (first / "metrics.jsonl").read_text() == completed
+    for workdir in (first, second):
+        log = (workdir / "train.log").read_text()
+        assert "resuming from the checkpoint at step" in log, log
+        steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text()
+                 .splitlines() if "eval/accuracy" in line]
+        assert steps == [10, 20, 30, 40]
+    assert out.splitlines()[0].startswith("trial 1: resumed on all devices: "), out
