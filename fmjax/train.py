@@ -48,13 +48,13 @@ class Experiment:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
-            devices=None) -> Experiment:
+            devices=None, selection: bool = True) -> Experiment:
     """Build and check the whole experiment on `devices` (default: all); raises UserError and
     writes nothing. With `data_info` (a trained run's stored data shapes) the dataset is not
-    read and the experiment has no pipeline."""
+    read and the experiment has no pipeline. `selection`: see `configs.validate`."""
     if workdir is not None:
         checkpoint.check_workdir(workdir)
-    configs.validate(config)
+    configs.validate(config, selection)
     mesh = sharding.make_mesh(config.mesh, devices)
     sharding.check_batch_size(config.train.batch_size // config.train.grad_accum_steps, mesh,
                               "config.train.batch_size / grad_accum_steps")
@@ -83,16 +83,31 @@ def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
 
 
 def evaluate(exp: Experiment, state, eval_step) -> dict[str, float]:
-    """Run the task's eval over the whole eval split; metrics keyed 'eval/...'."""
+    """The task's eval metrics over the whole eval split ('eval/...') and, when the data holds
+    one out, the validation split ('val/...')."""
+    metrics = evaluate_split(exp, state, eval_step, "eval")
+    if exp.pipeline.info.num_val:
+        metrics.update(evaluate_split(exp, state, eval_step, "val"))
+    return metrics
+
+
+def metric_names(task, info: data.DataInfo) -> list[str]:
+    """The names `evaluate` returns, known before it runs."""
+    splits = ["eval", "val"] if info.num_val else ["eval"]
+    return [f"{split}/{name}" for split in splits for name in task.EVAL_METRICS]
+
+
+def evaluate_split(exp: Experiment, state, eval_step, split: str) -> dict[str, float]:
+    """Run the task's eval over the whole `split` ("eval" or "val"); metrics keyed by it."""
     outputs, masks = [], []
-    for batch in exp.pipeline.eval_batches(exp.config.train.eval_batch_size):
+    for batch in exp.pipeline.eval_batches(exp.config.train.eval_batch_size, split):
         mask = batch.pop("mask")
         out = eval_step(state.params, state.extra, sharding.global_batch(batch, exp.mesh))
         outputs.append(multihost_utils.process_allgather(out, tiled=True))
         masks.append(multihost_utils.process_allgather(mask, tiled=True))
     keep = np.concatenate(masks)
     merged = {k: np.concatenate([o[k] for o in outputs])[keep] for k in outputs[0]}
-    return {f"eval/{k}": v for k, v in exp.task.eval_metrics(merged).items()}
+    return {f"{split}/{k}": v for k, v in exp.task.eval_metrics(merged).items()}
 
 
 def restore_or_init(exp: Experiment, workdir: pathlib.Path) -> tuple[Any, int, str | None]:
@@ -199,8 +214,8 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     wandb_run = wandb_sink.WandbSink.open(config.logging, config_dict, workdir)
     writers = MetricWriters(workdir, step, tc.num_steps, show_progress,
                             sinks=[wandb_run] if wandb_run else [])
-    writers.write_config(step, config_dict, ["train/loss"] + [
-        f"eval/{name}" for name in exp.task.EVAL_METRICS])
+    writers.write_config(step, config_dict,
+                         ["train/loss"] + metric_names(exp.task, exp.pipeline.info))
     if note:
         writers.message(note)
     train_call = make_train_call(exp.task, exp.tx, exp.lr_schedule, config, exp.mesh,

@@ -136,6 +136,9 @@ def _config_error(error: BaseException, argv: list[str]) -> str:
     if unknown:
         key = unknown[-1]
         flag = next((o for o in overrides if key in o.split(".") or o == f"--{key}"), key)
+        if flag.endswith(".data.validation_fraction"):
+            from fmjax.data.validation import NO_VALIDATION_FRACTION
+            return f"unknown config key {flag}: {NO_VALIDATION_FRACTION}"
         return f"unknown config key {flag}: the experiment's config has no such key"
     lines = [line.strip() for line in str(chain[0]).splitlines() if line.strip()]
     return lines[0] if lines else type(chain[0]).__name__
