@@ -85,6 +85,27 @@ def gpt_flags(text_file, num_steps: int = 40) -> list[str]:
             "--config.data.eval_windows=64", "--noprogress"]
 
 
+def tensorboard_events(directory) -> list:
+    """Every Event in the TensorBoard event files directly in `directory`, each record checked as
+    TensorBoard reads it (TFRecord framing: length, its masked CRC-32C, the record, its CRC)."""
+    import struct
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.record_writer import masked_crc32c
+    events = []
+    for path in sorted(pathlib.Path(directory).glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            header, (header_crc,) = data[offset:offset + 8], struct.unpack(
+                "<I", data[offset + 8:offset + 12])
+            (length,) = struct.unpack("<Q", header)
+            record = data[offset + 12:offset + 12 + length]
+            (record_crc,) = struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])
+            assert (header_crc, record_crc) == (masked_crc32c(header), masked_crc32c(record)), path
+            events.append(Event.FromString(record))
+            offset += 16 + length
+    return events
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
     """The CLI refused with exit status 2 and exactly one stderr line that contains `fragment`."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-4000:])

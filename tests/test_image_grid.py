@@ -1,11 +1,10 @@
 """Image grids, PNG writing, latent interpolation, and `MetricWriters.write_images`."""
 
-import struct
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import tensorboard_events
 from fmjax.metrics import image_grid
 from fmjax.metrics.writers import MetricWriters
 
@@ -98,19 +97,7 @@ def test_lerp_and_slerp():
         image_grid.slerp_latents(z_a, z_b, 1)
 
 
-def event_records(path):
-    """The serialized records of a TensorBoard event file (TFRecord framing)."""
-    data, records, i = path.read_bytes(), [], 0
-    while i < len(data):
-        (length,) = struct.unpack("<Q", data[i:i + 8])
-        records.append(data[i + 12:i + 12 + length])
-        i += 12 + length + 4
-    return records
-
-
 def test_write_images(tmp_path):
-    from tensorboardX.proto import event_pb2
-
     writers = MetricWriters(tmp_path, 0, 10, show_progress=False)
     samples = batch(16, 8, 8, 1)
     writers.write_images(20, {"eval/samples": samples,
@@ -120,10 +107,8 @@ def test_write_images(tmp_path):
         "eval_recon_00000020.png", "eval_samples_00000020.png"]
     with Image.open(tmp_path / "images" / "eval_samples_00000020.png") as im:
         assert im.width >= image_grid.MIN_WIDTH
-    [event_file] = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
     images = {}
-    for record in event_records(event_file):
-        event = event_pb2.Event.FromString(record)
+    for event in tensorboard_events(tmp_path / "tensorboard"):
         for value in event.summary.value:
             if value.HasField("image"):
                 images[value.tag] = (event.step, value.image)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import read_metrics, run_cli
+from conftest import read_metrics, run_cli, tensorboard_events
 from fmjax import configs
 from fmjax.errors import UserError
 from fmjax.metrics import wandb_sink
@@ -102,22 +102,11 @@ def test_bad_profile_steps_stop_the_cli_before_the_workdir(tmp_path):
 
 # ---- TensorBoard: the config as text and hparams ---------------------------------------------
 
-def _events(directory: pathlib.Path):
-    """Every Event in the TensorBoard event files under `directory` (TFRecord framing: length,
-    its CRC, the record, its CRC)."""
-    from tensorboardX.proto.event_pb2 import Event
-    for path in sorted(directory.glob("events.out.tfevents.*")):
-        data, offset = path.read_bytes(), 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset:offset + 8])
-            yield Event.FromString(data[offset + 12:offset + 12 + length])
-            offset += 12 + length + 4
-
-
 def test_tensorboard_gets_the_config_as_text_and_hparams(run):
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
     workdir, _ = run
-    values = {v.tag: v for e in _events(workdir / "tensorboard") for v in e.summary.value}
+    values = {v.tag: v for e in tensorboard_events(workdir / "tensorboard")
+              for v in e.summary.value}
     text = values["config/text_summary"].tensor.string_val[0].decode()
     assert '"num_steps": 40' in text   # the resumed run's config, written at its start
     start = HParamsPluginData.FromString(

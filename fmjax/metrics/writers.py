@@ -32,7 +32,7 @@ from fmjax.runtime import workdir_files
 PERF_PREFIX = "perf/"
 
 
-def _summary_writer_class():
+def summary_writer_class():
     """tensorboardX's SummaryWriter, kept from importing torch (over a second on machines that
     have it, e.g. Colab) only to accept torch tensors: fmjax logs floats."""
     hide_torch = "torch" not in sys.modules
@@ -58,9 +58,15 @@ def _shown(value) -> str:
 
 
 def read_jsonl(path) -> list[dict]:
-    """All records of a `metrics.jsonl` file."""
-    return [json.loads(line) for line in workdir_files.as_path(path).read_text().splitlines()
-            if line]
+    """All records of a `metrics.jsonl` file; a line torn by a killed run (which its resume
+    drops) is left out, so the file of a running or crashed run can be read too."""
+    records = []
+    for line in workdir_files.as_path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return records
 
 
 class MetricWriters:
@@ -84,7 +90,7 @@ class MetricWriters:
         if not self.active:
             return
         self.jsonl = JsonlFile(self.jsonl_path, start_step)
-        self.tensorboard = _summary_writer_class()(str(self.workdir / "tensorboard"),
+        self.tensorboard = summary_writer_class()(str(self.workdir / "tensorboard"),
                                          purge_step=start_step + 1 if start_step else None)
         if show_progress and live_console():
             self.progress = tqdm(total=num_steps, initial=start_step, unit="step",
