@@ -15,7 +15,7 @@ import optuna
 
 from fmjax.errors import UserError, stopped_by
 from fmjax.runtime import workdir_files
-from fmjax.sweep import devices, runner, storage
+from fmjax.sweep import devices, results, runner, storage
 from fmjax.sweep import spec as spec_lib
 
 SWEEP_FILE = "sweep.json"
@@ -48,13 +48,20 @@ def _open_study(spec: spec_lib.SweepSpec, study_storage, config) -> optuna.Study
         pruner=runner.make_pruner(spec, eval_every, num_steps))
 
 
-def _write_results(study: optuna.Study, sweep_dir: pathlib.Path,
-                   spec: spec_lib.SweepSpec) -> None:
-    try:
-        from fmjax.sweep import results
-    except ImportError:   # TODO(lead): helper RESULTS' module (wip-results); drop this guard
-        return
-    results.write_all(study, sweep_dir, spec.metric, spec.goal, [p.key for p in spec.params])
+class _Results:
+    """Writes results.csv, the plots and the hparams after every trial; shows each note once."""
+
+    def __init__(self, study: optuna.Study, sweep_dir: pathlib.Path, spec: spec_lib.SweepSpec):
+        self.study, self.sweep_dir, self.spec = study, sweep_dir, spec
+        self.shown: set[str] = set()
+
+    def __call__(self) -> None:
+        notes = results.write_all(self.study, self.sweep_dir, self.spec.metric, self.spec.goal,
+                                  [p.key for p in self.spec.params])
+        for note in notes or ():
+            if note not in self.shown:
+                self.shown.add(note)
+                print(f"fmjax: {note}", file=sys.stderr)
 
 
 def report(sweep_dir: str) -> str:
@@ -62,8 +69,8 @@ def report(sweep_dir: str) -> str:
     path = pathlib.Path(sweep_dir)
     if not (path / SWEEP_FILE).exists():
         raise UserError(f"{sweep_dir} holds no sweep ({SWEEP_FILE} is missing)")
-    from fmjax.sweep import results   # helper RESULTS (wip-results)
-    return results.table(path)
+    spec = json.loads((path / SWEEP_FILE).read_text())["sweep"]
+    return results.table(path, spec["metric"], spec["goal"]).rstrip("\n")
 
 
 def summary(study: optuna.Study, spec: spec_lib.SweepSpec) -> str:
@@ -114,9 +121,9 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
                                    json.dumps(record, indent=2).encode())
     study = _open_study(spec, database or storage.journal(sweep_dir), config)
     study.set_user_attr("sweep", record["sweep"])
+    write_results = _Results(study, sweep_dir, spec)
     sweep = runner.Sweep(study, spec, sweep_dir, experiment, overrides,
-                         storage.BudgetLock(storage_url, sweep_dir),
-                         after_trial=lambda: _write_results(study, sweep_dir, spec))
+                         storage.BudgetLock(storage_url, sweep_dir), after_trial=write_results)
     received = []
 
     def on_signal(signum, frame):
@@ -129,7 +136,7 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    _write_results(study, sweep_dir, spec)
+    write_results()
     print(summary(study, spec), flush=True)
     if received:
         print(f"fmjax: {stopped_by(received[0])}: the running trials saved a checkpoint; run the "

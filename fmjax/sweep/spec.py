@@ -190,12 +190,7 @@ def _with_values(config, values: dict, where: str):
 
 def _check_metric(config, name: str) -> None:
     """The objective must be a metric that model selection may read (no test split)."""
-    # TODO(SWEEP): configs.check_selection_metric once wip-val is merged.
-    from fmjax import tasks
-    reported = [f"eval/{m}" for m in tasks.TASKS[config.task].EVAL_METRICS]
-    if name not in reported:
-        raise UserError(f"the sweep's metric.name={name!r} is not a metric of task "
-                        f"'{config.task}' (it reports: {', '.join(reported)})")
+    configs.check_selection_metric(config, "the sweep's metric.name", name)
 
 
 def _budget(method: str, num_trials, params: list[Param]) -> int:

@@ -9,8 +9,6 @@ that eval's step: the checkpoint that `checkpoint.best_metric` keeps.
 
 import dataclasses
 import fcntl
-import json
-import math
 import os
 import pathlib
 import signal
@@ -20,7 +18,8 @@ import threading
 import time
 
 from fmjax.sweep import spec as spec_lib
-from fmjax.sweep import devices
+from fmjax.metrics.writers import read_jsonl
+from fmjax.sweep import devices, results
 
 POLL_S = 0.5
 LOCK_WAIT_S = 600     # a killed sweep's trial may still be saving its checkpoint
@@ -53,31 +52,10 @@ def command(experiment: str, overrides: list[str], params: dict, spec: spec_lib.
             "--noprogress", *overrides, *(config_arg(k, v) for k, v in settings.items())]
 
 
-def evals(workdir: pathlib.Path, metric: str) -> dict[int, dict]:
-    """{step: the eval metrics logged at that step} for the steps where `metric` was logged."""
-    by_step: dict[int, dict] = {}
+def records(workdir: pathlib.Path) -> list[dict]:
+    """The trial's metrics.jsonl so far (a line still being written left out)."""
     path = workdir / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return {}
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:   # a line still being written
-            continue
-        by_step.setdefault(record["step"], {}).update(
-            {k: v for k, v in record.items() if k.startswith(("val/", "eval/"))})
-    return {s: m for s, m in sorted(by_step.items()) if metric in m}
-
-
-def best(evals_by_step: dict[int, dict], metric: str, mode: str) -> tuple[int, dict] | None:
-    """(step, metrics) of the best eval (the first, on ties); None if there is none."""
-    finite = [(s, m) for s, m in evals_by_step.items() if math.isfinite(m[metric])]
-    if not finite:
-        return None
-    pick = max if mode == "max" else min
-    return pick(finite, key=lambda item: item[1][metric])
+    return read_jsonl(path) if path.exists() else []
 
 
 def wait_for_workdir(workdir: pathlib.Path, say) -> None:
@@ -135,10 +113,11 @@ def run(trial, experiment: str, overrides: list[str], params: dict, spec: spec_l
         proc.send_signal(signal.SIGTERM)   # it saves a checkpoint and ends
     returncode = proc.wait()
     _report(trial, workdir, spec, reported)
-    found = best(evals(workdir, spec.metric), spec.metric, spec.mode)
+    found = results.best_eval(records(workdir), spec.metric, spec.goal)
     outcome = Outcome("failed")
     if found:
-        outcome = Outcome("failed", found[1][spec.metric], found[0], found[1])
+        metrics = {k: v for k, v in found.items() if k.startswith(results.METRIC_PREFIXES)}
+        outcome = Outcome("failed", found[spec.metric], found["step"], metrics)
     if stopped or (stop.is_set() and returncode in (130, 143)):
         outcome.state = "stopped"
     elif pruned:
@@ -153,7 +132,8 @@ def run(trial, experiment: str, overrides: list[str], params: dict, spec: spec_l
 
 def _report(trial, workdir: pathlib.Path, spec: spec_lib.SweepSpec, reported: set) -> bool:
     """Report the evals not yet reported; whether there was one."""
-    new = {s: m[spec.metric] for s, m in evals(workdir, spec.metric).items() if s not in reported}
+    new = {r["step"]: r[spec.metric] for r in records(workdir)
+           if spec.metric in r and r["step"] not in reported}
     for step, value in new.items():
         trial.report(value, step)
         reported.add(step)
