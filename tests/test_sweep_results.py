@@ -26,17 +26,18 @@ RUNNING_TRIAL_METRICS = [
 ]
 PRUNED_TRIAL_METRICS = [
     {"step": 100, "val/accuracy": 0.5, "val/loss": 1.2, "eval/accuracy": 0.45, "eval/loss": 1.3},
+    {"step": 150, "val/accuracy": 0.45, "val/loss": 1.3, "eval/accuracy": 0.4, "eval/loss": 1.4},
 ]
 
 
-def _add(study, state, params, value=None, attrs=None, seconds=None):
+def _add(study, state, params, value=None, attrs=None, seconds=None, reports=None):
     distributions = {"optimizer.learning_rate": FloatDistribution(1e-4, 1e-1, log=True),
                      "train.seed": IntDistribution(0, 3)}
     end = None if seconds is None else START + datetime.timedelta(seconds=seconds)
     study.add_trial(FrozenTrial(
         number=0, trial_id=0, state=state, value=value, datetime_start=START,
         datetime_complete=end, params=dict(zip(PARAMS, params)), distributions=distributions,
-        user_attrs=attrs or {}, system_attrs={}, intermediate_values={}))
+        user_attrs=attrs or {}, system_attrs={}, intermediate_values=reports or {}))
 
 
 def _write_metrics(workdir, records):
@@ -59,7 +60,8 @@ def make_study(sweep_dir, other_host_dir):
     study = optuna.create_study(study_name="fmjax-sweep", storage=storage, direction="maximize")
     _add(study, TrialState.COMPLETE, [0.001, 0], 0.8, _final(0.8, 0.5, 0.75, 0.6, 200), 12.34)
     _add(study, TrialState.COMPLETE, [0.01, 1], 0.9, _final(0.9, 0.3, 0.85, 0.4, 100), 10)
-    _add(study, TrialState.PRUNED, [0.05, 2], seconds=3)
+    # Optuna gives a pruned trial the value of its last report: not its best eval.
+    _add(study, TrialState.PRUNED, [0.05, 2], 0.45, seconds=3, reports={100: 0.5, 150: 0.45})
     _add(study, TrialState.FAIL, [0.1, 3], seconds=1)
     _add(study, TrialState.RUNNING, [0.0001, 0], attrs={"workdir": str(other_host_dir)})
     study.enqueue_trial(dict(zip(PARAMS, [0.002, 1])))

@@ -7,8 +7,8 @@ The sweep stores them as trial user attrs when a trial ends; a trial without the
 pruned, failed) is read from its own `metrics.jsonl`, so the table shows how far it got.
 """
 
-import csv
 import collections
+import csv
 import io
 import math
 import pathlib
@@ -58,14 +58,19 @@ def _wall_s(trial) -> float | None:
 def rows(study, sweep_dir, metric_name: str, goal: str, param_keys) -> list[dict]:
     """One dict per trial of `study`, by trial number: trial, state, objective, each of
     `param_keys`, the val/* and eval/* metrics at the best eval, best_step, wall_s."""
+    import optuna
+
     table = []
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        if "best_step" in trial.user_attrs:
-            found = {"objective": trial.value, "best_step": trial.user_attrs["best_step"],
-                     **_split_metrics(trial.user_attrs)}
+        attrs = trial.user_attrs
+        if "best_step" in attrs:
+            found = {"objective": attrs.get(metric_name), "best_step": attrs["best_step"],
+                     **_split_metrics(attrs)}
         else:
             found = _from_metrics_file(trial, sweep_dir, metric_name, goal)
-        if trial.value is not None:
+        # Only a completed trial's value is its objective: Optuna gives a pruned one the value
+        # of its last report, which need not be its best.
+        if trial.state == optuna.trial.TrialState.COMPLETE:
             found["objective"] = trial.value
         table.append({"trial": trial.number, "state": trial.state.name,
                       "objective": found.pop("objective"),
@@ -136,12 +141,12 @@ def _shown(column: str, text: str) -> str:
 
 
 def _table_columns(header: list[str], metric_name: str) -> list[str]:
-    """trial, state, objective, the params, then per split the objective's own metric and
-    accuracy or else loss: what fits a terminal; results.csv has every metric."""
+    """What fits a terminal (results.csv has every metric): trial, state, objective, the params,
+    then for val/ and eval/ the objective's metric (unless it is the objective) and accuracy,
+    or else loss; best_step."""
     base = metric_name.split("/", 1)[-1]
-    params = header[header.index("objective") + 1:]
-    params = params[:next((i for i, k in enumerate(params)
-                           if k.startswith(METRIC_PREFIXES) or k == "best_step"), len(params))]
+    params = [k for k in header[3:]
+              if not k.startswith(METRIC_PREFIXES) and k not in ("best_step", "wall_s")]
     shown = ["trial", "state", "objective", *params]
     for prefix in METRIC_PREFIXES:
         for name in dict.fromkeys([base, "accuracy", "loss"]):
