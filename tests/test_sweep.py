@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 from conftest import REPO, assert_one_line_error, experiment_config, run_cli
+from postgres_server import postgres_url  # noqa: F401 (a fixture)
 from fmjax.errors import UserError
 from fmjax.sweep import devices, storage, trial_process
 from fmjax.sweep import spec as spec_lib
@@ -344,3 +345,31 @@ def test_a_stopped_and_a_killed_sweep_finish_their_budget_exactly(tmp_path):
                  .splitlines() if "val/accuracy" in line]
         assert steps == [10, 20, 30, 40]
     assert out.splitlines()[0].startswith("trial 1: resumed on all devices: "), out
+
+
+RANDOM = """method="random", num_trials=3, metric=dict(name="val/accuracy", goal="maximize"),
+            parameters={"optimizer.learning_rate": dict(distribution="log_uniform", min=1e-3,
+                                                        max=3e-2),
+                        "data.validation_fraction": dict(value=0.1)}"""
+
+
+def test_two_hosts_share_a_postgresql_study_and_its_budget(tmp_path, postgres_url):  # noqa: F811
+    """Two sweep processes, each with its own directory (as on two hosts), one PostgreSQL study:
+    the budget is spent exactly once, no trial number twice, each trial run where it was taken."""
+    path = sweep_file(tmp_path, RANDOM)
+    hosts = [tmp_path / "host0", tmp_path / "host1"]
+    procs = [_start("sweep", *TINY, "--sweep", path, "--workdir", d, "--storage", postgres_url)
+             for d in hosts]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name=storage.STUDY_NAME, storage=postgres_url).get_trials()
+    assert sorted(t.number for t in trials) == [0, 1, 2]
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+    for t in trials:
+        workdir = pathlib.Path(t.user_attrs["workdir"])
+        assert workdir.parent.parent in hosts and workdir.name == f"{t.number:04d}"
+        assert t.value == max(r["val/accuracy"] for r in trial_process.records(workdir)
+                              if "val/accuracy" in r)
+    ran = [sorted(p.name for p in (d / "trials").iterdir()) for d in hosts]
+    assert sorted(ran[0] + ran[1]) == ["0000", "0001", "0002"]
