@@ -32,6 +32,8 @@ RULES = {
                       *ORBAX),
     "fmjax.decoding": ("fmjax.data", "fmjax.optim", "fmjax.checkpoint", "fmjax.metrics", *HIGH,
                        *ORBAX),
+    # sweeps run their trials as `fmjax train` processes, never the loop in their own process
+    "fmjax.sweep": ("fmjax.train", "fmjax.runs", "fmjax.checkpoint", "fmjax.cli", *ORBAX),
 }
 
 

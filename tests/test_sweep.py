@@ -2,6 +2,7 @@
 MLP trials: workers, budget, failures, and a sweep stopped by SIGTERM and killed by SIGKILL that
 the same command finishes exactly."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -14,7 +15,7 @@ import time
 import optuna
 import pytest
 
-from conftest import REPO, assert_one_line_error, experiment_config, run_cli
+from conftest import REPO, SWEEPS, assert_one_line_error, experiment_config, run_cli
 from postgres_server import postgres_url  # noqa: F401 (a fixture)
 from fmjax.errors import UserError
 from fmjax.sweep import devices, storage, trial_process
@@ -373,3 +374,39 @@ def test_two_hosts_share_a_postgresql_study_and_its_budget(tmp_path, postgres_ur
                               if "val/accuracy" in r)
     ran = [sorted(p.name for p in (d / "trials").iterdir()) for d in hosts]
     assert sorted(ran[0] + ran[1]) == ["0000", "0001", "0002"]
+
+
+@pytest.mark.parametrize("sweep, experiment, budget", [
+    ("experiments/mnist1d/sweep_mlp.py", "experiments/mnist1d/mlp.py", 24),
+    ("experiments/mnist1d/sweep_cnn.py", "experiments/mnist1d/cnn.py", 16),
+    ("experiments/shakespeare/sweep_gpt_char.py", "experiments/shakespeare/gpt_char.py:cpu", 9),
+])
+def test_shipped_sweeps_fit_their_experiments(sweep, experiment, budget):
+    path, _, variant = experiment.partition(":")
+    spec = spec_lib.load(str(REPO / sweep), experiment_config(path, variant))
+    assert spec.num_trials == budget
+    assert sweep in SWEEPS
+
+
+def test_a_shipped_sweep_is_found_by_name(mlp_config):
+    assert spec_lib.load("mnist1d/sweep_mlp.py", mlp_config).method == "bayes"
+
+
+def test_the_command_line_gives_the_experiment_and_overrides_as_typed():
+    from fmjax.cli import main
+    argv = ["fmjax", "sweep", "--config", "mnist1d/mlp.py:runlocal", "--sweep", "s.py",
+            "--config.train.seed=3", "--config.optimizer.learning_rate", "0.1", "--workers=2"]
+    assert main.config_args(argv) == ("mnist1d/mlp.py:runlocal", [
+        "--config.train.seed=3", "--config.optimizer.learning_rate=0.1"])
+
+
+def test_early_terminate_counts_evals():
+    from fmjax.sweep import runner
+    spec = spec_lib.SweepSpec("random", "val/loss", "minimize", 9, (), {},
+                              dict(type="hyperband", min_iter=2, eta=3), 0)
+    pruner = runner.make_pruner(spec, eval_every=100, num_steps=1000)
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (200, 1000, 3)
+    median = runner.make_pruner(dataclasses.replace(spec, early_terminate=dict(
+        type="median", min_iter=3, eta=3)), eval_every=100, num_steps=1000)
+    assert median._n_warmup_steps == 300

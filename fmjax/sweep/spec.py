@@ -25,7 +25,7 @@ import numbers
 
 import ml_collections
 
-from fmjax import configs
+from fmjax import configs, experiment_files
 from fmjax.errors import UserError, first_line
 
 METHODS = ("grid", "random", "bayes")
@@ -76,6 +76,7 @@ def json_ready(x):
 def load(path: str, config: ml_collections.ConfigDict) -> SweepSpec:
     """The sweep of file `path`, checked against `config` (the experiment with the command's
     overrides); UserError naming the file for anything wrong."""
+    path = experiment_files.find(path)   # a shipped sweep by name, like an experiment
     module = configs._load_module(path)
     get_sweep = getattr(module, "get_sweep", None)
     if not callable(get_sweep):
