@@ -232,6 +232,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
         ([*TINY, "--sweep", good, "--storage", "redis://localhost"],
          "fmjax: error: --storage='redis://localhost': unknown database URL (give "
          "postgresql://..., mysql://... or sqlite:///FILE)\n"),
+        ([*TINY, "--sweep", good, "--workers", "999"],
+         f"fmjax: error: --workers=999 but this machine has {len(os.sched_getaffinity(0))} CPU "
+         "cores: each worker needs at least one\n"),
         ([*TINY, "--sweep", good, "--vectorize"],
          "fmjax: error: --vectorize is not available yet: run the sweep without it\n"),
     ]:
@@ -263,6 +266,9 @@ def test_two_workers_spend_the_budget_once_and_a_failed_trial_is_recorded(tmp_pa
     assert proc.stdout.splitlines()[-1] == (
         f"sweep: 2 of 2 trials (1 complete, 1 fail); best: trial {good.number}, "
         f"val/accuracy={good.value:.4g} (optimizer.learning_rate=0.01)")
+    report = run_cli("sweep", "--workdir", sweep_dir, "--report").stdout.splitlines()
+    assert report[0] == "2 trials (1 complete, 1 fail); objective: val/accuracy, maximized"
+    assert report[2].split()[:3] == [str(good.number), "COMPLETE", f"{good.value:.4g}"]
     # The same command again: nothing more to run.
     again = run_cli("sweep", *TINY, "--sweep", path, "--workdir", sweep_dir, check=False)
     assert again.stdout.splitlines() == proc.stdout.splitlines()[-1:]
@@ -410,3 +416,30 @@ def test_early_terminate_counts_evals():
     median = runner.make_pruner(dataclasses.replace(spec, early_terminate=dict(
         type="median", min_iter=3, eta=3)), eval_every=100, num_steps=1000)
     assert median._n_warmup_steps == 300
+
+
+def test_a_trial_is_taken_over_only_when_no_live_process_owns_it(tmp_path):
+    """runner.Sweep.claim: a RUNNING trial whose owner lock is free (its sweep died), or whose
+    claim was cut short (no attrs), is resumed under its number; one whose owner lives is left
+    alone; once the study holds the budget, there is nothing to claim."""
+    from fmjax.sweep import runner
+    spec = spec_lib.SweepSpec("random", "val/loss", "minimize", 3, (
+        spec_lib.Param("optimizer.learning_rate", distribution="log_uniform", low=1e-3,
+                       high=1e-1),), {}, {}, 0)
+    study = optuna.create_study(storage=storage.journal(tmp_path), study_name="s")
+    sweep = runner.Sweep(study, spec, tmp_path, "exp.py", [],
+                         storage.BudgetLock(None, tmp_path))
+    orphan = study.ask()                       # a claim cut short: no attrs
+    first = sweep.claim()
+    assert (first.trial.number, first.resumed) == (orphan.number, True)
+    second = sweep.claim()                     # trial 0 is owned (the lock is held): a new one
+    assert (second.trial.number, second.resumed) == (1, False)
+    lr = second.params["optimizer.learning_rate"]
+    os.close(second.owner_fd)                  # its sweep "dies"
+    again = sweep.claim()
+    assert (again.trial.number, again.resumed, again.params) == (
+        1, True, {"optimizer.learning_rate": lr})
+    third = sweep.claim()
+    assert third.trial.number == 2 and sweep.claim() is None   # the budget: 3
+    assert [t.user_attrs["workdir"] for t in study.get_trials()] == [
+        str(tmp_path / "trials" / f"{n:04d}") for n in range(3)]

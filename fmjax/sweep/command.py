@@ -9,6 +9,7 @@ import json
 import pathlib
 import signal
 import sys
+import threading
 
 import ml_collections
 import optuna
@@ -54,10 +55,12 @@ class _Results:
     def __init__(self, study: optuna.Study, sweep_dir: pathlib.Path, spec: spec_lib.SweepSpec):
         self.study, self.sweep_dir, self.spec = study, sweep_dir, spec
         self.shown: set[str] = set()
+        self.writing = threading.Lock()   # workers end trials at once; pyplot is not threadsafe
 
     def __call__(self) -> None:
-        notes = results.write_all(self.study, self.sweep_dir, self.spec.metric, self.spec.goal,
-                                  [p.key for p in self.spec.params])
+        with self.writing:
+            notes = results.write_all(self.study, self.sweep_dir, self.spec.metric,
+                                      self.spec.goal, [p.key for p in self.spec.params])
         for note in notes or ():
             if note not in self.shown:
                 self.shown.add(note)
@@ -104,7 +107,7 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     _quiet_optuna()
     spec = spec_lib.load(sweep_file, config)
     workers = devices.workers(num_workers)
-    sweep_dir = pathlib.Path(sweep_dir)
+    sweep_dir = pathlib.Path(sweep_dir).resolve()   # trials are found again by their path
     record = {"experiment": experiment, "overrides": overrides, "storage": storage_url,
               "sweep": spec.to_json()}
     recorded = _recorded(sweep_dir)

@@ -121,22 +121,29 @@ class Sweep:
         with self.lock():
             trials = self.study.get_trials(deepcopy=False)
             for t in trials:
-                if (t.state == TrialState.RUNNING and t.user_attrs.get("host") == self.host
-                        and t.user_attrs.get("workdir") == str(trial_dir(self.sweep_dir,
-                                                                         t.number))):
+                if t.state == TrialState.RUNNING and self._may_resume(t):
                     fd = _try_own(trial_dir(self.sweep_dir, t.number))
                     if fd is not None:
-                        trial = optuna.Trial(self.study, t._trial_id)
-                        return Claim(trial, suggest(trial, self.spec), fd, True)
+                        return self._claimed(optuna.Trial(self.study, t._trial_id), fd, True)
             if len(trials) >= self.spec.num_trials:
                 return None
             self.study.sampler = make_sampler(self.spec, self.spec.seed + len(trials))
             trial = self.study.ask()
-            workdir = trial_dir(self.sweep_dir, trial.number)
-            fd = _try_own(workdir)
-            trial.set_user_attr("host", self.host)
-            trial.set_user_attr("workdir", str(workdir))
-            return Claim(trial, suggest(trial, self.spec), fd, False)
+            return self._claimed(trial, _try_own(trial_dir(self.sweep_dir, trial.number)), False)
+
+    def _may_resume(self, trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether this process may run RUNNING `trial` if no live process owns it: one of this
+        host's in this DIR, or one whose claim was cut short (no attrs: under the lock, attrs
+        are always set before it is released, so no live claim lacks them)."""
+        if "host" not in trial.user_attrs:
+            return True
+        return (trial.user_attrs["host"] == self.host and
+                trial.user_attrs.get("workdir") == str(trial_dir(self.sweep_dir, trial.number)))
+
+    def _claimed(self, trial: optuna.Trial, fd: int, resumed: bool) -> Claim:
+        trial.set_user_attr("host", self.host)
+        trial.set_user_attr("workdir", str(trial_dir(self.sweep_dir, trial.number)))
+        return Claim(trial, suggest(trial, self.spec), fd, resumed)
 
     def work(self, worker: Worker) -> None:
         """One worker: trials on `worker`'s devices until the budget is spent or `stop`."""

@@ -9,8 +9,9 @@ each running the same `fmjax sweep` command with its own --workdir.
 
 `BudgetLock` makes "count the trials, then ask for one more" atomic across every process that
 works on the study, so the budget is never exceeded: a `flock` on a file beside the study (the
-sweep directory's `budget.lock`; `FILE.lock` for sqlite:///FILE), or the database's own session lock (PostgreSQL `pg_advisory_lock`,
-MySQL `GET_LOCK`). The kernel or the database releases each when its holder dies, even by SIGKILL.
+sweep directory's `budget.lock`; `FILE.lock` for sqlite:///FILE), or the database's own session
+lock (PostgreSQL `pg_advisory_lock`, MySQL `GET_LOCK`). The kernel or the database releases each
+when its holder dies, even by SIGKILL.
 """
 
 import contextlib
@@ -96,9 +97,12 @@ class BudgetLock:
     def _database(self):
         from sqlalchemy import text
         postgres = scheme(self._url) == "postgresql"
-        take, give = ((f"SELECT pg_advisory_lock({_LOCK_KEY})",
-                       f"SELECT pg_advisory_unlock({_LOCK_KEY})") if postgres else
-                      (f"SELECT GET_LOCK('{STUDY_NAME}', -1)", f"SELECT RELEASE_LOCK('{STUDY_NAME}')"))
+        if postgres:
+            take, give = (f"SELECT pg_advisory_lock({_LOCK_KEY})",
+                          f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+        else:
+            take, give = (f"SELECT GET_LOCK('{STUDY_NAME}', -1)",
+                          f"SELECT RELEASE_LOCK('{STUDY_NAME}')")
         with self._engine.connect() as connection:
             connection.execute(text(take))
             try:
