@@ -333,12 +333,11 @@ def test_a_stopped_and_a_killed_sweep_finish_their_budget_exactly(tmp_path):
     child = json.loads((second / "fmjax.lock").read_text())["pid"]
     proc.kill()
     proc.wait()
+    proc = _start(*args)   # at once: it waits for the trial's process, still saving, to exit
     deadline = time.monotonic() + 60
     while not _gone(child):   # PR_SET_PDEATHSIG: the trial saves a checkpoint and ends
         assert time.monotonic() < deadline, "the trial outlived its sweep"
         time.sleep(0.05)
-
-    proc = _start(*args)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     trials = study_of(sweep_dir).get_trials()
