@@ -329,7 +329,8 @@ def _run(argv: list[str]) -> None:
     # Before the config file loads: importing fmjax's tasks already runs JAX code.
     from fmjax.runtime import distributed
     try:
-        distributed.initialize_from_env()
+        if argv[1:2] != ["sweep"]:   # its trials are runs of their own; the sweep joins none
+            distributed.initialize_from_env()
     except UserError as e:
         fail(str(e))
     with distributed.failures_exit_at_once():

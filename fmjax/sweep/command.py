@@ -87,9 +87,8 @@ def summary(study: optuna.Study, spec: spec_lib.SweepSpec) -> str:
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if complete:
         top = study.best_trial
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in top.params.items())
-        line += f"; best: trial {top.number}, {spec.metric}={top.value:.4g} ({shown})"
+        line += (f"; best: trial {top.number}, {spec.metric}={top.value:.4g} "
+                 f"({spec_lib.shown(top.params)})")
     return line
 
 
@@ -127,6 +126,19 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     write_results = _Results(study, sweep_dir, spec)
     sweep = runner.Sweep(study, spec, sweep_dir, experiment, overrides,
                          storage.BudgetLock(storage_url, sweep_dir), after_trial=write_results)
+    received = _run_until_signal(sweep, workers)
+    write_results()
+    print(summary(study, spec), flush=True)
+    if received:
+        print(f"fmjax: {stopped_by(received[0])}: the running trials saved a checkpoint; run the "
+              "same command again to finish the sweep", file=sys.stderr)
+        return 128 + received[0]
+    return 0
+
+
+def _run_until_signal(sweep: runner.Sweep, workers: list[devices.Worker]) -> list[int]:
+    """Run the workers; SIGTERM or SIGINT stops them (each trial saves a checkpoint). The signals
+    received."""
     received = []
 
     def on_signal(signum, frame):
@@ -139,13 +151,7 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    write_results()
-    print(summary(study, spec), flush=True)
-    if received:
-        print(f"fmjax: {stopped_by(received[0])}: the running trials saved a checkpoint; run the "
-              "same command again to finish the sweep", file=sys.stderr)
-        return 128 + received[0]
-    return 0
+    return received
 
 
 def _check_shared(database, record: dict) -> None:

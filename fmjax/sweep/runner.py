@@ -166,10 +166,8 @@ class Sweep:
     def _run(self, claim: Claim, worker: Worker) -> None:
         number = claim.trial.number
         workdir = trial_dir(self.sweep_dir, number)
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in claim.params.items())
         self.say(f"trial {number}: {'resumed' if claim.resumed else 'started'} on "
-                 f"{worker.label}: {shown}")
+                 f"{worker.label}: {spec_lib.shown(claim.params)}")
         outcome = trial_process.run(claim.trial, self.experiment, self.overrides, claim.params,
                                     self.spec, workdir, worker, self.stop, self.say)
         if outcome.state == "stopped":   # stays RUNNING: the next sweep resumes it

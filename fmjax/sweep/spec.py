@@ -66,6 +66,12 @@ class SweepSpec:
         return json_ready(dataclasses.asdict(self))
 
 
+def shown(params: dict) -> str:
+    """`key=value, ...` for a console line, floats to 4 significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
 def json_ready(x):
     """Tuples as lists, as they come back from JSON, so a stored spec compares equal."""
     if isinstance(x, (tuple, list)):
