@@ -20,7 +20,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fmjax import checkpoint, configs, data, sharding, state as state_lib, tasks
-from fmjax.errors import NonFiniteLoss, Preempted, WorkdirError
+from fmjax.early_stopping import EarlyStopping, counts as counts_for_early_stopping
+from fmjax.errors import NonFiniteLoss, Preempted, UserError, WorkdirError
 from fmjax.metrics import perf, wandb_sink
 from fmjax.metrics.writers import MetricWriters
 from fmjax.runtime import library_logs, profiler, workdir_files, workdir_lock
@@ -134,6 +135,21 @@ def restore_or_init(exp: Experiment, workdir: pathlib.Path) -> tuple[Any, int, s
     return state, step, f"resuming from the checkpoint at step {step}"
 
 
+def restored_progress(workdir: pathlib.Path, step: int) -> dict:
+    """The loop's progress (early stopping's count) saved with the restored checkpoint `step`;
+    {} for a fresh start."""
+    manager = checkpoint.read_only_manager(workdir) if step else None
+    if manager is None:
+        return {}
+    try:
+        return checkpoint.read_progress(manager, step)
+    except checkpoint.DamagedCheckpoint as e:
+        raise UserError(f"{e} in {manager.directory}; move it aside to resume from the one "
+                        "before") from e
+    finally:
+        manager.close()
+
+
 def _nonfinite_stop(metrics_K: dict, first_step: int, train_config) -> tuple[int, str] | None:
     """(step, message) if the nan_policy says stop after this call's metrics, else None."""
     if train_config.nan_policy == "skip":
@@ -197,6 +213,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     tc = config.train
     library_logs.to_workdir(workdir)
     state, step, note = restore_or_init(exp, workdir)
+    stopping = EarlyStopping.from_dict(restored_progress(workdir, step).get("early_stopping"))
     if jax.process_count() > 1:   # all have read the workdir before process 0 writes to it
         multihost_utils.sync_global_devices("fmjax: workdir read")
 
@@ -223,7 +240,9 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     eval_step = make_eval_step(exp.task, exp.mesh, exp.state_shardings)
     batches = exp.pipeline.train_iterator(step, tc.batch_size)
     throughput = perf.throughput_fn(exp.task, exp.abstract_state.params, config)
-    if step >= tc.num_steps:   # already done: report the final metrics again
+    if stopping.stopped_at:
+        writers.message(f"{stopping.message(tc.early_stopping)}; nothing more to run")
+    if step >= tc.num_steps or stopping.stopped_at:   # done: report the final metrics again
         writers.close()
         manager.close()
         with jax.set_mesh(exp.mesh):
@@ -278,16 +297,29 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
                 pending = (step, metrics_K)
                 continue
             records = fetch(step, metrics_K)   # before saving: never checkpoint a NaN state
-            if preempted:   # the state first: the grace period may end during an eval
-                checkpoint.save(manager, step, state, config_dict, None)
+            # Preempted, the state is saved first (the grace period may end during an eval),
+            # unless this eval's early-stopping count belongs in the checkpoint.
+            save_first = preempted and not (do_eval and counts_for_early_stopping(tc, step))
+            if save_first:
+                checkpoint.save(manager, step, state, config_dict, None,
+                                {"early_stopping": stopping.to_dict()})
             if do_eval:
                 eval_metrics = evaluate(exp, state, eval_step)
                 records[step] = {**records.get(step, {}), **eval_metrics}
+                if counts_for_early_stopping(tc, step):
+                    stopping = stopping.update(tc.early_stopping, step,
+                                               eval_metrics[tc.early_stopping.metric])
+            stopped = do_eval and stopping.stopped_at == step
             write(records)   # before the images: W&B drops a record logged below its last step
             if do_eval:
                 writers.write_images(step, exp.task.eval_images(state.params, state.extra))
-            if do_save and not preempted:
-                checkpoint.save(manager, step, state, config_dict, eval_metrics if do_eval else None)
+            if (do_save or stopped) and not save_first:
+                checkpoint.save(manager, step, state, config_dict,
+                                eval_metrics if do_eval else None,
+                                {"early_stopping": stopping.to_dict()})
+            if stopped:
+                writers.message(stopping.message(tc.early_stopping))
+                break
             if preempted:   # leaving the `with` waits for the checkpoint to be written
                 raise Preempted(f"{preemption.stopped_by} at step {step}: checkpoint saved in "
                                 f"{workdir}; run the same command again to resume",

@@ -146,3 +146,25 @@ def test_a_too_small_split_is_a_user_error():
     with pytest.raises(UserError, match=r"^config.data.validation_fraction=0.001 of 1437 "
                                         r"training examples: "):
         data.build_pipeline(config.data, 0)
+
+
+def test_a_run_from_before_the_rule_still_loads_but_does_not_resume(tmp_path):
+    """A workdir whose config.json selects on eval/accuracy (the old default) and whose
+    data_info.json has no num_val: `runs.load` (fmjax eval, sample) still reads it; training it
+    further is refused with the one-line selection error."""
+    from fmjax import runs
+    config = experiment_config(MLP)
+    config.train.update(num_steps=20, eval_every=20, log_every=20, steps_per_call=20)
+    config.checkpoint.every = 20
+    train_and_evaluate(config, tmp_path, show_progress=False)
+    old = json.loads((tmp_path / "config.json").read_text())
+    old["checkpoint"]["best_metric"] = "eval/accuracy"
+    del old["train"]["early_stopping"], old["data"]["validation_fraction"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    info = json.loads((tmp_path / "data_info.json").read_text())
+    del info["num_val"]
+    (tmp_path / "data_info.json").write_text(json.dumps(info))
+    run = runs.load(tmp_path)
+    assert (run.step, run.exp.task.info.num_val) == (20, 0)
+    with pytest.raises(UserError, match=r"^config.checkpoint.best_metric='eval/accuracy' reads "):
+        train_and_evaluate(runs.read_config(tmp_path), tmp_path, show_progress=False)
