@@ -6,9 +6,11 @@ Command:  fmjax sweep --config experiments/mnist1d/mlp.py --sweep experiments/mn
           fmjax sweep --workdir sweeps/mlp --report
 Trials:   24 runs of the full recipe (6000 steps, an eval every 1000); each trial's test accuracy
           (eval/accuracy) is reported at its best val/accuracy step, never used to choose.
-Hardware: the 2-core CPU CI machine (`--workers 2`: a core each). Time and result: the README's
-          "Hyper-parameter sweeps" table. For `grid` or `random` change `method` (a grid takes
-          `values` lists); `early_terminate=dict(type="hyperband", min_iter=2, eta=3)` prunes.
+Hardware: the 2-core CPU CI machine, `--workers 2` (a core each): 202 s on 2026-11-30, with
+          other jobs on the machine (load ~3). Result: best val/accuracy 68.25% (trial 4: hidden
+          200, lr 0.0124), whose test accuracy is 65.6% (the default recipe: 65.1%, README).
+          For `grid` or `random` change `method` (a grid takes `values` lists);
+          `early_terminate=dict(type="hyperband", min_iter=2, eta=3)` prunes.
 """
 
 import ml_collections

@@ -211,7 +211,10 @@ def cmd_sweep(argv: list[str]):
         fail("--vectorize is not available yet: run the sweep without it")
     workdir = _require("workdir")
     if FLAGS.report:
-        print(command.report(workdir))
+        try:
+            print(command.report(workdir), flush=True)
+        except BrokenPipeError:
+            _reader_gone()
         return
     experiment, overrides = config_args(argv)
     status = command.main(experiment, overrides, _require("config"), _require("sweep"), workdir,
@@ -242,9 +245,14 @@ def cmd_sample():
                                       FLAGS.top_k, FLAGS.top_p)
     try:
         sampling.write_samples(sys.stdout, tokenizer, prompt_P, chunks, FLAGS.num_samples)
-    except BrokenPipeError:   # e.g. `fmjax sample ... | head`: the reader has all it wants
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit
-        sys.exit(128 + signal.SIGPIPE)   # what a shell reports for `yes | head`
+    except BrokenPipeError:
+        _reader_gone()
+
+
+def _reader_gone():
+    """`fmjax ... | head`: the reader has all it wants; end quietly."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit
+    sys.exit(128 + signal.SIGPIPE)   # what a shell reports for `yes | head`
 
 
 def sample_images(run):
