@@ -42,7 +42,8 @@ def connect(url: str) -> optuna.storages.RDBStorage:
         raise UserError(f"--storage={url!r}: unknown database URL (give postgresql://..., "
                         "mysql://... or sqlite:///FILE)")
     try:
-        return optuna.storages.RDBStorage(url)
+        with BudgetLock(url, None)():   # hosts starting at once would race to create the tables
+            return optuna.storages.RDBStorage(url)
     except ImportError as e:
         raise UserError(f"--storage={scheme(url)}://...: its database driver is not installed: "
                         "pip install 'fmjax[sweep]' (psycopg for postgresql://, PyMySQL for "
@@ -68,12 +69,12 @@ def journal(sweep_dir: pathlib.Path) -> optuna.storages.JournalStorage:
 class BudgetLock:
     """A lock held by one thread of one process of the whole study at a time (see above)."""
 
-    def __init__(self, url: str | None, sweep_dir: pathlib.Path):
+    def __init__(self, url: str | None, sweep_dir: pathlib.Path | None):
         self._threads = threading.Lock()
         self._url = url if url and scheme(url) in ("postgresql", "mysql") else None
         sqlite = url and scheme(url) == "sqlite"
         self._path = (pathlib.Path(url.split(":///", 1)[1] + ".lock") if sqlite
-                      else sweep_dir / LOCK_FILE)
+                      else sweep_dir and sweep_dir / LOCK_FILE)
         self._engine = None
         if self._url:
             import sqlalchemy
