@@ -442,3 +442,34 @@ def test_a_trial_is_taken_over_only_when_no_live_process_owns_it(tmp_path):
     assert third.trial.number == 2 and sweep.claim() is None   # the budget: 3
     assert [t.user_attrs["workdir"] for t in study.get_trials()] == [
         str(tmp_path / "trials" / f"{n:04d}") for n in range(3)]
+
+
+class _PruneAtOnce(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return bool(trial.intermediate_values)
+
+
+def test_a_pruned_trial_stops_with_a_checkpoint(tmp_path, monkeypatch):
+    """The pruner's verdict after the first eval: the trial process gets SIGTERM, saves a
+    checkpoint and ends; the trial is PRUNED with its last eval as its value."""
+    from fmjax.sweep import runner
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    spec = spec_lib.SweepSpec("grid", "val/accuracy", "maximize", 1, (
+        spec_lib.Param("optimizer.learning_rate", values=(1e-2,)),),
+        {"data.validation_fraction": 0.1, "train.num_steps": 2000}, {}, 0)
+    study = optuna.create_study(storage=storage.journal(tmp_path), study_name="s",
+                                direction="maximize", pruner=_PruneAtOnce())
+    sweep = runner.Sweep(study, spec, tmp_path, TINY[1], TINY[2:],
+                         storage.BudgetLock(None, tmp_path))
+    claim = sweep.claim()
+    sweep._run(claim, devices.Worker({}))
+    (trial,) = study.get_trials()
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    steps = sorted(trial.intermediate_values)   # the first, and any the process made on its way out
+    assert steps[0] == 10 and steps[-1] < 2000
+    assert trial.value == trial.intermediate_values[steps[-1]]
+    log = (tmp_path / "trials" / "0000" / "train.log").read_text()
+    assert "preempted (SIGTERM) at step" in log and "checkpoint saved" in log, log
