@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 
-from fmjax.sweep import spec as spec_lib
 from fmjax.metrics.writers import read_jsonl
 from fmjax.sweep import devices, results
+from fmjax.sweep import spec as spec_lib
 
 POLL_S = 0.5
 LOCK_WAIT_S = 600     # a killed sweep's trial may still be saving its checkpoint
@@ -101,11 +101,8 @@ def run(trial, experiment: str, overrides: list[str], params: dict, spec: spec_l
     with open(workdir / "train.log", "ab") as log:
         proc = subprocess.Popen(child, stdout=log, stderr=subprocess.STDOUT,
                                 env={**devices.trial_environ(), **worker.env})
-    pruned = stopped = False
-    while proc.poll() is None:
-        if stop.wait(POLL_S):
-            stopped = True
-            break
+    pruned = False
+    while proc.poll() is None and not stop.wait(POLL_S):
         if _report(trial, workdir, spec, reported) and trial.should_prune():
             pruned = True
             break
@@ -113,17 +110,24 @@ def run(trial, experiment: str, overrides: list[str], params: dict, spec: spec_l
         proc.send_signal(signal.SIGTERM)   # it saves a checkpoint and ends
     returncode = proc.wait()
     _report(trial, workdir, spec, reported)
+    return _outcome(workdir, spec, returncode, pruned, stop.is_set())
+
+
+def _outcome(workdir: pathlib.Path, spec: spec_lib.SweepSpec, returncode: int, pruned: bool,
+             stopping: bool) -> Outcome:
+    """A process that ended by itself is complete (or failed); one the sweep stopped stays
+    resumable; one the pruner stopped is pruned."""
     found = results.best_eval(records(workdir), spec.metric, spec.goal)
     outcome = Outcome("failed")
     if found:
         metrics = {k: v for k, v in found.items() if k.startswith(results.METRIC_PREFIXES)}
         outcome = Outcome("failed", found[spec.metric], found["step"], metrics)
-    if stopped or (stop.is_set() and returncode in (130, 143)):
+    if returncode == 0 and found:
+        outcome.state = "complete"
+    elif stopping and returncode in (0, 130, 143):
         outcome.state = "stopped"
     elif pruned:
         outcome.state = "pruned"
-    elif returncode == 0 and found:
-        outcome.state = "complete"
     else:
         outcome.error = (last_line(workdir / "train.log") if returncode else
                          f"no finite {spec.metric} in its evals")
