@@ -99,7 +99,7 @@ def test_spec_reads_the_wandb_shape(tmp_path, mlp_config):
      "parameters['optimizer.learning_rate']: a grid takes values=[...], not a distribution"),
     ('method="grid", num_trials=3, metric=dict(name="val/accuracy", goal="maximize"), '
      'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
-     "num_trials is for random and bayes: a grid runs every combination of its values once"),
+     "num_trials=3: a grid runs each of its 1 combinations once (leave num_trials out)"),
     ('method="bayes", metric=dict(name="val/accuracy", goal="maximize"), '
      'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
      "num_trials=None: bayes needs a positive integer"),
@@ -124,6 +124,22 @@ def test_spec_errors_name_the_file_and_the_problem(tmp_path, mlp_config, body, m
     with pytest.raises(UserError) as e:
         spec_lib.load(str(path), mlp_config)
     assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+
+
+def test_a_grid_may_name_its_size(tmp_path, mlp_config):
+    path = sweep_file(tmp_path, GRID.replace('method="grid"', 'method="grid", num_trials=2'))
+    assert spec_lib.load(str(path), mlp_config).num_trials == 2
+
+
+def test_a_sweep_without_allow_dotted_keys_is_told_how(tmp_path, mlp_config):
+    path = tmp_path / "plain.py"
+    path.write_text("import ml_collections\n\n\ndef get_sweep():\n    return ml_collections."
+                    "ConfigDict(dict(parameters={'train.seed': dict(values=[0])}))\n")
+    with pytest.raises(UserError) as e:
+        spec_lib.load(str(path), mlp_config)
+    assert str(e.value).endswith("(parameters are dotted config keys: build the ConfigDict with "
+                                 "allow_dotted_keys=True)"), str(e.value)
+    assert str(e.value).startswith(f"{path}, line 5: get_sweep() raised ValueError: ")
 
 
 def test_a_failing_sweep_file_names_its_line(tmp_path, mlp_config):

@@ -5,7 +5,7 @@ the experiment's config before anything is written.
         return ml_collections.ConfigDict(dict(
             method="bayes",                       # grid | random | bayes (Optuna's TPE)
             metric=dict(name="val/accuracy", goal="maximize"),
-            num_trials=24,                        # random and bayes; a grid runs its product
+            num_trials=24,                        # random, bayes; a grid runs its product once
             parameters={
                 "optimizer.learning_rate": dict(distribution="log_uniform", min=1e-4, max=1e-1),
                 "model.hidden_size": dict(values=[64, 100, 256]),
@@ -21,6 +21,7 @@ Parameters are dotted config keys. `log_uniform` takes the values themselves as 
 """
 
 import dataclasses
+import math
 import numbers
 
 import ml_collections
@@ -92,8 +93,10 @@ def load(path: str, config: ml_collections.ConfigDict) -> SweepSpec:
     except UserError:
         raise
     except Exception as e:
+        hint = (" (parameters are dotted config keys: build the ConfigDict with "
+                "allow_dotted_keys=True)" if "dots in field names" in str(e) else "")
         raise UserError(f"{path}{configs._line_in(path, e)}: get_sweep() raised "
-                        f"{type(e).__name__}: {first_line(e)}") from e
+                        f"{type(e).__name__}: {first_line(e)}{hint}") from e
     if isinstance(raw, ml_collections.ConfigDict):
         raw = raw.to_dict()
     if not isinstance(raw, dict):
@@ -202,16 +205,14 @@ def _check_metric(config, name: str) -> None:
 
 def _budget(method: str, num_trials, params: list[Param]) -> int:
     if method == "grid":
-        if num_trials is not None:
-            raise UserError("num_trials is for random and bayes: a grid runs every combination "
-                            "of its values once")
         missing = [p.key for p in params if not p.values]
         if missing:
             raise UserError(f"parameters['{missing[0]}']: a grid takes values=[...], not a "
                             "distribution")
-        count = 1
-        for param in params:
-            count *= len(param.values)
+        count = math.prod(len(p.values) for p in params)
+        if num_trials not in (None, count):
+            raise UserError(f"num_trials={num_trials!r}: a grid runs each of its {count} "
+                            "combinations once (leave num_trials out)")
         return count
     if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
         raise UserError(f"num_trials={num_trials!r}: {method} needs a positive integer")
