@@ -3,7 +3,8 @@
 Async and atomic (Orbax writes to a temporary directory and renames), keeping the last
 `checkpoint.keep` steps plus the best by `checkpoint.best_metric`. The data position is the step:
 every pipeline produces the batch of step s as a function of (seed, s). Restore takes target
-shardings, so a checkpoint written on one mesh restores onto another.
+shardings, so a checkpoint written on one mesh restores onto another. The loop's own state
+beyond the arrays (early stopping's count) is a JSON item `progress` of each checkpoint.
 
 Every checkpoint also holds a checksum of each array (`fmjax.integrity`), and every read of a
 checkpoint goes through `restore_intact`, which verifies them: a damaged checkpoint (unreadable,
@@ -73,7 +74,7 @@ def _preservation(ckpt_config):
 
 def _handlers() -> dict:
     return {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
-            "checksums": ocp.JsonCheckpointHandler()}
+            "checksums": ocp.JsonCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()}
 
 
 class _WritingManager(ocp.CheckpointManager):
@@ -220,12 +221,14 @@ def _write_errors(manager, step: int | None):
                            f"training stopped (intact checkpoints: {intact or 'none'})") from e
 
 
-def save(manager, step: int, state, config_dict: dict, metrics: dict | None) -> None:
-    """Start writing checkpoint `step` with its checksums (in the background when async);
-    WorkdirError when the filesystem refuses it or the previous one."""
+def save(manager, step: int, state, config_dict: dict, metrics: dict | None,
+         progress: dict | None = None) -> None:
+    """Start writing checkpoint `step` with its checksums and the loop's `progress` (in the
+    background when async); WorkdirError when the filesystem refuses it or the previous one."""
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_dict),
-        checksums=ocp.args.JsonSave(integrity.checksums(state)))
+        checksums=ocp.args.JsonSave(integrity.checksums(state)),
+        progress=ocp.args.JsonSave(progress or {}))
     with _write_errors(manager, _writing.get(manager)):   # the previous one, written async
         manager.wait_until_finished()
     _writing[manager] = step
@@ -286,6 +289,18 @@ def _written_checksums(manager, step: int) -> dict[str, str]:
     if not isinstance(checksums, dict) or not checksums:
         raise DamagedCheckpoint(step, "it holds no checksums")
     return checksums
+
+
+def read_progress(manager, step: int) -> dict:
+    """The loop's progress saved with checkpoint `step` ({} for a checkpoint written before
+    fmjax saved it); DamagedCheckpoint when it cannot be read."""
+    if not (manager.directory / str(step) / "progress").exists():
+        return {}
+    progress = _read(step, "progress", lambda: manager.restore(
+        step, args=ocp.args.Composite(progress=ocp.args.JsonRestore())).progress)
+    if not isinstance(progress, dict):
+        raise DamagedCheckpoint(step, "its progress is not a JSON object")
+    return progress
 
 
 def _saved_shapes(manager, step: int, written: dict[str, str]) -> dict[str, tuple]:

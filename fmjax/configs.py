@@ -6,9 +6,15 @@ ml-collections rejects unknown `--config.x=y` overrides and values of the wrong 
 checks what locking cannot: names that must exist in a registry, keys a model or dataset does
 not accept, every number against its declared range (fmjax/ranges.py), numbers that must divide
 each other, and metric names the task must report.
+
+Model selection (the best checkpoint, early stopping, a sweep's objective) reads only metrics of a
+validation split (`selection_metrics`): `val/*` when `data.validation_fraction` > 0, and `eval/*`
+only when the data source declares its eval split a validation split. Selecting on a test split
+is an error, not a silent leak.
 """
 
 import dataclasses
+import difflib
 import functools
 import importlib.machinery
 import importlib.util
@@ -54,12 +60,16 @@ def base_config() -> ml_collections.ConfigDict:
         # (START, STOP): a jax.profiler trace of the device calls from step START to STOP in
         # WORKDIR/profile/ (fmjax/runtime/profiler.py); () = off.
         profile_steps=(),
+        # Stop once `metric` (a selection metric, e.g. "val/loss"; "" = off) has not improved
+        # by more than min_delta for `patience` evals in a row (fmjax/early_stopping.py).
+        early_stopping=ml_collections.ConfigDict(dict(
+            metric="", mode="min", patience=5, min_delta=0.0)),
     ))
     c.optimizer = ml_collections.ConfigDict(optim.defaults())   # keys: optim.OptimizerOptions
     c.checkpoint = ml_collections.ConfigDict(dict(
         every=1000,
         keep=3,                  # the last N checkpoints ...
-        best_metric="eval/accuracy",  # ... plus the best by this metric ("" to disable)
+        best_metric="",          # ... plus the best by this selection metric ("" = none)
         best_mode="max",
         async_save=True,
     ))
@@ -92,6 +102,8 @@ BASE_RANGES = {
     "train.peak_tflops_per_device": NonNegativeFloat,
     "train.max_nan_skips": NonNegativeInt,
     "train.profile_steps": Sequence[NonNegativeInt],
+    "train.early_stopping.patience": PositiveInt,
+    "train.early_stopping.min_delta": NonNegativeFloat,
     "checkpoint.every": PositiveInt,
     "checkpoint.keep": PositiveInt,
     "mesh.data": MeshSize,
@@ -99,8 +111,9 @@ BASE_RANGES = {
     "mesh.tensor": MeshSize,
 }
 
-# Keys that name an eval metric: each must be one the task reports.
-METRIC_KEYS = ("checkpoint.best_metric",)
+# Keys that name the metric model selection reads: each must be a selection metric.
+METRIC_KEYS = ("checkpoint.best_metric", "train.early_stopping.metric")
+MODE_KEYS = ("checkpoint.best_mode", "train.early_stopping.mode")
 
 
 def experiment(**sections) -> ml_collections.ConfigDict:
@@ -126,13 +139,22 @@ def experiment(**sections) -> ml_collections.ConfigDict:
             c[section] = with_fields(c[section], **_field_defaults(cls))
             c[section].update(values)
         elif isinstance(values, dict):
-            for key, value in values.items():
-                if key not in c[section]:
-                    raise UserError(f"unknown config key {section}.{key}")
-                c[section][key] = value
+            _update_locked(c[section], values, section)
         else:
             c[section] = values
     return c
+
+
+def _update_locked(section: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
+    """Set `values` in locked `section`, nested dicts into nested sections; UserError for a
+    key the base config lacks."""
+    for key, value in values.items():
+        if key not in section:
+            raise UserError(f"unknown config key {prefix}.{key}")
+        if isinstance(section[key], ml_collections.ConfigDict) and isinstance(value, dict):
+            _update_locked(section[key], value, f"{prefix}.{key}")
+        else:
+            section[key] = value
 
 
 def load_experiment(spec: str) -> ml_collections.ConfigDict:
@@ -263,19 +285,57 @@ def value_at(config: ml_collections.ConfigDict, key: str):
     return functools.reduce(lambda section, name: section[name], key.split("."), config)
 
 
-def check_metric_names(config: ml_collections.ConfigDict, task_class) -> None:
-    """Each key of METRIC_KEYS names an eval metric the task reports (or is "": unused), so a
-    typo stops the run here, not at its first checkpoint."""
-    reported = [f"eval/{name}" for name in task_class.EVAL_METRICS]
+def selection_metrics(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The metric names model selection may read: `val/<m>` when `data.validation_fraction` > 0,
+    and `eval/<m>` when the data source declares its eval split a validation split."""
+    from fmjax import tasks
+    from fmjax.data import validation   # late: imports the data registry
+    names = lookup("task", config.task, tasks.TASKS).EVAL_METRICS
+    splits = (["val"] if config.data.get("validation_fraction", 0) > 0 else []) + (
+        ["eval"] if validation.eval_is_validation(config.data) else [])
+    return tuple(f"{split}/{name}" for split in splits for name in names)
+
+
+def check_selection_metric(config: ml_collections.ConfigDict, what: str, name: str) -> None:
+    """UserError (one line: why, and what to use instead) unless model selection may read
+    metric `name`; `what` says who asked, e.g. "config.checkpoint.best_metric"."""
+    allowed = selection_metrics(config)
+    if name in allowed:
+        return
+    from fmjax import tasks
+    names = lookup("task", config.task, tasks.TASKS).EVAL_METRICS
+    split, _, metric = name.partition("/")
+    source = f"data '{config.data.name}'"
+    has_val = "validation_fraction" in config.data
+    closest = (difflib.get_close_matches(metric, names, 1) or names)[0]
+    instead = (f"use one of: {', '.join(allowed)}" if allowed else
+               f"set config.data.validation_fraction (e.g. 0.1) and use 'val/{closest}'"
+               if has_val else f"{source} has no validation split to select on")
+    if split == "eval" and metric in names:
+        why = f"reads the eval split of {source}, a test split: model selection must not"
+    elif split == "val" and metric in names:
+        why = (f"needs config.data.validation_fraction > 0 ({source} holds out no validation "
+               "split by default)" if has_val else
+               f"is not reported: {source} has no validation_fraction; its eval split is its "
+               "validation split (its size: config.data.val_fraction), logged as eval/*"
+               if "val_fraction" in config.data else f"is not reported by {source}")
+    else:
+        why = f"is not a metric of task '{config.task}' (it reports: {', '.join(names)})"
+    raise UserError(f"{what}={name!r} {why}; {instead}")
+
+
+def check_metric_names(config: ml_collections.ConfigDict) -> None:
+    """Each key of METRIC_KEYS names a selection metric (or is "": unused), so a typo or a test
+    split stops the run here, not at its first checkpoint."""
     for key in METRIC_KEYS:
         name = value_at(config, key)
-        if name and name not in reported:
-            raise UserError(f"config.{key}={name!r} is not a metric of task '{config.task}' "
-                            f"(it reports: {', '.join(reported)})")
+        if name:
+            check_selection_metric(config, f"config.{key}", name)
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Raise UserError for any problem that can be seen without devices or data."""
+def validate(config: ml_collections.ConfigDict, selection: bool = True) -> None:
+    """Raise UserError for any problem that can be seen without devices or data. `selection`
+    False skips the model-selection metrics (`fmjax eval` of a run trained before that rule)."""
     from fmjax import data, models, optim, tasks  # late: registries import jax/flax
 
     for key, hint in BASE_RANGES.items():   # first: the checks below divide by these
@@ -287,9 +347,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
             ("task_options", task_class.Options, f"task '{config.task}'"),
             ("model", lookup("model", config.model.name, models.MODELS), None),
             ("data", lookup("dataset", config.data.name, data.SOURCES), None)):
+        if section == "data" and "validation_fraction" in config.data and not any(
+                f.name == "validation_fraction" for f in dataclasses.fields(cls)):
+            from fmjax.data.validation import NO_VALIDATION_FRACTION
+            raise UserError(f"{NO_VALIDATION_FRACTION} (data '{config.data.name}')")
         check_fields(section, config[section], cls, owner)
         ranges.check_dataclass(config[section], cls, section)
-    check_metric_names(config, task_class)
+    if selection:
+        check_metric_names(config)
     if (config.optimizer.schedule in ("warmup_cosine", "warmup_linear")
             and config.optimizer.warmup_steps >= config.train.num_steps):
         raise UserError(f"config.optimizer.warmup_steps={config.optimizer.warmup_steps} leaves no "
@@ -297,8 +362,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.train.nan_policy not in ("stop", "skip"):
         raise UserError(f"unknown config.train.nan_policy '{config.train.nan_policy}' "
                         "(known: stop, skip)")
-    if config.checkpoint.best_mode not in ("max", "min"):
-        raise UserError("config.checkpoint.best_mode must be 'max' or 'min'")
+    for key in MODE_KEYS:
+        if value_at(config, key) not in ("max", "min"):
+            raise UserError(f"config.{key} must be 'max' or 'min' (got {value_at(config, key)!r})")
     _check_profile_steps(config.train.profile_steps)
 
 

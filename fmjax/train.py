@@ -20,7 +20,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fmjax import checkpoint, configs, data, sharding, state as state_lib, tasks
-from fmjax.errors import NonFiniteLoss, Preempted, WorkdirError
+from fmjax.early_stopping import EarlyStopping, counts as counts_for_early_stopping
+from fmjax.errors import NonFiniteLoss, Preempted, UserError, WorkdirError
 from fmjax.metrics import perf, wandb_sink
 from fmjax.metrics.writers import MetricWriters
 from fmjax.runtime import library_logs, profiler, workdir_files, workdir_lock
@@ -48,13 +49,13 @@ class Experiment:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
-            devices=None) -> Experiment:
+            devices=None, selection: bool = True) -> Experiment:
     """Build and check the whole experiment on `devices` (default: all); raises UserError and
     writes nothing. With `data_info` (a trained run's stored data shapes) the dataset is not
-    read and the experiment has no pipeline."""
+    read and the experiment has no pipeline. `selection`: see `configs.validate`."""
     if workdir is not None:
         checkpoint.check_workdir(workdir)
-    configs.validate(config)
+    configs.validate(config, selection)
     mesh = sharding.make_mesh(config.mesh, devices)
     sharding.check_batch_size(config.train.batch_size // config.train.grad_accum_steps, mesh,
                               "config.train.batch_size / grad_accum_steps")
@@ -83,16 +84,31 @@ def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
 
 
 def evaluate(exp: Experiment, state, eval_step) -> dict[str, float]:
-    """Run the task's eval over the whole eval split; metrics keyed 'eval/...'."""
+    """The task's eval metrics over the whole eval split ('eval/...') and, when the data holds
+    one out, the validation split ('val/...')."""
+    metrics = evaluate_split(exp, state, eval_step, "eval")
+    if exp.pipeline.info.num_val:
+        metrics.update(evaluate_split(exp, state, eval_step, "val"))
+    return metrics
+
+
+def metric_names(task, info: data.DataInfo) -> list[str]:
+    """The names `evaluate` returns, known before it runs."""
+    splits = ["eval", "val"] if info.num_val else ["eval"]
+    return [f"{split}/{name}" for split in splits for name in task.EVAL_METRICS]
+
+
+def evaluate_split(exp: Experiment, state, eval_step, split: str) -> dict[str, float]:
+    """Run the task's eval over the whole `split` ("eval" or "val"); metrics keyed by it."""
     outputs, masks = [], []
-    for batch in exp.pipeline.eval_batches(exp.config.train.eval_batch_size):
+    for batch in exp.pipeline.eval_batches(exp.config.train.eval_batch_size, split):
         mask = batch.pop("mask")
         out = eval_step(state.params, state.extra, sharding.global_batch(batch, exp.mesh))
         outputs.append(multihost_utils.process_allgather(out, tiled=True))
         masks.append(multihost_utils.process_allgather(mask, tiled=True))
     keep = np.concatenate(masks)
     merged = {k: np.concatenate([o[k] for o in outputs])[keep] for k in outputs[0]}
-    return {f"eval/{k}": v for k, v in exp.task.eval_metrics(merged).items()}
+    return {f"{split}/{k}": v for k, v in exp.task.eval_metrics(merged).items()}
 
 
 def restore_or_init(exp: Experiment, workdir: pathlib.Path) -> tuple[Any, int, str | None]:
@@ -117,6 +133,21 @@ def restore_or_init(exp: Experiment, workdir: pathlib.Path) -> tuple[Any, int, s
             print(f"fmjax: {e}; moved to {checkpoint.quarantine(workdir, e.step)}",
                   file=sys.stderr)
     return state, step, f"resuming from the checkpoint at step {step}"
+
+
+def restored_progress(workdir: pathlib.Path, step: int) -> dict:
+    """The loop's progress (early stopping's count) saved with the restored checkpoint `step`;
+    {} for a fresh start."""
+    manager = checkpoint.read_only_manager(workdir) if step else None
+    if manager is None:
+        return {}
+    try:
+        return checkpoint.read_progress(manager, step)
+    except checkpoint.DamagedCheckpoint as e:
+        raise UserError(f"{e} in {manager.directory}; move it aside to resume from the one "
+                        "before") from e
+    finally:
+        manager.close()
 
 
 def _nonfinite_stop(metrics_K: dict, first_step: int, train_config) -> tuple[int, str] | None:
@@ -182,6 +213,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     tc = config.train
     library_logs.to_workdir(workdir)
     state, step, note = restore_or_init(exp, workdir)
+    stopping = EarlyStopping.from_dict(restored_progress(workdir, step).get("early_stopping"))
     if jax.process_count() > 1:   # all have read the workdir before process 0 writes to it
         multihost_utils.sync_global_devices("fmjax: workdir read")
 
@@ -199,8 +231,8 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     wandb_run = wandb_sink.WandbSink.open(config.logging, config_dict, workdir)
     writers = MetricWriters(workdir, step, tc.num_steps, show_progress,
                             sinks=[wandb_run] if wandb_run else [])
-    writers.write_config(step, config_dict, ["train/loss"] + [
-        f"eval/{name}" for name in exp.task.EVAL_METRICS])
+    writers.write_config(step, config_dict,
+                         ["train/loss"] + metric_names(exp.task, exp.pipeline.info))
     if note:
         writers.message(note)
     train_call = make_train_call(exp.task, exp.tx, exp.lr_schedule, config, exp.mesh,
@@ -208,7 +240,9 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     eval_step = make_eval_step(exp.task, exp.mesh, exp.state_shardings)
     batches = exp.pipeline.train_iterator(step, tc.batch_size)
     throughput = perf.throughput_fn(exp.task, exp.abstract_state.params, config)
-    if step >= tc.num_steps:   # already done: report the final metrics again
+    if stopping.stopped_at:
+        writers.message(f"{stopping.message(tc.early_stopping)}; nothing more to run")
+    if step >= tc.num_steps or stopping.stopped_at:   # done: report the final metrics again
         writers.close()
         manager.close()
         with jax.set_mesh(exp.mesh):
@@ -263,16 +297,29 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
                 pending = (step, metrics_K)
                 continue
             records = fetch(step, metrics_K)   # before saving: never checkpoint a NaN state
-            if preempted:   # the state first: the grace period may end during an eval
-                checkpoint.save(manager, step, state, config_dict, None)
+            # Preempted, the state is saved first (the grace period may end during an eval),
+            # unless this eval's early-stopping count belongs in the checkpoint.
+            save_first = preempted and not (do_eval and counts_for_early_stopping(tc, step))
+            if save_first:
+                checkpoint.save(manager, step, state, config_dict, None,
+                                {"early_stopping": stopping.to_dict()})
             if do_eval:
                 eval_metrics = evaluate(exp, state, eval_step)
                 records[step] = {**records.get(step, {}), **eval_metrics}
+                if counts_for_early_stopping(tc, step):
+                    stopping = stopping.update(tc.early_stopping, step,
+                                               eval_metrics[tc.early_stopping.metric])
+            stopped = do_eval and stopping.stopped_at == step
             write(records)   # before the images: W&B drops a record logged below its last step
             if do_eval:
                 writers.write_images(step, exp.task.eval_images(state.params, state.extra))
-            if do_save and not preempted:
-                checkpoint.save(manager, step, state, config_dict, eval_metrics if do_eval else None)
+            if (do_save or stopped) and not save_first:
+                checkpoint.save(manager, step, state, config_dict,
+                                eval_metrics if do_eval else None,
+                                {"early_stopping": stopping.to_dict()})
+            if stopped:
+                writers.message(stopping.message(tc.early_stopping))
+                break
             if preempted:   # leaving the `with` waits for the checkpoint to be written
                 raise Preempted(f"{preemption.stopped_by} at step {step}: checkpoint saved in "
                                 f"{workdir}; run the same command again to resume",

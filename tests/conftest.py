@@ -12,7 +12,10 @@ from unittest import mock
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-EXPERIMENTS = sorted(str(p.relative_to(REPO)) for p in REPO.glob("experiments/**/*.py"))
+# Experiment files (get_config) and sweep files (get_sweep: `sweep_*.py`, fmjax/sweep/spec.py).
+EXPERIMENTS = sorted(str(p.relative_to(REPO)) for p in REPO.glob("experiments/**/*.py")
+                     if not p.name.startswith("sweep_"))
+SWEEPS = sorted(str(p.relative_to(REPO)) for p in REPO.glob("experiments/**/sweep_*.py"))
 # Generated datasets (MNIST-1D takes seconds to build) are shared by all tests and subprocesses.
 os.environ.setdefault("FMJAX_CACHE_DIR", str(REPO / ".pytest_cache" / "fmjax-data"))
 

@@ -196,10 +196,11 @@ NAN, INF = float("nan"), float("inf")
      "config.model.patch_size=0 is out of range"),
     (CNN, "checkpoint.best_metric", "eval/acuracy",
      "config.checkpoint.best_metric='eval/acuracy' is not a metric of task 'classification' "
-     "(it reports: eval/loss, eval/accuracy, eval/precision_macro"),
+     "(it reports: loss, accuracy, precision_macro"),
     (GPT, "checkpoint.best_metric", "eval/accuracy",
      "config.checkpoint.best_metric='eval/accuracy' is not a metric of task 'lm' (it reports: "
-     "eval/loss, eval/bits_per_token, eval/perplexity)"),
+     "loss, bits_per_token, perplexity); use one of: eval/loss, eval/bits_per_token, "
+     "eval/perplexity"),
 ])
 def test_bad_value_is_one_user_error_naming_key_value_and_range(path, key, value, expected):
     config = configs.load_experiment(str(REPO / path))
@@ -245,8 +246,8 @@ def _experiment_file(tmp_path, body: str):
     (["--config", CNN, "--config.train.seed=-1"], "config.train.seed=-1 is out of range"),
     (["--config", CNN, "--config.checkpoint.best_metric=eval/acuracy"],
      "config.checkpoint.best_metric='eval/acuracy' is not a metric of task 'classification' "
-     "(it reports: eval/loss, eval/accuracy, eval/precision_macro, eval/recall_macro, "
-     "eval/f1_macro, eval/roc_auc_ovr)"),
+     "(it reports: loss, accuracy, precision_macro, recall_macro, f1_macro, roc_auc_ovr); set "
+     "config.data.validation_fraction (e.g. 0.1) and use 'val/accuracy'"),
 ])
 def test_bad_numbers_and_names_fail_before_any_work(tmp_path, args, fragment):
     workdir = tmp_path / "never_created"

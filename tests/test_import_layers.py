@@ -32,6 +32,10 @@ RULES = {
                       *ORBAX),
     "fmjax.decoding": ("fmjax.data", "fmjax.optim", "fmjax.checkpoint", "fmjax.metrics", *HIGH,
                        *ORBAX),
+    # the sweep's workers run trials as `fmjax train` processes, never the loop in their own
+    # (fmjax/sweep/vectorized.py, which trains in-process by design, is another path)
+    "fmjax.sweep.runner": ("fmjax.train", "fmjax.runs", "fmjax.checkpoint", "fmjax.cli",
+                           *ORBAX),
 }
 
 

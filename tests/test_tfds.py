@@ -63,3 +63,29 @@ def test_generative_model_on_tfds_measures_feature_distance(tmp_path, monkeypatc
     config.checkpoint.every = 10
     final = train_and_evaluate(config, tmp_path / "vae", show_progress=False)
     assert np.isfinite(final["eval/feature_distance"]) and final["eval/feature_distance"] > 0
+
+
+def test_tfds_validation_split_is_read_by_index_out_of_the_training_split():
+    """validation_fraction=0.25 of the 200 mock training records: 50 held out by
+    validation_seed (the same for every train.seed), never in a training batch, read into memory;
+    an eval split named `validation` lets model selection read eval/*."""
+    from fmjax import data
+    config = tfds_config(10)
+    config.data.validation_fraction = 0.25
+    pipelines = [data.build_pipeline(config.data, seed) for seed in (0, 1)]
+    info = pipelines[0].info
+    assert (info.num_train, info.num_val) == (150, 50)
+    np.testing.assert_array_equal(pipelines[0].eval_arrays.x_val, pipelines[1].eval_arrays.x_val)
+    val_index = np.setdiff1d(np.arange(200), pipelines[0].train_index)
+    assert len(val_index) == 50
+    for pipeline in pipelines:
+        read = np.concatenate([pipeline.train_index[pipeline.order[
+            np.arange(step * 32, (step + 1) * 32)]] for step in range(10)])   # 2+ epochs
+        assert set(read) == set(pipeline.train_index)
+    x_val = pipelines[0].val_examples(np.arange(50))["inputs"]
+    expected = pipelines[0].source.scale(np.stack([
+        ex["image"] for ex in pipelines[0].train.__getitems__([int(i) for i in val_index])]))
+    np.testing.assert_array_equal(x_val, expected)
+    assert configs.selection_metrics(config)[0] == "val/loss"
+    config.data.update(validation_fraction=0.0, eval_split="validation[:50%]")
+    assert configs.selection_metrics(config)[0] == "eval/loss"

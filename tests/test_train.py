@@ -114,11 +114,13 @@ def test_resume_is_exact(tmp_path, call_lengths):
 
 
 def test_best_checkpoint_is_kept_beside_the_last(tmp_path, small_config):
-    """keep=1 plus best-by-accuracy: the best eval step survives even when it is not the last."""
-    small_config.checkpoint.update(every=10, keep=1)
+    """keep=1 plus best-by-val-accuracy: the best eval step survives even when it is not the
+    last."""
+    small_config.checkpoint.update(every=10, keep=1, best_metric="val/accuracy")
+    small_config.data.validation_fraction = 0.1
     small_config.train.update(eval_every=10, num_steps=60)
     train_and_evaluate(small_config, tmp_path, show_progress=False)
-    evals = {r["step"]: r["eval/accuracy"] for r in read_metrics(tmp_path) if "eval/accuracy" in r}
+    evals = {r["step"]: r["val/accuracy"] for r in read_metrics(tmp_path) if "val/accuracy" in r}
     best = max(evals, key=lambda s: (evals[s], -s))
     kept = set(checkpoint.read_only_manager(tmp_path).all_steps())
     assert kept == {best, 60}, (kept, evals)

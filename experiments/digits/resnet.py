@@ -19,5 +19,5 @@ def get_config():
                    eval_every=500, steps_per_call=50, seed=0),
         optimizer=dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True,
                        schedule="warmup_cosine", warmup_steps=100, weight_decay=5e-4),
-        checkpoint=dict(every=500, keep=2, best_metric="eval/accuracy"),
+        checkpoint=dict(every=500, keep=2, best_metric=""),
     )

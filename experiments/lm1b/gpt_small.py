@@ -42,5 +42,6 @@ def get_config():
                    eval_every=2000, steps_per_call=50, clip_grad_norm=1.0, seed=0),
         optimizer=dict(name="adamw", learning_rate=1e-3, schedule="warmup_cosine",
                        warmup_steps=1000, end_learning_rate=1e-4, b2=0.95, weight_decay=0.1),
-        checkpoint=dict(every=2000, keep=2, best_metric="eval/loss", best_mode="min"),
+        # lm1b has train and test splits only; eval is the test split, so no best checkpoint.
+        checkpoint=dict(every=2000, keep=2, best_metric=""),
     )

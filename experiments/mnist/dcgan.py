@@ -31,8 +31,9 @@ def get_config(digits: bool = False, hinge: bool = False, wgan_gp: bool = False,
                    eval_every=1000 if digits else 938, steps_per_call=100 if digits else 1,
                    seed=0),
         optimizer=dict(name="adam", learning_rate=2e-4, b1=0.5),
-        checkpoint=dict(every=1000 if digits else 938, keep=2,
-                        best_metric="eval/feature_distance", best_mode="min"),
+        # The eval split is the test split: no best-by-metric checkpoint (selecting one needs
+        # config.data.validation_fraction and val/feature_distance).
+        checkpoint=dict(every=1000 if digits else 938, keep=2, best_metric=""),
     )
     if wgan_gp:
         config.task_options.d_steps = 5

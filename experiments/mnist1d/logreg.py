@@ -17,5 +17,5 @@ def get_config():
         train=dict(num_steps=6000, batch_size=100, eval_batch_size=1000, log_every=250,
                    eval_every=1000, steps_per_call=250, seed=0),
         optimizer=dict(name="adam", learning_rate=1e-2),
-        checkpoint=dict(every=1000, keep=2, best_metric="eval/accuracy"),
+        checkpoint=dict(every=1000, keep=2, best_metric=""),
     )

@@ -45,7 +45,9 @@ def get_config(imdb: bool = False):
                    eval_every=250, steps_per_call=50, clip_grad_norm=1.0, seed=0),
         optimizer=dict(name="adamw", learning_rate=3e-4, schedule="warmup_linear",
                        warmup_steps=100, weight_decay=0.01),
-        checkpoint=dict(every=250, keep=2, best_metric="eval/accuracy", best_mode="max"),
+        # SST-2's eval split is its validation split; IMDB's is its test split (no selection).
+        checkpoint=dict(every=250, keep=2, best_metric="" if imdb else "eval/accuracy",
+                        best_mode="max"),
     )
     config.init_from = "runs/bert_mlm"
     # One value for both: a FieldReference survives `--config.init_from=...` overrides; config.json

@@ -30,5 +30,5 @@ def get_config(digits: bool = False, runlocal: bool = False):
                    seed=0),
         optimizer=dict(name="adamw", learning_rate=1e-3, schedule="warmup_cosine",
                        warmup_steps=200 if digits else 500, weight_decay=0.05),
-        checkpoint=dict(every=1000 if digits else 2000, keep=2, best_metric="eval/accuracy"),
+        checkpoint=dict(every=1000 if digits else 2000, keep=2, best_metric=""),
     )

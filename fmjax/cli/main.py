@@ -1,4 +1,4 @@
-"""The `fmjax` command line: train | eval | inspect | sample | translate.
+"""The `fmjax` command line: train | eval | inspect | sample | translate | sweep.
 
     fmjax train   --config experiments/mnist1d/cnn.py[:variant] --workdir runs/cnn [--config.a.b=v]
     fmjax eval    --workdir runs/cnn [--step N]
@@ -7,6 +7,9 @@
                   --top_k 40 --top_p 1.0 --seed 0 --num_samples 1 --step N]
     fmjax sample  --workdir runs/vae --num 64 --out grid.png [--interpolate] [--seed 0]
     fmjax translate --workdir runs/mt --input "olá mundo" [--beam_size 4 --length_penalty 0.6]
+    fmjax sweep   --config experiments/mnist1d/mlp.py --sweep experiments/mnist1d/sweep_mlp.py
+                  --workdir sweeps/mlp [--workers N] [--storage URL] [--config.KEY=VALUE ...]
+    fmjax sweep   --workdir sweeps/mlp --report
     fmjax launch_local --num_processes=2 --devices_per_process=4 -- train --config ... --workdir ...
     fmjax --help; fmjax COMMAND --help       the commands; a command's flags (fmjax/cli/usage.py)
 
@@ -51,6 +54,11 @@ COMMANDS = {
                       "--workdir DIR [--prompt TEXT | --out FILE.png] [flags]", SAMPLE_FLAGS),
     "translate": Command("Translate text with a translation run.", "--workdir DIR --input TEXT "
                          "[flags]", ("workdir", "step", "input", "beam_size", "length_penalty")),
+    "sweep": Command("Search hyper-parameters (grid, random, bayes): every trial an fmjax run "
+                     "in DIR/trials/; the same command resumes.",
+                     "--config FILE[:variant] --sweep SWEEP.py --workdir DIR [--workers N] "
+                     "[--storage URL] [--config.KEY=VALUE ...] | --workdir DIR --report",
+                     ("config", "sweep", "workdir", "workers", "storage", "report", "vectorize")),
 }
 USAGE = (f"usage: fmjax {{{'|'.join(COMMANDS)}|launch_local}} [flags]; `fmjax --help` lists the "
          "commands")
@@ -93,6 +101,15 @@ flags.DEFINE_bool("interpolate", False, "sample (images): a latent interpolation
 flags.DEFINE_string("input", None, "translate: the text, one sentence per line.")
 flags.DEFINE_integer("beam_size", None, "translate: beams (1 = greedy; default: the run's).")
 flags.DEFINE_float("length_penalty", None, "translate: GNMT alpha (default: the run's).")
+flags.DEFINE_string("sweep", None, "sweep: the sweep file (get_sweep(): method, metric, "
+                    "parameters, ...; experiments/mnist1d/sweep_mlp.py).")
+flags.DEFINE_integer("workers", 1, "sweep: trials run at once on this machine, each on its own "
+                     "share of the GPUs, TPU chips or CPU cores.")
+flags.DEFINE_string("storage", None, "sweep: a database URL (postgresql://, mysql://, sqlite:///) "
+                    "shared by hosts that run the same sweep (default: a journal file in DIR).")
+flags.DEFINE_bool("report", False, "sweep: print the trials of --workdir sorted by objective.")
+flags.DEFINE_bool("vectorize", False, "sweep: train trials that differ only in seeds and "
+                  "optimizer numbers in one vmapped step (not available yet).")
 
 
 def fail(message: str, status: int = 2):
@@ -119,6 +136,9 @@ def _config_error(error: BaseException, argv: list[str]) -> str:
     if unknown:
         key = unknown[-1]
         flag = next((o for o in overrides if key in o.split(".") or o == f"--{key}"), key)
+        if flag.endswith(".data.validation_fraction"):
+            from fmjax.data.validation import NO_VALIDATION_FRACTION
+            return f"unknown config key {flag}: {NO_VALIDATION_FRACTION}"
         return f"unknown config key {flag}: the experiment's config has no such key"
     lines = [line.strip() for line in str(chain[0]).splitlines() if line.strip()]
     return lines[0] if lines else type(chain[0]).__name__
@@ -172,6 +192,36 @@ def cmd_eval():
     print(json.dumps({"step": run.step, **metrics}, sort_keys=True))
 
 
+def config_args(argv: list[str]) -> tuple[str, list[str]]:
+    """The `--config FILE[:variant]` value and the `--config.KEY=VALUE` overrides, as typed."""
+    spec, overrides = "", []
+    args = iter(argv[2:])
+    for arg in args:
+        name, has_value, value = arg.partition("=")
+        if name in ("--config", "-config"):
+            spec = value if has_value else next(args, "")
+        elif name.startswith(("--config.", "-config.")):
+            overrides.append(f"--{name.lstrip('-')}={value if has_value else next(args, '')}")
+    return spec, overrides
+
+
+def cmd_sweep(argv: list[str]):
+    from fmjax.sweep import command
+    if FLAGS.vectorize:
+        fail("--vectorize is not available yet: run the sweep without it")
+    workdir = _require("workdir")
+    if FLAGS.report:
+        try:
+            print(command.report(workdir), flush=True)
+        except BrokenPipeError:
+            _reader_gone()
+        return
+    experiment, overrides = config_args(argv)
+    status = command.main(experiment, overrides, _require("config"), _require("sweep"), workdir,
+                          FLAGS.workers, FLAGS.storage)
+    sys.exit(status)
+
+
 def cmd_inspect():
     from fmjax.cli.inspect_run import param_table
     from fmjax.train import prepare
@@ -195,9 +245,14 @@ def cmd_sample():
                                       FLAGS.top_k, FLAGS.top_p)
     try:
         sampling.write_samples(sys.stdout, tokenizer, prompt_P, chunks, FLAGS.num_samples)
-    except BrokenPipeError:   # e.g. `fmjax sample ... | head`: the reader has all it wants
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit
-        sys.exit(128 + signal.SIGPIPE)   # what a shell reports for `yes | head`
+    except BrokenPipeError:
+        _reader_gone()
+
+
+def _reader_gone():
+    """`fmjax ... | head`: the reader has all it wants; end quietly."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no error at exit
+    sys.exit(128 + signal.SIGPIPE)   # what a shell reports for `yes | head`
 
 
 def sample_images(run):
@@ -236,6 +291,9 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fmjax` script."""
     from fmjax.errors import Interrupted
     argv = sys.argv if argv is None else argv
+    if argv[1:2] == ["sweep"]:   # before JAX is imported: the accelerators are the trials'
+        from fmjax.sweep import devices
+        devices.pin_sweep_to_cpu()
     if usage.requested(argv):
         print(_help(argv[1] if len(argv) > 1 else ""))
         return
@@ -279,14 +337,18 @@ def _run(argv: list[str]) -> None:
     # Before the config file loads: importing fmjax's tasks already runs JAX code.
     from fmjax.runtime import distributed
     try:
-        distributed.initialize_from_env()
+        if argv[1:2] != ["sweep"]:   # its trials are runs of their own; the sweep joins none
+            distributed.initialize_from_env()
     except UserError as e:
         fail(str(e))
     with distributed.failures_exit_at_once():
         try:
             command = _parse(argv)
-            {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect, "sample": cmd_sample,
-             "translate": cmd_translate}[command]()
+            if command == "sweep":
+                cmd_sweep(argv)
+            else:
+                {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect,
+                 "sample": cmd_sample, "translate": cmd_translate}[command]()
         except UserError as e:
             fail(str(e))
         except NonFiniteLoss as e:

@@ -14,7 +14,7 @@ WIDTH = 100
 FLAG_COLUMN = 28   # where a flag's description starts
 # How a flag's value is shown where its name alone says too little.
 METAVARS = {"config": "FILE[:variant]", "workdir": "DIR", "out": "FILE.png", "input": "TEXT",
-            "prompt": "TEXT", "step": "N"}
+            "prompt": "TEXT", "step": "N", "sweep": "SWEEP.py", "workers": "N", "storage": "URL"}
 OVERRIDE = ("--config.KEY=VALUE", "Set any key of the experiment's config, e.g. "
             "--config.train.num_steps=200 or --config.optimizer.learning_rate=3e-3 (repeat for "
             "more keys; an unknown key or a value of the wrong type stops with one line).")

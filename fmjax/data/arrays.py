@@ -5,20 +5,38 @@ from typing import Callable
 
 import numpy as np
 
+from fmjax.data import validation
 from fmjax.data.pipeline import DataInfo, StepPipeline, host_positions, host_slice
 
 
 @dataclasses.dataclass
 class Arrays:
-    """A classification dataset held in host memory."""
+    """A classification dataset held in host memory; the validation split is empty unless
+    `hold_out` made one."""
     x_train: np.ndarray
     y_train: np.ndarray
     x_eval: np.ndarray
     y_eval: np.ndarray
     num_classes: int
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.x_val is None:
+            self.x_val, self.y_val = self.x_train[:0], self.y_train[:0]
 
     def eval_examples(self, index: np.ndarray) -> dict:
         return {"inputs": self.x_eval[index], "labels": self.y_eval[index]}
+
+    def val_examples(self, index: np.ndarray) -> dict:
+        return {"inputs": self.x_val[index], "labels": self.y_val[index]}
+
+    def hold_out(self, fraction: float, seed: int) -> "Arrays":
+        """These arrays with `fraction` of the training examples moved, stratified by label and
+        chosen by `seed`, to the validation split (`fraction` 0: unchanged)."""
+        train, val = validation.holdout_index(self.y_train, len(self.y_train), fraction, seed)
+        return dataclasses.replace(self, x_train=self.x_train[train], y_train=self.y_train[train],
+                                   x_val=self.x_train[val], y_val=self.y_train[val])
 
 
 class ArrayPipeline(StepPipeline):
@@ -30,7 +48,7 @@ class ArrayPipeline(StepPipeline):
         self.seed = seed
         self.augment = augment
         self.info = DataInfo(arrays.num_classes, tuple(arrays.x_train.shape[1:]),
-                             len(arrays.x_train), len(arrays.x_eval))
+                             len(arrays.x_train), len(arrays.x_eval), num_val=len(arrays.x_val))
         self._perm_cache: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -54,6 +72,9 @@ class ArrayPipeline(StepPipeline):
 
     def eval_examples(self, index: np.ndarray) -> dict:
         return self.arrays.eval_examples(index)
+
+    def val_examples(self, index: np.ndarray) -> dict:
+        return self.arrays.val_examples(index)
 
     def first_eval_inputs(self, n: int) -> np.ndarray:
         """The first `n` eval inputs, the same on every host (for image grids)."""

@@ -7,7 +7,7 @@ import numpy as np
 from fmjax.data.augment import crop_and_flip
 from fmjax.data.arrays import Arrays, ArrayPipeline
 from fmjax.errors import UserError, first_line
-from fmjax.ranges import NonNegativeInt, OpenFraction, Seed
+from fmjax.ranges import Fraction, NonNegativeInt, OpenFraction, Seed
 
 
 @dataclasses.dataclass
@@ -17,6 +17,9 @@ class Digits:
     split_seed: Seed = 0
     crop_padding: NonNegativeInt = 0   # random-crop padding (0 = off); digits are never flipped
     binarize: bool = False     # pixels > 0.5 -> 1, else 0 (Bernoulli likelihood models)
+    # Of the training examples, held out as the validation split (val/*), stratified and fixed
+    # by split_seed (fmjax/data/validation.py); 0 trains on the whole training split.
+    validation_fraction: Fraction = 0.0
 
     def pipeline(self, seed: int, workdir=None) -> ArrayPipeline:
         from sklearn.datasets import load_digits
@@ -32,5 +35,7 @@ class Digits:
                 x, y, test_size=self.test_fraction, random_state=self.split_seed, stratify=y)
         except ValueError as e:   # a split too small to hold every class
             raise UserError(f"config.data.test_fraction={self.test_fraction}: {first_line(e)}")
-        return ArrayPipeline(Arrays(x_tr, y_tr, x_te, y_te, 10), seed,
+        arrays = Arrays(x_tr, y_tr, x_te, y_te, 10).hold_out(self.validation_fraction,
+                                                              self.split_seed)
+        return ArrayPipeline(arrays, seed,
                              crop_and_flip(self.crop_padding, flip=False))

@@ -1,8 +1,9 @@
 """The data pipeline interface: what the train loop, eval and the tasks may ask of any source.
 
 A source's `pipeline(seed, workdir)` returns a `Pipeline`. The loop reads only `info`,
-`train_iterator`, `eval_batches` and `assets`; tasks that need more (a tokenizer, image arrays)
-say so where they bind the data.
+`train_iterator`, `eval_batches` (of the eval split, and of the validation split when
+`info.num_val` > 0: fmjax/data/validation.py) and `assets`; tasks that need more (a tokenizer,
+image arrays) say so where they bind the data.
 
 - Data position: the checkpoint stores only the step. `train_iterator(start_step, ...)` must give
   exactly the batches an uninterrupted run gives from `start_step` on, so resume is exact without
@@ -13,10 +14,10 @@ say so where they bind the data.
   `host_slice(global_batch_size)`; the loop assembles the global array from them. Sources draw
   the global batch and each host reads or keeps only its rows (the data does not depend on the
   host count), except packed TFDS text, where each host packs its own sentences.
-- Eval: `eval_batches` covers the eval split once, in global batches that every host runs the
-  same number of. The last batch is padded with repeats of the last example and `mask` marks the
-  real rows (False = padding, to be left out of every mean); `index` numbers the examples, so
-  per-example randomness can be a function of it.
+- Eval: `eval_batches` covers the eval (or validation) split once, in global batches that every
+  host runs the same number of. The last batch is padded with repeats of the last example and
+  `mask` marks the real rows (False = padding, to be left out of every mean); `index` numbers the
+  examples, so per-example randomness can be a function of it.
 """
 
 import abc
@@ -37,6 +38,7 @@ class DataInfo:
     num_eval: int
     vocab_size: int = 0            # token inputs: ids are < vocab_size (0: inputs are not tokens)
     input_dtype: str = "float32"
+    num_val: int = 0               # examples held out of the training data (0: no val split)
 
 
 def host_slice(global_size: int) -> slice:
@@ -70,12 +72,19 @@ class Pipeline(abc.ABC):
     def eval_examples(self, index: np.ndarray) -> dict:
         """The eval examples numbered `index` (each < info.num_eval), as a batch."""
 
-    def eval_batches(self, global_batch_size: int) -> Iterator[dict]:
-        """This host's rows of the eval split in global batches, with `index` and `mask`."""
-        n = self.info.num_eval
+    def val_examples(self, index: np.ndarray) -> dict:
+        """The validation examples numbered `index` (each < info.num_val), as a batch; only
+        sources that hold out a validation split (`info.num_val` > 0) have any."""
+        raise NotImplementedError(f"{type(self).__name__} holds out no validation split")
+
+    def eval_batches(self, global_batch_size: int, split: str = "eval") -> Iterator[dict]:
+        """This host's rows of the eval split (`split="val"`: the validation split) in global
+        batches, with `index` and `mask`."""
+        n, examples = ((self.info.num_eval, self.eval_examples) if split == "eval" else
+                       (self.info.num_val, self.val_examples))
         for first in range(0, n, global_batch_size):
             index = np.arange(first, first + global_batch_size)[host_slice(global_batch_size)]
-            yield {**self.eval_examples(np.minimum(index, n - 1)),
+            yield {**examples(np.minimum(index, n - 1)),
                    "index": index.astype(np.int32), "mask": index < n}
 
     def assets(self) -> dict[str, bytes]:

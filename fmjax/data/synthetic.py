@@ -20,6 +20,8 @@ class SyntheticTokens:
     vocab_size: PositiveInt = 50257
     seq_len: PositiveInt = 1024
     eval_windows: PositiveInt = 16
+    # Fresh draws of the same random tokens: no test set to keep apart from model selection.
+    eval_is_validation = True
 
     def pipeline(self, seed: int, workdir=None) -> "SyntheticTokensPipeline":
         return SyntheticTokensPipeline(self, seed)

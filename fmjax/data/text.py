@@ -32,6 +32,9 @@ class Text:
     tokenizer: str = "char"             # char | sentencepiece
     vocab_size: NonNegativeInt = 0      # sentencepiece: size of the vocabulary to train
     eval_windows: NonNegativeInt = 0    # validation windows per eval (0 = the whole split)
+    # The eval split is the last val_fraction of the text, held out of training (nanoGPT's
+    # protocol), not a test set: model selection may read eval/* (fmjax/data/validation.py).
+    eval_is_validation = True
 
     def read_text(self) -> str:
         if self.path:

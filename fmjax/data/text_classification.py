@@ -24,7 +24,7 @@ import json
 
 import numpy as np
 
-from fmjax.data import tfds_loader, tokenizers
+from fmjax.data import tfds_loader, tokenizers, validation
 from fmjax.data.arrays import ArrayPipeline, Arrays
 from fmjax.data.text import read_text_file
 from fmjax.errors import UserError
@@ -52,6 +52,13 @@ class TextClassification:
     tokenizer_from: str = ""         # a workdir whose tokenizer to use (the pre-training run)
     tokenizer: str = "char"          # without tokenizer_from: char | sentencepiece, trained here
     vocab_size: NonNegativeInt = 0   # sentencepiece trained here: its vocabulary size
+
+    @property
+    def eval_is_validation(self) -> bool:
+        """Model selection may read eval/* when the eval split is a TFDS validation split (SST-2:
+        yes; IMDB's is its test split) or a local `eval_path` (give it a validation file)."""
+        eval_split = self.eval_split or TFDS_DATASETS.get(self.tfds_name, ("", "", ""))[2]
+        return bool(self.eval_path) or validation.names_validation_split(eval_split)
 
     def read(self) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
         """(train texts, train labels, eval texts, eval labels, label names)."""

@@ -40,7 +40,7 @@ from typing import Annotated, Iterator
 import jax
 import numpy as np
 
-from fmjax.data import tfds_loader, tokenizers
+from fmjax.data import tfds_loader, tokenizers, validation
 from fmjax.data.pipeline import DataInfo, StepPipeline, local_batch_size
 from fmjax.data.record_order import RecordOrder
 from fmjax.data.text import TokenWindows
@@ -65,6 +65,12 @@ class TFDSText:
     vocab_size: Annotated[int, Range(3, INT32_MAX, integer=True)] = 8000
     tokenizer_sentences: PositiveInt = 100_000   # training sentences the tokenizer is trained on
     eval_windows: NonNegativeInt = 0    # eval windows (0 = the whole eval split)
+
+    @property
+    def eval_is_validation(self) -> bool:
+        """Model selection may read eval/* when the eval split is a validation split (lm1b has
+        only train and test: its eval split is the test split)."""
+        return validation.names_validation_split(self.eval_split)
 
     def data_source(self, split: str):
         """`split` as a random-access sequence of examples that have `text_key`."""

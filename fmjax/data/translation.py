@@ -19,7 +19,7 @@ from typing import Annotated
 
 import numpy as np
 
-from fmjax.data import number_words, tfds_loader, tokenizers
+from fmjax.data import number_words, tfds_loader, tokenizers, validation
 from fmjax.data.arrays import Arrays, ArrayPipeline
 from fmjax.data.text import read_text_file
 from fmjax.errors import UserError
@@ -108,6 +108,12 @@ class Translation:
     vocab_size: PositiveInt = 8000   # the shared SentencePiece vocabulary
     eval_examples: NonNegativeInt = 0   # the first N eval pairs (0 = the whole split)
 
+    @property
+    def eval_is_validation(self) -> bool:
+        """Model selection may read eval/* when the eval split is a TFDS validation split or a
+        local `eval_path` (give it a validation file)."""
+        return bool(self.eval_path) or validation.names_validation_split(self.eval_split)
+
     def _read_tsv(self, path: str, key: str) -> Pairs:
         pairs = []
         for number, line in enumerate(read_text_file(path, key).splitlines(), 1):
@@ -154,6 +160,8 @@ class SyntheticTranslation:
     source_len: PositiveInt = 16
     target_len: PositiveInt = 20
     vocab_size: PositiveInt = 100
+    # Generated pairs held out of training by data_seed: no published test set to protect.
+    eval_is_validation = True
 
     def pipeline(self, seed: int, workdir=None) -> TranslationPipeline:
         draw = dict(max_number=self.max_number, source=self.source, target=self.target)

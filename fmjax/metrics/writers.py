@@ -123,7 +123,8 @@ class MetricWriters:
                                       refresh=False)
         elif "train/loss" in record:
             self.message(self._train_line(step, record))
-        evals = [f"{k} {_shown(v)}" for k, v in record.items() if k.startswith("eval/")]
+        evals = [f"{k} {_shown(v)}" for k, v in record.items()
+                 if k.startswith(("eval/", "val/"))]
         if evals:
             self.message(f"step {step}/{self.num_steps}: {', '.join(evals)}")
 

@@ -1,1 +1,1 @@
-"""Hyper-parameter sweeps: every trial an ordinary fmjax run, the search done by Optuna."""
+"""`fmjax sweep`: hyper-parameter studies (grid, random, Bayesian) whose trials are fmjax runs."""
