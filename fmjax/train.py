@@ -119,7 +119,7 @@ def restore_or_init(exp: Experiment, workdir: pathlib.Path) -> tuple[Any, int, s
     return state, step, f"resuming from the checkpoint at step {step}"
 
 
-def _nonfinite_stop(metrics_K: dict, first_step: int, train_config) -> tuple[int, str] | None:
+def nonfinite_stop(metrics_K: dict, first_step: int, train_config) -> tuple[int, str] | None:
     """(step, message) if the nan_policy says stop after this call's metrics, else None."""
     if train_config.nan_policy == "skip":
         skipped = np.asarray(metrics_K["skipped_steps"])
@@ -220,7 +220,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
         nan_policy says so."""
         metrics_K = jax.device_get(metrics_K)
         first_step = end_step - len(metrics_K["loss"])
-        stop = _nonfinite_stop(metrics_K, first_step, tc)
+        stop = nonfinite_stop(metrics_K, first_step, tc)
         if stop is not None:
             bad_step, message = stop
             writers.write(bad_step, _train_record(metrics_K, bad_step - first_step - 1))
