@@ -219,15 +219,21 @@ def train_members(config: ml_collections.ConfigDict, members: list[dict],
     pipelines = {s: pipelines[s] for s in seeds}
     logs = [_MemberLog(pathlib.Path(d), c) for d, c in zip(member_dirs, member_configs)]
     iterators = [pipelines[s].train_iterator(0, tc.batch_size) for s in seeds]
+
+    def next_batches(step: int):
+        """Each distinct seed's batches [S, K, ...] for the call after `step`."""
+        num = train.call_length(step, vm.exp.config)
+        return _stack([_stack([next(it) for _ in range(num)]) for it in iterators])
+
     state_M = vm.init()
-    step = 0
+    step, batches_S = 0, next_batches(0)
     with jax.set_mesh(vm.exp.mesh):
         while step < tc.num_steps:
-            num = train.call_length(step, vm.exp.config)
-            batches_S = _stack([_stack([next(it) for _ in range(num)]) for it in iterators])
             state_M, train_MK = vm.train_call(state_M, batches_S, seed_index_M, vm.seeds_M)
-            records_M = _train_records(logs, jax.device_get(train_MK), step, tc)
-            step += num
+            first_step, step = step, step + jax.tree.leaves(batches_S)[0].shape[1]
+            if step < tc.num_steps:   # read while the device trains
+                batches_S = next_batches(step)
+            records_M = _train_records(logs, jax.device_get(train_MK), first_step, tc)
             if step % tc.eval_every == 0 or step == tc.num_steps:
                 metrics_M = _evaluate(vm, pipelines, seed_index_M, state_M, tc.eval_batch_size)
                 for log, records, metrics in zip(logs, records_M, metrics_M):
