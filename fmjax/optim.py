@@ -72,8 +72,12 @@ def schedule(opt, num_steps: int) -> optax.Schedule:
     if opt.schedule == "constant":
         return optax.constant_schedule(lr) if warmup == 0 else optax.join_schedules(
             [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
-    if opt.schedule == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, num_steps, opt.end_learning_rate)
+    if opt.schedule == "warmup_cosine":   # optax.warmup_cosine_decay_schedule's parts, without
+        # its Python branch on lr == 0 (lr > 0 here), so that lr may be traced (`injected`)
+        return optax.join_schedules([
+            optax.linear_schedule(0.0, lr, warmup),
+            optax.cosine_decay_schedule(lr, num_steps - warmup, opt.end_learning_rate / lr)],
+            [warmup])
     if opt.schedule == "warmup_linear":
         return optax.join_schedules([
             optax.linear_schedule(0.0, lr, warmup),
@@ -193,7 +197,7 @@ def build(opt, num_steps: int, clip_grad_norm: float = 0.0,
 
 
 # Options that `build(..., injected=...)` may read from the optimizer state: plain arithmetic in
-# the update, never a Python branch. (A warmup_cosine schedule branches on learning_rate == 0.)
+# the update and the schedule, never a Python branch.
 INJECTABLE = ("learning_rate", "end_learning_rate", "b1", "b2", "eps", "weight_decay",
               "momentum")
 

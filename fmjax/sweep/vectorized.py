@@ -62,12 +62,6 @@ def _check_members(config, members: list[dict], member_dirs: list) -> list:
     member_configs = [member_config(config, m) for m in members]
     for c in member_configs:
         configs.validate(c)
-    varied = _varied_options(member_configs)
-    if config.optimizer.schedule == "warmup_cosine" and {"learning_rate", "end_learning_rate"} & \
-            set(varied):
-        raise UserError("vectorised trials cannot vary optimizer.learning_rate or "
-                        "end_learning_rate with schedule 'warmup_cosine' (it branches on the "
-                        "value); use warmup_linear or constant, or run the trials one by one")
     return member_configs
 
 
