@@ -7,7 +7,7 @@ import pytest
 
 from conftest import experiment_config, read_metrics
 from fmjax import train
-from fmjax.errors import UserError
+from fmjax.errors import NonFiniteLoss, UserError
 from fmjax.sweep import vectorized
 
 # Two seeds x two learning rates.
@@ -149,3 +149,27 @@ def test_is_vectorizable():
     assert vectorized.is_vectorizable("optimizer.weight_decay")
     assert not vectorized.is_vectorizable("model.hidden_size")
     assert not vectorized.is_vectorizable("optimizer.warmup_steps")
+
+
+def test_a_member_whose_loss_diverges_stops_alone(mlp_config, tmp_path):
+    """nan_policy 'stop': the diverging member's records end at its non-finite step, as its solo
+    run's do (where the run stops with NonFiniteLoss); the other member trains on."""
+    config = mlp_config.copy_and_resolve_references()
+    config.train.num_steps = 50
+    config.train.log_every = 10
+    config.optimizer.name = "sgd"
+    members = [{"optimizer.learning_rate": 1e4}, {"optimizer.learning_rate": 1e-2}]
+    dirs = [tmp_path / "0", tmp_path / "1"]
+    returned = vectorized.train_members(config, members, dirs)
+    with pytest.raises(NonFiniteLoss):
+        train.train_and_evaluate(vectorized.member_config(config, members[0]),
+                                 tmp_path / "solo", show_progress=False)
+    solo = train_records(tmp_path / "solo")
+    assert not np.isfinite(solo[-1]["train/loss"])
+    assert_close_records(train_records(dirs[0]), solo, rtol=0)
+    assert returned[0] == {}
+    assert [r["step"] for r in read_metrics(dirs[1])] == [10, 20, 30, 40, 50]
+    solo_metrics = train.train_and_evaluate(vectorized.member_config(config, members[1]),
+                                            tmp_path / "solo1", show_progress=False)
+    assert_close_records(train_records(dirs[1]), train_records(tmp_path / "solo1"), rtol=0)
+    assert returned[1] == solo_metrics
