@@ -2,6 +2,7 @@
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -173,3 +174,17 @@ def test_a_member_whose_loss_diverges_stops_alone(mlp_config, tmp_path):
                                             tmp_path / "solo1", show_progress=False)
     assert_close_records(train_records(dirs[1]), train_records(tmp_path / "solo1"), rtol=0)
     assert returned[1] == solo_metrics
+
+
+def test_early_stopping_is_refused(mlp_config, tmp_path):
+    """Members cannot stop one by one (the shape of config.train.early_stopping, issue 13)."""
+    config = mlp_config.copy_and_resolve_references()
+    with config.unlocked():
+        config.train.early_stopping = ml_collections.ConfigDict(
+            dict(metric="val/loss", mode="min", patience=5, min_delta=0.0))
+    with pytest.raises(UserError) as e:
+        vectorized.train_members(config, [{"train.seed": 1}], [tmp_path / "member"])
+    assert str(e.value) == ("vectorised trials train every member to config.train.num_steps; "
+                            "set config.train.early_stopping.metric='' or run the trials one by "
+                            "one")
+    assert not (tmp_path / "member").exists()

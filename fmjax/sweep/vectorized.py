@@ -59,6 +59,10 @@ def _check_members(config, members: list[dict], member_dirs: list) -> list:
         if not is_vectorizable(key):
             raise UserError(f"'{key}' cannot be vectorised: members may differ only in "
                             f"{', '.join(VECTORIZABLE_KEYS)}")
+    early_stopping = config.train.get("early_stopping")   # (issue 13's validation work)
+    if early_stopping and early_stopping.get("metric"):
+        raise UserError("vectorised trials train every member to config.train.num_steps; set "
+                        "config.train.early_stopping.metric='' or run the trials one by one")
     member_configs = [member_config(config, m) for m in members]
     for c in member_configs:
         configs.validate(c)
