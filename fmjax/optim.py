@@ -6,6 +6,7 @@ learning-rate decay: the blocks nearest the input learn slowest).
 """
 
 import dataclasses
+import inspect
 import re
 from typing import Annotated, Callable, Sequence
 
@@ -71,8 +72,12 @@ def schedule(opt, num_steps: int) -> optax.Schedule:
     if opt.schedule == "constant":
         return optax.constant_schedule(lr) if warmup == 0 else optax.join_schedules(
             [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
-    if opt.schedule == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, num_steps, opt.end_learning_rate)
+    if opt.schedule == "warmup_cosine":   # optax.warmup_cosine_decay_schedule's parts, without
+        # its Python branch on lr == 0 (lr > 0 here), so that lr may be traced (`injected`)
+        return optax.join_schedules([
+            optax.linear_schedule(0.0, lr, warmup),
+            optax.cosine_decay_schedule(lr, num_steps - warmup, opt.end_learning_rate / lr)],
+            [warmup])
     if opt.schedule == "warmup_linear":
         return optax.join_schedules([
             optax.linear_schedule(0.0, lr, warmup),
@@ -95,19 +100,21 @@ def decay_mask(params):
     return _map_params(lambda path, x: jnp.ndim(x) > 1 and not path.endswith("bias"), params)
 
 
-def _base(opt, lr, mask) -> optax.GradientTransformation:
-    """The update rule itself; adamw and adafactor apply their own (decoupled) weight decay."""
+def _base(opt, v, lr, mask) -> optax.GradientTransformation:
+    """The update rule itself; adamw and adafactor apply their own (decoupled) weight decay.
+    Structure comes from `opt` (a momentum or weight decay of 0 is left out), numbers from `v`
+    (`opt` itself, or `opt` with injected values)."""
+    momentum = v.momentum if opt.momentum else None
     if opt.name == "sgd":
-        return optax.sgd(lr, momentum=opt.momentum or None, nesterov=opt.nesterov)
+        return optax.sgd(lr, momentum=momentum, nesterov=opt.nesterov)
     if opt.name == "adam":
-        return optax.adam(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+        return optax.adam(lr, b1=v.b1, b2=v.b2, eps=v.eps)
     if opt.name == "adamw":
-        return optax.adamw(lr, b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                           weight_decay=opt.weight_decay, mask=mask)
+        return optax.adamw(lr, b1=v.b1, b2=v.b2, eps=v.eps, weight_decay=v.weight_decay,
+                           mask=mask)
     if opt.name == "rmsprop":
-        return optax.rmsprop(lr, eps=opt.eps, momentum=opt.momentum or None,
-                             nesterov=opt.nesterov)
-    return optax.adafactor(lr, weight_decay_rate=opt.weight_decay or None,
+        return optax.rmsprop(lr, eps=v.eps, momentum=momentum, nesterov=opt.nesterov)
+    return optax.adafactor(lr, weight_decay_rate=v.weight_decay if opt.weight_decay else None,
                            weight_decay_mask=mask)
 
 
@@ -163,19 +170,60 @@ def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def build(opt, num_steps: int, clip_grad_norm: float = 0.0) -> optax.GradientTransformation:
+def build(opt, num_steps: int, clip_grad_norm: float = 0.0,
+          injected: Sequence[str] = ()) -> optax.GradientTransformation:
     """Optimizer from config: [global-norm clipping] -> [L2 decay] -> update rule, over the
     parameters not frozen by `freeze`, then [layer-wise lr decay].
 
     Weight decay skips biases and norm parameters unless `decay_biases_and_norms` is set; for
     sgd/adam/rmsprop it is coupled L2 added to the gradient. Clipping sees only the trained
     parameters' gradients.
+
+    `injected` names numeric options (INJECTABLE) that the update reads from the optimizer state
+    (`optax.inject_hyperparams`, state.hyperparams[name]) instead of from `opt`, so that one
+    vmapped train step can hold members that differ in them (fmjax/sweep/vectorized.py). Their
+    values in `opt` still decide the structure (a weight decay or momentum of 0 leaves its
+    transform out), so give there the largest value of any member.
     """
+    if not injected:
+        return _build(opt, opt, num_steps, clip_grad_norm)
+
+    def factory(**hyperparams):
+        return _build(opt, _Injected(opt, hyperparams), num_steps, clip_grad_norm)
+    # inject_hyperparams injects the factory's named parameters
+    factory.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in injected])
+    return optax.inject_hyperparams(factory)(**{name: getattr(opt, name) for name in injected})
+
+
+# Options that `build(..., injected=...)` may read from the optimizer state: plain arithmetic in
+# the update and the schedule, never a Python branch.
+INJECTABLE = ("learning_rate", "end_learning_rate", "b1", "b2", "eps", "weight_decay",
+              "momentum")
+
+
+class _Injected:
+    """`opt` with some options replaced by (traced) values."""
+
+    def __init__(self, opt, values: dict):
+        self._opt, self._values = opt, values
+
+    def __getattr__(self, name):
+        return self._values[name] if name in self._values else getattr(self._opt, name)
+
+
+def injected_schedule(opt, hyperparams: dict, num_steps: int) -> optax.Schedule:
+    """The learning-rate schedule of a member whose injected options are `hyperparams`."""
+    return schedule(_Injected(opt, hyperparams), num_steps)
+
+
+def _build(opt, v, num_steps: int, clip_grad_norm: float) -> optax.GradientTransformation:
+    """`build` with structure from `opt` and numbers from `v` (see `_base`)."""
     mask = None if opt.decay_biases_and_norms else decay_mask
     parts = [optax.clip_by_global_norm(clip_grad_norm)] if clip_grad_norm > 0 else []
     if opt.weight_decay and opt.name in ("sgd", "adam", "rmsprop"):
-        parts.append(optax.add_decayed_weights(opt.weight_decay, mask))
-    parts.append(_base(opt, schedule(opt, num_steps), mask))
+        parts.append(optax.add_decayed_weights(v.weight_decay, mask))
+    parts.append(_base(opt, v, schedule(v, num_steps), mask))
     tx = optax.chain(*parts)
     if opt.freeze:
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},

@@ -55,7 +55,7 @@ def abstract_and_shardings(task, tx, seed: int, mesh, rules):
 _UNOPTIMISED_CPU_INIT_MAX_ELEMENTS = 2**22
 
 
-def _init_compiler_options(abstract_state) -> dict | None:
+def init_compiler_options(abstract_state) -> dict | None:
     elements = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state))
     if jax.default_backend() == "cpu" and elements <= _UNOPTIMISED_CPU_INIT_MAX_ELEMENTS:
         return {"xla_backend_optimization_level": 0}
@@ -68,4 +68,4 @@ def init_state(task, tx, seed: int, mesh, rules, abstract_state) -> TrainState:
     shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
     init = jax.jit(lambda: sharding.unbox(init_boxed(task, tx, seed)), out_shardings=shardings)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        return init.lower().compile(_init_compiler_options(abstract_state))()
+        return init.lower().compile(init_compiler_options(abstract_state))()

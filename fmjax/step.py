@@ -55,26 +55,36 @@ def _skip_if_nonfinite(state, new_state, metrics):
     return kept, {**metrics, "skipped_steps": kept.skipped_steps}
 
 
-def make_train_call(task, tx: optax.GradientTransformation, lr_schedule, config, mesh,
-                    state_shardings):
-    """Jitted (state, batches with leading axis K) -> (state, metrics with leading axis K), under
-    `config.sharding.rules`."""
-    base_key = jax.random.key(config.train.seed)
+def train_call_fn(task, tx: optax.GradientTransformation, learning_rate_fn, config, mesh):
+    """Unjitted (state, batches with leading axis K, base_key) -> (state, metrics with leading
+    axis K): the body of `make_train_call`, also vmapped over trial members
+    (fmjax/sweep/vectorized.py). `learning_rate_fn(state)` is the learning rate to log."""
     accum_steps = config.train.grad_accum_steps
 
     def grads_fn(params, extra, batch, rng):
         return _grads(task, params, extra, batch, rng, accum_steps, mesh)
 
-    def one_step(state, batch):
-        rng = jax.random.fold_in(base_key, state.step)   # per-step randomness, history-free
-        new_state, metrics = task.update(state, batch, rng, tx, grads_fn)
-        if config.train.nan_policy == "skip":
-            new_state, metrics = _skip_if_nonfinite(state, new_state, metrics)
-        return (new_state.replace(step=state.step + 1),
-                {**metrics, "learning_rate": lr_schedule(state.step)})
+    def train_call(state, batches, base_key):
+        def one_step(state, batch):
+            rng = jax.random.fold_in(base_key, state.step)   # per-step randomness, history-free
+            new_state, metrics = task.update(state, batch, rng, tx, grads_fn)
+            if config.train.nan_policy == "skip":
+                new_state, metrics = _skip_if_nonfinite(state, new_state, metrics)
+            return (new_state.replace(step=state.step + 1),
+                    {**metrics, "learning_rate": learning_rate_fn(state)})
+        return jax.lax.scan(one_step, state, batches)
+    return train_call
+
+
+def make_train_call(task, tx: optax.GradientTransformation, lr_schedule, config, mesh,
+                    state_shardings):
+    """Jitted (state, batches with leading axis K) -> (state, metrics with leading axis K), under
+    `config.sharding.rules`."""
+    body = train_call_fn(task, tx, lambda state: lr_schedule(state.step), config, mesh)
+    base_key = jax.random.key(config.train.seed)
 
     def train_call(state, batches):
-        return jax.lax.scan(one_step, state, batches)
+        return body(state, batches, base_key)
 
     rules = sharding.logical_rules(config.sharding.rules)
     return jax.jit(sharding.with_rules(train_call, rules),

@@ -150,7 +150,7 @@ def restored_progress(workdir: pathlib.Path, step: int) -> dict:
         manager.close()
 
 
-def _nonfinite_stop(metrics_K: dict, first_step: int, train_config) -> tuple[int, str] | None:
+def nonfinite_stop(metrics_K: dict, first_step: int, train_config) -> tuple[int, str] | None:
     """(step, message) if the nan_policy says stop after this call's metrics, else None."""
     if train_config.nan_policy == "skip":
         skipped = np.asarray(metrics_K["skipped_steps"])
@@ -254,7 +254,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
         nan_policy says so."""
         metrics_K = jax.device_get(metrics_K)
         first_step = end_step - len(metrics_K["loss"])
-        stop = _nonfinite_stop(metrics_K, first_step, tc)
+        stop = nonfinite_stop(metrics_K, first_step, tc)
         if stop is not None:
             bad_step, message = stop
             writers.write(bad_step, _train_record(metrics_K, bad_step - first_step - 1))

@@ -57,6 +57,33 @@ def test_clipping_bounds_the_update():
     np.testing.assert_allclose(optax.tree.norm(updates), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+def test_injected_options_come_from_the_optimizer_state(name):
+    """`injected` options are read from state.hyperparams: unchanged, the updates equal the
+    plain optimizer's; changed there, they equal those of an optimizer built with that value."""
+    opt = opt_config(name=name, learning_rate=0.1, weight_decay=0.01, momentum=0.9)
+    params = {"w": jnp.arange(4.0).reshape(2, 2)}
+    grads = {"w": jnp.array([[0.5, -1.0], [2.0, 0.25]])}
+
+    def two_updates(tx, state):
+        for _ in range(2):
+            updates, state = tx.update(grads, state, params)
+        return updates["w"]
+
+    injected = optim.build(opt, 10, injected=("learning_rate", "weight_decay"))
+    state = injected.init(params)
+    assert set(state.hyperparams) == {"learning_rate", "weight_decay"}
+    plain = optim.build(opt, 10)
+    np.testing.assert_array_equal(two_updates(injected, state),
+                                  two_updates(plain, plain.init(params)))
+    state = state._replace(hyperparams={"learning_rate": jnp.float32(0.02),
+                                        "weight_decay": jnp.float32(0.5)})
+    other = optim.build(opt_config(**{**opt.to_dict(), "learning_rate": 0.02,
+                                      "weight_decay": 0.5}), 10)
+    np.testing.assert_allclose(two_updates(injected, state), two_updates(other, other.init(params)),
+                               rtol=1e-6)
+
+
 @pytest.mark.parametrize("name, lr", [("sgd", 0.05), ("adam", 3e-3), ("adamw", 3e-3),
                                       ("rmsprop", 1e-3), ("adafactor", 1e-2)])
 def test_every_optimizer_trains_the_mlp(tmp_path, name, lr):
