@@ -235,6 +235,9 @@ def test_the_trial_command(tmp_path):
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     good = sweep_file(tmp_path, GRID)
     bad = sweep_file(tmp_path, GRID.replace("learning_rate", "learning_rat"), "bad.py")
+    widths = sweep_file(tmp_path, GRID.replace('"optimizer.learning_rate": dict(values=[1e-2, '
+                                               '1e30])', '"model.hidden_size": dict(values=[8])'),
+                        "widths.py")
     for args, message in [
         ([*TINY, "--sweep", bad], f"fmjax: error: {bad}: parameters['optimizer.learning_rat']: "
          "unknown config key 'optimizer.learning_rat': the experiment's config has no such key\n"),
@@ -251,12 +254,35 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
         ([*TINY, "--sweep", good, "--workers", "999"],
          f"fmjax: error: --workers=999 but this machine has {len(os.sched_getaffinity(0))} CPU "
          "cores: each worker needs at least one\n"),
-        ([*TINY, "--sweep", good, "--vectorize"],
-         "fmjax: error: --vectorize is not available yet: run the sweep without it\n"),
+        ([*TINY, "--sweep", widths, "--vectorize"],
+         "fmjax: error: --vectorize: members may differ only in train.seed, "
+         "optimizer.learning_rate, optimizer.end_learning_rate, optimizer.b1, optimizer.b2, "
+         "optimizer.eps, optimizer.weight_decay, optimizer.momentum, not 'model.hidden_size' "
+         "(run the sweep without --vectorize)\n"),
     ]:
         proc = run_cli("sweep", *args, "--workdir", tmp_path / "sweep", check=False)
         assert (proc.returncode, proc.stderr) == (2, message)
         assert not (tmp_path / "sweep").exists()
+
+
+def test_vectorized_trials_equal_the_trials_run_one_by_one(tmp_path):
+    """--vectorize: the grid's members train in one process (fmjax/sweep/member_group.py) and
+    give the same trials, values and metrics as the sweep run trial by trial."""
+    path = sweep_file(tmp_path, GRID.replace("1e30", "3e-3"))
+    studies = {}
+    for mode in ("one_by_one", "vectorized"):
+        flags = ["--vectorize"] if mode == "vectorized" else []
+        proc = run_cli("sweep", *TINY, "--sweep", path, "--workdir", tmp_path / mode, *flags,
+                       check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        studies[mode] = study_of(tmp_path / mode).get_trials()
+    assert "trials 0, 1: started as one vectorised process" in proc.stdout
+    for solo, member in zip(*studies.values(), strict=True):
+        assert member.state == solo.state == optuna.trial.TrialState.COMPLETE
+        assert (member.params, member.value) == (solo.params, solo.value)
+        assert {k: v for k, v in member.user_attrs.items() if "/" in k} == \
+            {k: v for k, v in solo.user_attrs.items() if "/" in k}
+    assert (tmp_path / "vectorized" / "results.csv").exists()
 
 
 def test_two_workers_spend_the_budget_once_and_a_failed_trial_is_recorded(tmp_path):

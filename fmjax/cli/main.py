@@ -108,8 +108,8 @@ flags.DEFINE_integer("workers", 1, "sweep: trials run at once on this machine, e
 flags.DEFINE_string("storage", None, "sweep: a database URL (postgresql://, mysql://, sqlite:///) "
                     "shared by hosts that run the same sweep (default: a journal file in DIR).")
 flags.DEFINE_bool("report", False, "sweep: print the trials of --workdir sorted by objective.")
-flags.DEFINE_bool("vectorize", False, "sweep: train trials that differ only in seeds and "
-                  "optimizer numbers in one vmapped step (not available yet).")
+flags.DEFINE_bool("vectorize", False, "sweep: train the trials of a grid or random sweep over "
+                  "seeds and optimizer numbers as members of one process per worker.")
 
 
 def fail(message: str, status: int = 2):
@@ -207,8 +207,6 @@ def config_args(argv: list[str]) -> tuple[str, list[str]]:
 
 def cmd_sweep(argv: list[str]):
     from fmjax.sweep import command
-    if FLAGS.vectorize:
-        fail("--vectorize is not available yet: run the sweep without it")
     workdir = _require("workdir")
     if FLAGS.report:
         try:
@@ -218,7 +216,7 @@ def cmd_sweep(argv: list[str]):
         return
     experiment, overrides = config_args(argv)
     status = command.main(experiment, overrides, _require("config"), _require("sweep"), workdir,
-                          FLAGS.workers, FLAGS.storage)
+                          FLAGS.workers, FLAGS.storage, FLAGS.vectorize)
     sys.exit(status)
 
 

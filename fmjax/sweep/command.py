@@ -16,14 +16,14 @@ import optuna
 
 from fmjax.errors import UserError, stopped_by
 from fmjax.runtime import workdir_files
-from fmjax.sweep import devices, results, runner, storage
+from fmjax.sweep import devices, member_group, results, runner, storage
 from fmjax.sweep import spec as spec_lib
 
 SWEEP_FILE = "sweep.json"
 
 
 def _check_same(recorded: dict, record: dict, where: str) -> None:
-    for key in ("experiment", "overrides", "sweep", "storage"):
+    for key in ("experiment", "overrides", "sweep", "storage", "vectorize"):
         if recorded.get(key) != record[key]:
             raise UserError(f"{where} holds a sweep with a different {key} "
                             f"({json.dumps(recorded.get(key))[:80]}); run its own command again, "
@@ -99,16 +99,20 @@ def _quiet_optuna() -> None:
 
 
 def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDict,
-         sweep_file: str, sweep_dir: str, num_workers: int, storage_url: str | None) -> int:
-    """Run (or continue) the sweep; the exit status."""
+         sweep_file: str, sweep_dir: str, num_workers: int, storage_url: str | None,
+         vectorize: bool = False) -> int:
+    """Run (or continue) the sweep (`vectorize`: as groups of members of one process each,
+    fmjax/sweep/member_group.py); the exit status."""
     if workdir_files.is_url(sweep_dir):
         raise UserError("--workdir for a sweep must be a local directory (its trials run here)")
     _quiet_optuna()
     spec = spec_lib.load(sweep_file, config)
+    if vectorize:
+        member_group.check(spec)
     workers = devices.workers(num_workers)
     sweep_dir = pathlib.Path(sweep_dir).resolve()   # trials are found again by their path
     record = {"experiment": experiment, "overrides": overrides, "storage": storage_url,
-              "sweep": spec.to_json()}
+              "vectorize": vectorize, "sweep": spec.to_json()}
     recorded = _recorded(sweep_dir)
     if recorded is not None:
         _check_same(recorded, record, str(sweep_dir))
@@ -125,7 +129,9 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     study.set_user_attr("sweep", record["sweep"])
     write_results = _Results(study, sweep_dir, spec)
     sweep = runner.Sweep(study, spec, sweep_dir, experiment, overrides,
-                         storage.BudgetLock(storage_url, sweep_dir), after_trial=write_results)
+                         storage.BudgetLock(storage_url, sweep_dir), after_trial=write_results,
+                         config=config,
+                         group_size=member_group.group_size(spec, len(workers)) if vectorize else 1)
     received = _run_until_signal(sweep, workers)
     write_results()
     print(summary(study, spec), flush=True)

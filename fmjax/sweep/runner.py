@@ -19,7 +19,7 @@ import threading
 import optuna
 from optuna.trial import TrialState
 
-from fmjax.sweep import trial_process
+from fmjax.sweep import member_group, trial_process
 from fmjax.sweep import spec as spec_lib
 from fmjax.sweep.devices import Worker
 from fmjax.sweep.storage import BudgetLock
@@ -107,6 +107,8 @@ class Sweep:
     overrides: list[str]
     lock: BudgetLock
     after_trial: callable = lambda: None     # writes the results
+    config: object = None    # the trials' common config (needed by `group_size` > 1 only)
+    group_size: int = 1      # > 1: trials run as vectorised groups (fmjax/sweep/member_group.py)
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     host: str = dataclasses.field(default_factory=socket.gethostname)
     printed: threading.Lock = dataclasses.field(default_factory=threading.Lock)
@@ -155,13 +157,19 @@ class Sweep:
 
     def _work(self, worker: Worker) -> None:
         while not self.stop.is_set():
-            claim = self.claim()
-            if claim is None:
+            claims = []
+            while len(claims) < self.group_size and (claim := self.claim()) is not None:
+                claims.append(claim)
+            if not claims:
                 return
             try:
-                self._run(claim, worker)
+                if self.group_size > 1:
+                    self._run_group(claims, worker)
+                else:
+                    self._run(claims[0], worker)
             finally:
-                os.close(claim.owner_fd)
+                for claim in claims:
+                    os.close(claim.owner_fd)
 
     def _run(self, claim: Claim, worker: Worker) -> None:
         number = claim.trial.number
@@ -170,6 +178,21 @@ class Sweep:
                  f"{worker.label}: {spec_lib.shown(claim.params)}")
         outcome = trial_process.run(claim.trial, self.experiment, self.overrides, claim.params,
                                     self.spec, workdir, worker, self.stop, self.say)
+        self._finish(claim, outcome)
+
+    def _run_group(self, claims: list[Claim], worker: Worker) -> None:
+        numbers = [c.trial.number for c in claims]
+        self.say(f"trials {', '.join(map(str, numbers))}: started as one vectorised process on "
+                 f"{worker.label}")
+        dirs = [trial_dir(self.sweep_dir, n) for n in numbers]
+        outcomes = member_group.run(self.config, self.spec, [c.params for c in claims], dirs,
+                                    self.sweep_dir, worker, self.stop)
+        for claim, outcome in zip(claims, outcomes):
+            self._finish(claim, outcome)
+
+    def _finish(self, claim: Claim, outcome: trial_process.Outcome) -> None:
+        """Tell Optuna how the trial ended, and say so."""
+        number = claim.trial.number
         if outcome.state == "stopped":   # stays RUNNING: the next sweep resumes it
             self.say(f"trial {number}: stopped with a checkpoint")
             return

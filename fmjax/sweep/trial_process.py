@@ -95,12 +95,8 @@ def run(trial, experiment: str, overrides: list[str], params: dict, spec: spec_l
     workdir.mkdir(parents=True, exist_ok=True)
     wait_for_workdir(workdir, say)
     reported = set(trial.storage.get_trial(trial._trial_id).intermediate_values)
-    argv = command(experiment, overrides, params, spec, workdir)
-    child = [sys.executable, "-m", "fmjax.sweep.child", str(os.getpid()),
-             ",".join(map(str, worker.cpus)), "--", *argv]
-    with open(workdir / "train.log", "ab") as log:
-        proc = subprocess.Popen(child, stdout=log, stderr=subprocess.STDOUT,
-                                env={**devices.trial_environ(), **worker.env})
+    proc = start(command(experiment, overrides, params, spec, workdir), workdir / "train.log",
+                 worker)
     pruned = False
     while proc.poll() is None and not stop.wait(POLL_S):
         if _report(trial, workdir, spec, reported) and trial.should_prune():
@@ -110,28 +106,38 @@ def run(trial, experiment: str, overrides: list[str], params: dict, spec: spec_l
         proc.send_signal(signal.SIGTERM)   # it saves a checkpoint and ends
     returncode = proc.wait()
     _report(trial, workdir, spec, reported)
-    return _outcome(workdir, spec, returncode, pruned, stop.is_set())
+    return outcome(workdir, spec, returncode, pruned, stop.is_set())
 
 
-def _outcome(workdir: pathlib.Path, spec: spec_lib.SweepSpec, returncode: int, pruned: bool,
-             stopping: bool) -> Outcome:
+def start(argv: list[str], log_path: pathlib.Path, worker: devices.Worker) -> subprocess.Popen:
+    """`python ARGV` on `worker`'s devices, its output appended to `log_path`, through
+    fmjax/sweep/child.py (it cannot outlive the sweep)."""
+    child = [sys.executable, "-m", "fmjax.sweep.child", str(os.getpid()),
+             ",".join(map(str, worker.cpus)), "--", *argv]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(child, stdout=log, stderr=subprocess.STDOUT,
+                                env={**devices.trial_environ(), **worker.env})
+
+
+def outcome(workdir: pathlib.Path, spec: spec_lib.SweepSpec, returncode: int, pruned: bool,
+            stopping: bool, log: pathlib.Path | None = None) -> Outcome:
     """A process that ended by itself is complete (or failed); one the sweep stopped stays
-    resumable; one the pruner stopped is pruned."""
+    resumable; one the pruner stopped is pruned. `log`: its output (default WORKDIR/train.log)."""
     found = results.best_eval(records(workdir), spec.metric, spec.goal)
-    outcome = Outcome("failed")
+    result = Outcome("failed")
     if found:
         metrics = {k: v for k, v in found.items() if k.startswith(results.METRIC_PREFIXES)}
-        outcome = Outcome("failed", found[spec.metric], found["step"], metrics)
+        result = Outcome("failed", found[spec.metric], found["step"], metrics)
     if returncode == 0 and found:
-        outcome.state = "complete"
+        result.state = "complete"
     elif stopping and returncode in (0, 130, 143):
-        outcome.state = "stopped"
+        result.state = "stopped"
     elif pruned:
-        outcome.state = "pruned"
+        result.state = "pruned"
     else:
-        outcome.error = (last_line(workdir / "train.log") if returncode else
-                         f"no finite {spec.metric} in its evals")
-    return outcome
+        result.error = (last_line(log or workdir / "train.log") if returncode else
+                        f"no finite {spec.metric} in its evals")
+    return result
 
 
 def _report(trial, workdir: pathlib.Path, spec: spec_lib.SweepSpec, reported: set) -> bool:
