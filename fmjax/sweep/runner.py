@@ -188,10 +188,12 @@ class Sweep:
         outcomes = member_group.run(self.config, self.spec, [c.params for c in claims], dirs,
                                     self.sweep_dir, worker, self.stop)
         for claim, outcome in zip(claims, outcomes):
-            self._finish(claim, outcome)
+            self._finish(claim, outcome, write_results=False)
+        self.after_trial()
 
-    def _finish(self, claim: Claim, outcome: trial_process.Outcome) -> None:
-        """Tell Optuna how the trial ended, and say so."""
+    def _finish(self, claim: Claim, outcome: trial_process.Outcome,
+                write_results: bool = True) -> None:
+        """Tell Optuna how the trial ended, say so, and write the results."""
         number = claim.trial.number
         if outcome.state == "stopped":   # stays RUNNING: the next sweep resumes it
             self.say(f"trial {number}: stopped with a checkpoint")
@@ -209,7 +211,8 @@ class Sweep:
         self.say(f"trial {number}: {outcome.state}"
                  + (f", {detail}" if detail else "") + (f": {outcome.error}" if outcome.error
                                                          else ""))
-        self.after_trial()
+        if write_results:
+            self.after_trial()
 
     def run(self, workers: list[Worker]) -> None:
         """Run the workers until the budget is spent or `stop` is set (by a signal)."""
