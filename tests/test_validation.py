@@ -43,6 +43,23 @@ def test_val_split_is_held_out_of_train_stratified_and_fixed_by_the_data_seed(na
     assert _rows(other.x_val) != _rows(held.x_val)
 
 
+def test_text_classification_holds_out_a_stratified_val_split(tmp_path):
+    """30 'A' and 10 'B' training lines, a quarter held out: 10 of them, 8 'A' (stratified: 7.5),
+    none of them trained on, the same whatever train.seed."""
+    lines = [f"{'A' if i < 30 else 'B'}\tsentence number {i}" for i in range(40)]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "eval.tsv").write_text("A\tanother one\nB\tand one more\n")
+    config = configs.experiment(
+        task="classification", model=dict(name="mlp"),
+        data=dict(name="text_classification", train_path=str(tmp_path / "train.tsv"),
+                  eval_path=str(tmp_path / "eval.tsv"), seq_len=24, validation_fraction=0.25))
+    first, second = (data.build_pipeline(config.data, seed).arrays for seed in (0, 3))
+    assert (len(first.y_train), len(first.y_val), int(np.sum(first.y_val == 0))) == (30, 10, 8)
+    assert not (_rows(first.x_val) & _rows(first.x_train))
+    np.testing.assert_array_equal(first.x_val, second.x_val)
+    assert "val/accuracy" in configs.selection_metrics(config)
+
+
 def test_without_a_fraction_the_training_set_is_whole():
     """The default keeps the published protocol: MNIST-1D's 4000 training examples."""
     info = data.build_pipeline(experiment_config(MLP).data, 0).info
@@ -127,8 +144,8 @@ def test_selection_metrics_name_the_validation_splits():
      "eval/perplexity"),
     (["--config", GPT, "--config.data.validation_fraction=0.1"],
      "unknown config key --config.data.validation_fraction: config.data.validation_fraction "
-     "holds out a validation split for mnist1d, digits and tfds only; a text source's eval "
-     "split already is one (its size: config.data.val_fraction)"),
+     "holds out a validation split for mnist1d, digits, tfds and text_classification only; a "
+     "text source's eval split already is one (its size: config.data.val_fraction)"),
     (["--config", MLP, "--config.data.validation_fraction=1.0"],
      "config.data.validation_fraction=1.0 is out of range: must be in [0, 1)"),
 ])

@@ -34,6 +34,8 @@ class Arrays:
     def hold_out(self, fraction: float, seed: int) -> "Arrays":
         """These arrays with `fraction` of the training examples moved, stratified by label and
         chosen by `seed`, to the validation split (`fraction` 0: unchanged)."""
+        if fraction <= 0:
+            return self
         train, val = validation.holdout_index(self.y_train, len(self.y_train), fraction, seed)
         return dataclasses.replace(self, x_train=self.x_train[train], y_train=self.y_train[train],
                                    x_val=self.x_train[val], y_val=self.y_train[val])

@@ -28,7 +28,7 @@ from fmjax.data import tfds_loader, tokenizers, validation
 from fmjax.data.arrays import ArrayPipeline, Arrays
 from fmjax.data.text import read_text_file
 from fmjax.errors import UserError
-from fmjax.ranges import NonNegativeInt, PositiveInt
+from fmjax.ranges import Fraction, NonNegativeInt, PositiveInt, Seed
 from fmjax.runtime import workdir_files
 
 LABELS_FILE = "labels.json"
@@ -52,6 +52,11 @@ class TextClassification:
     tokenizer_from: str = ""         # a workdir whose tokenizer to use (the pre-training run)
     tokenizer: str = "char"          # without tokenizer_from: char | sentencepiece, trained here
     vocab_size: NonNegativeInt = 0   # sentencepiece trained here: its vocabulary size
+    # Of the training examples, held out as the validation split (val/*), stratified and fixed
+    # by validation_seed (fmjax/data/validation.py): for datasets whose eval split is a test
+    # split (IMDB). A tokenizer trained here sees their text, never their labels.
+    validation_fraction: Fraction = 0.0
+    validation_seed: Seed = 0
 
     @property
     def eval_is_validation(self) -> bool:
@@ -131,6 +136,7 @@ class TextClassification:
                         np.array([number[y] for y in train_labels], np.int32),
                         encode_padded(tokenizer, eval_texts, self.seq_len),
                         np.array([number[y] for y in eval_labels], np.int32), len(names))
+        arrays = arrays.hold_out(self.validation_fraction, self.validation_seed)
         return TextClassificationPipeline(arrays, seed, tokenizer, names)
 
 
