@@ -36,7 +36,7 @@ def get_sweep():
         method={method!r}, seed={seed}, num_trials={trials},
         metric=dict(name="val/accuracy", goal="maximize"),
         parameters={parameters!r},
-    ))
+    ), allow_dotted_keys=True)
 '''
 
 

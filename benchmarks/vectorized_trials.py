@@ -1,26 +1,28 @@
-"""Vectorised trials: 3 seeds x 4 learning rates of the MNIST-1D MLP in one process and one
-vmapped train step (fmjax/sweep/vectorized.py), against one solo `fmjax train` of the same
-experiment.
+"""Vectorised trials: 3 seeds x 4 learning rates of the MNIST-1D MLP as one `fmjax sweep
+--vectorize` (fmjax/sweep/member_group.py), against one trial run alone.
 
     python benchmarks/vectorized_trials.py [--seeds 0,1,2] [--lrs 0.001,0.003,0.01,0.03]
                                            [--repeats 3] [--check-steps 200]
                                            [--out benchmarks/RESULTS.md]
 
-Both sides are whole processes timed from start to exit (interpreter start-up, imports, dataset
-loading, compilation, evaluation included; XLA_FLAGS unset), run in turn, `--repeats` times
-(median):
+Every row is a whole command timed from start to exit (interpreter start-up, imports, dataset
+loading, compilation, evaluation and the sweep's own work included; XLA_FLAGS unset), run in
+turn, `--repeats` times (median), all on `experiments/mnist1d/mlp.py` with
+`data.validation_fraction=0.1` (the sweep's objective is val/accuracy):
 
-  solo:       python -m fmjax train --config experiments/mnist1d/mlp.py --workdir <tmp>
-  vectorised: python benchmarks/vectorized_trials.py --members-to <tmp> --seeds ... --lrs ...
-              (writes <tmp>/<i>/metrics.jsonl for each member, as a sweep's trials)
+  solo train:       fmjax train --config mnist1d/mlp.py --workdir <tmp> (seed 0, lr 0.01)
+  sweep, 1 trial:   fmjax sweep ... --sweep <a grid of that one trial>
+  vectorised, N:    fmjax sweep ... --sweep <the seeds x lrs grid> --vectorize --workers N
+  one by one:       fmjax sweep ... --sweep <the seeds x lrs grid> --workers 2 (once)
 
-Goal (issue 13): vectorised wall time <= 2x solo. Then the curve check: every member's train/loss
-at each of the first `--check-steps` steps (log_every 1) against its own solo run
-(`--config.train.seed=S --config.optimizer.learning_rate=LR`); goal: max relative difference
-<= 1e-5. Prints a markdown table; with --out, replaces (or appends) this benchmark's section.
+Goal (issue 13): the vectorised members in at most 2x the wall time of one trial. Then the curve
+check: every member's train/loss at each of the first `--check-steps` steps (log_every 1) of a
+vectorised sweep against its own solo `fmjax train`; goal: max relative difference <= 1e-5.
+Prints a markdown table; with --out, replaces (or appends) this benchmark's section.
 """
 
 import argparse
+import json
 import pathlib
 import statistics
 import sys
@@ -33,25 +35,22 @@ from fmjax.metrics.writers import read_jsonl
 from report import ROOT, fmjax_env, provenance, run_checked, write_section
 
 EXPERIMENT = "experiments/mnist1d/mlp.py"
+SWEEP_FILE = """
+import ml_collections
+
+def get_sweep():
+    return ml_collections.ConfigDict(dict(
+        method="grid", metric=dict(name="val/accuracy", goal="maximize"),
+        parameters={{"data.validation_fraction": dict(value=0.1),
+                    "train.seed": dict(values=[{seeds}]),
+                    "optimizer.learning_rate": dict(values=[{lrs}])}}),
+        allow_dotted_keys=True)
+"""
 
 
-def members(seeds: str, lrs: str) -> list[dict]:
-    return [{"train.seed": int(s), "optimizer.learning_rate": float(lr)}
-            for s in seeds.split(",") for lr in lrs.split(",")]
-
-
-def run_members(workdir: str, seeds: str, lrs: str, overrides: list[str]) -> None:
-    """The vectorised side, in this (timed) process."""
-    from fmjax import configs
-    from fmjax.sweep import vectorized
-    config = configs.load_experiment(EXPERIMENT)
-    for override in overrides:   # KEY=VALUE, for the curve check
-        key, value = override.split("=")
-        section, name = key.rsplit(".", 1)
-        configs.value_at(config, section)[name] = type(configs.value_at(config, key))(value)
-    group = members(seeds, lrs)
-    vectorized.train_members(config, group, [pathlib.Path(workdir) / str(i)
-                                             for i in range(len(group))])
+def sweep_file(path: pathlib.Path, seeds: str, lrs: str) -> pathlib.Path:
+    path.write_text(SWEEP_FILE.format(seeds=seeds, lrs=lrs))
+    return path
 
 
 def env() -> dict:
@@ -66,18 +65,13 @@ def timed(cmd) -> float:
 
 
 def solo_cmd(workdir, *overrides):
-    return [sys.executable, "-m", "fmjax", "train", "--config", EXPERIMENT,
-            "--workdir", str(workdir), *overrides]
+    return [sys.executable, "-m", "fmjax", "train", "--config", EXPERIMENT, "--workdir",
+            str(workdir), "--noprogress", "--config.data.validation_fraction=0.1", *overrides]
 
 
-def vectorized_cmd(workdir, args, *overrides):
-    return [sys.executable, "benchmarks/vectorized_trials.py", "--members-to", str(workdir),
-            "--seeds", args.seeds, "--lrs", args.lrs, *overrides]
-
-
-def last_accuracy(workdir) -> float:
-    return [r for r in read_jsonl(workdir / "metrics.jsonl") if "eval/accuracy" in r][-1][
-        "eval/accuracy"]
+def sweep_cmd(workdir, sweep: pathlib.Path, *flags):
+    return [sys.executable, "-m", "fmjax", "sweep", "--config", EXPERIMENT, "--workdir",
+            str(workdir), "--sweep", str(sweep), *flags]
 
 
 def losses(workdir) -> np.ndarray:
@@ -87,18 +81,20 @@ def losses(workdir) -> np.ndarray:
 
 def curve_check(args, tmp: pathlib.Path) -> float:
     """Max relative train/loss difference, member vs its solo run, over `--check-steps` steps."""
-    short = [f"train.num_steps={args.check_steps}", "train.log_every=1"]
-    run_checked(vectorized_cmd(tmp / "check", args, *(f"--override={o}" for o in short)), env())
+    short = [f"--config.train.num_steps={args.check_steps}", "--config.train.log_every=1",
+             f"--config.train.eval_every={args.check_steps}"]
+    grid = sweep_file(tmp / "grid.py", args.seeds, args.lrs)
+    run_checked(sweep_cmd(tmp / "check", grid, "--vectorize", *short), env())
     worst = 0.0
-    for i, member in enumerate(members(args.seeds, args.lrs)):
-        solo = tmp / f"check_solo{i}"
-        run_checked(solo_cmd(solo, *(f"--config.{o}" for o in short),
-                             f"--config.train.seed={member['train.seed']}",
-                             f"--config.optimizer.learning_rate="
-                             f"{member['optimizer.learning_rate']}"), env())
-        a, b = losses(tmp / "check" / str(i)), losses(solo)
+    for member in sorted((tmp / "check" / "trials").iterdir()):
+        config = json.loads((member / "config.json").read_text())
+        solo = tmp / f"check_solo_{member.name}"
+        run_checked(solo_cmd(solo, *short, f"--config.train.seed={config['train']['seed']}",
+                             "--config.optimizer.learning_rate="
+                             f"{config['optimizer']['learning_rate']!r}"), env())
+        a, b = losses(member), losses(solo)
         if len(a) != args.check_steps or len(b) != args.check_steps:
-            raise RuntimeError(f"member {i}: {len(a)} / {len(b)} losses, not {args.check_steps}")
+            raise RuntimeError(f"{member}: {len(a)} / {len(b)} losses, not {args.check_steps}")
         worst = max(worst, float(np.max(np.abs(a - b) / np.abs(b))))
     return worst
 
@@ -110,47 +106,47 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--check-steps", type=int, default=200)
     parser.add_argument("--out", help="markdown file whose benchmark section to replace or append")
-    parser.add_argument("--members-to", help=argparse.SUPPRESS)   # the timed vectorised process
-    parser.add_argument("--override", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.members_to:
-        run_members(args.members_to, args.seeds, args.lrs, args.override)
-        return
-
-    n = len(members(args.seeds, args.lrs))
-    solo_s, vec_s = [], []
+    n = len(args.seeds.split(",")) * len(args.lrs.split(","))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = pathlib.Path(tmp_name)
+        one, grid = sweep_file(tmp / "one.py", "0", "0.01"), sweep_file(tmp / "grid.py",
+                                                                          args.seeds, args.lrs)
+        runs = {"solo `fmjax train` (seed 0, lr 0.01)": lambda r: solo_cmd(tmp / f"solo{r}"),
+                "`fmjax sweep` of that one trial": lambda r: sweep_cmd(tmp / f"one{r}", one),
+                f"{n} trials `--vectorize --workers 1`":
+                    lambda r: sweep_cmd(tmp / f"vec1_{r}", grid, "--vectorize", "--workers", "1"),
+                f"{n} trials `--vectorize --workers 2`":
+                    lambda r: sweep_cmd(tmp / f"vec2_{r}", grid, "--vectorize", "--workers", "2")}
+        walls = {name: [] for name in runs}
         for r in range(args.repeats):
-            solo_s.append(timed(solo_cmd(tmp / f"solo{r}")))
-            vec_s.append(timed(vectorized_cmd(tmp / f"vec{r}", args)))
-            print(f"repeat {r}: solo {solo_s[-1]:.2f} s, {n} members {vec_s[-1]:.2f} s",
+            for name, cmd in runs.items():
+                walls[name].append(timed(cmd(r)))
+            print(f"repeat {r}: " + ", ".join(f"{w[-1]:.2f}" for w in walls.values()),
                   file=sys.stderr)
-        solo_acc = last_accuracy(tmp / "solo0")
-        member_acc = [last_accuracy(tmp / "vec0" / str(i)) for i in range(n)]
+        one_by_one = timed(sweep_cmd(tmp / "seq", grid, "--workers", "2"))
         worst = curve_check(args, tmp)
-
-    solo, vec = statistics.median(solo_s), statistics.median(vec_s)
-    md = "\n".join([
-        "| run | wall s (median) | all runs s | test acc | vs solo |",
-        "|---|---:|---:|---:|---:|",
-        f"| solo `fmjax train` (seed 0, lr 0.01) | {solo:.2f} | "
-        f"{', '.join(f'{s:.2f}' for s in solo_s)} | {solo_acc:.3f} | 1.00 |",
-        f"| {n} members vectorised (seeds {args.seeds} x lrs {args.lrs}) | {vec:.2f} | "
-        f"{', '.join(f'{s:.2f}' for s in vec_s)} | {min(member_acc):.3f}-{max(member_acc):.3f} "
-        f"| {vec / solo:.2f} |",
-        "",
-        f"Goal: vectorised <= 2x solo: {'met' if vec <= 2 * solo else 'missed'} "
-        f"({vec / solo:.2f}x; {n} solo runs in turn would take about {n * solo:.0f} s). "
-        f"Curves: the largest relative train/loss difference, member vs its own solo run, over "
-        f"the first {args.check_steps} steps: {worst:.1e} (goal <= 1e-5: "
-        f"{'met' if worst <= 1e-5 else 'missed'})."])
+    median = {name: statistics.median(w) for name, w in walls.items()}
+    solo, trial = median[next(iter(runs))], median["`fmjax sweep` of that one trial"]
+    lines = ["| command | wall s (median) | all runs s | vs solo train | vs sweep of one trial |",
+             "|---|---:|---:|---:|---:|"]
+    for name, w in walls.items():
+        lines.append(f"| {name} | {median[name]:.2f} | {', '.join(f'{s:.2f}' for s in w)} | "
+                     f"{median[name] / solo:.2f} | {median[name] / trial:.2f} |")
+    lines.append(f"| {n} trials one by one `--workers 2` | {one_by_one:.2f} | (1 run) | "
+                 f"{one_by_one / solo:.2f} | {one_by_one / trial:.2f} |")
+    best = median[f"{n} trials `--vectorize --workers 2`"]
+    md = "\n".join(lines + [
+        "", f"Goal: {n} vectorised trials <= 2x one trial: {best / trial:.2f}x a sweep's trial "
+        f"({'met' if best <= 2 * trial else 'missed'}), {best / solo:.2f}x a bare `fmjax train` "
+        f"({'met' if best <= 2 * solo else 'missed'}). Curves: the largest relative train/loss "
+        f"difference, member vs its own solo run, over the first {args.check_steps} steps: "
+        f"{worst:.1e} (goal <= 1e-5: {'met' if worst <= 1e-5 else 'missed'})."])
     print(md)
     if args.out:
-        body = provenance("vectorized_trials.py", sys.argv[1:], ("jax", "optax")) + (
-            "Wall time of each whole process, start to exit (start-up, imports, compilation and "
-            f"evaluation included), {args.repeats} runs each, solo and vectorised in turn.\n\n"
-            + md)
+        body = provenance("vectorized_trials.py", sys.argv[1:], ("jax", "optax", "optuna")) + (
+            "Each command whole, start to exit, run in turn, "
+            f"{args.repeats} times (median); an otherwise idle machine.\n\n" + md)
         write_section(args.out, "## MNIST-1D MLP: vectorised trials (3 seeds x 4 learning rates)",
                       body)
 

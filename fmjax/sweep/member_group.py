@@ -3,7 +3,7 @@
 Each worker takes up to `group_size` trials of the budget at once (new ones, or ones an earlier
 sweep left RUNNING) and runs them as one process,
 
-    python -m fmjax.sweep.member_group GROUP.json
+    python -m fmjax.sweep.member_process GROUP.json
 
 that trains them together (`vectorized.train_members`) and writes each trial's workdir as an
 ordinary trial's results (config.json, metrics.jsonl); the sweep then reads each trial's outcome
@@ -15,15 +15,15 @@ no early stopping), so the method must know every member up front: grid or rando
 import json
 import math
 import pathlib
-import sys
 
+from fmjax import configs
 from fmjax.errors import UserError
+from fmjax.sweep import member_configs, trial_process
 from fmjax.sweep import spec as spec_lib
 
 
 def check(spec: spec_lib.SweepSpec) -> None:
     """UserError unless the sweep can run vectorised."""
-    from fmjax.sweep import vectorized   # late: imports jax
     if spec.method not in ("grid", "random"):
         raise UserError(f"--vectorize needs method grid or random (every member known up front), "
                         f"not {spec.method}")
@@ -31,9 +31,9 @@ def check(spec: spec_lib.SweepSpec) -> None:
         raise UserError("--vectorize runs every member to its last step: remove early_terminate "
                         "from the sweep")
     for p in spec.params:
-        if not vectorized.is_vectorizable(p.key):
+        if not member_configs.is_vectorizable(p.key):
             raise UserError(f"--vectorize: members may differ only in "
-                            f"{', '.join(vectorized.VECTORIZABLE_KEYS)}, not '{p.key}' (run "
+                            f"{', '.join(member_configs.VECTORIZABLE_KEYS)}, not '{p.key}' (run "
                             "the sweep without --vectorize)")
 
 
@@ -44,7 +44,6 @@ def group_size(spec: spec_lib.SweepSpec, num_workers: int) -> int:
 
 def write_group(path: pathlib.Path, config, members: list[dict], dirs: list[pathlib.Path]):
     """The group file a member process reads: the trials' common config and each member."""
-    from fmjax import configs
     path.write_text(json.dumps({"config": json.loads(configs.to_json(config)),
                                 "members": members, "dirs": [str(d) for d in dirs]}))
 
@@ -53,17 +52,14 @@ def run(config, spec: spec_lib.SweepSpec, members: list[dict], dirs: list[pathli
         sweep_dir: pathlib.Path, worker, stop) -> list:
     """Run the members' process on `worker` until it ends or `stop` is set; each member's
     `trial_process.Outcome` (all 'stopped' when stopped: the next sweep reruns the group)."""
-    from fmjax.sweep import trial_process
-    from fmjax.sweep.vectorized import member_config
     settings = {**spec.constants, "checkpoint.best_metric": spec.metric,
                 "checkpoint.best_mode": spec.mode}
     groups = sweep_dir / "groups"
     groups.mkdir(exist_ok=True)
     name = f"{dirs[0].name}-{dirs[-1].name}"
-    write_group(groups / f"{name}.json", member_config(config, settings), members, dirs)
-    log = groups / f"{name}.log"
-    proc = trial_process.start(["-m", "fmjax.sweep.member_group", str(groups / f"{name}.json")],
-                               log, worker)
+    group_file, log = groups / f"{name}.json", groups / f"{name}.log"
+    write_group(group_file, member_configs.member_config(config, settings), members, dirs)
+    proc = trial_process.start(["-m", "fmjax.sweep.member_process", str(group_file)], log, worker)
     while proc.poll() is None and not stop.wait(trial_process.POLL_S):
         pass
     if proc.poll() is None:
@@ -72,20 +68,3 @@ def run(config, spec: spec_lib.SweepSpec, members: list[dict], dirs: list[pathli
     if stop.is_set():
         return [trial_process.Outcome("stopped") for _ in dirs]
     return [trial_process.outcome(d, spec, returncode, False, False, log) for d in dirs]
-
-
-def main(argv: list[str]) -> int:
-    from fmjax import configs
-    from fmjax.sweep import vectorized
-    group = json.loads(pathlib.Path(argv[1]).read_text())
-    try:
-        vectorized.train_members(configs.from_json_dict(group["config"]), group["members"],
-                                 [pathlib.Path(d) for d in group["dirs"]])
-    except UserError as e:
-        print(f"fmjax: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

@@ -30,24 +30,8 @@ from fmjax.errors import UserError, WorkdirError
 from fmjax.metrics.jsonl_file import JsonlFile
 from fmjax.runtime import workdir_files
 from fmjax.step import train_call_fn
-
-
-VECTORIZABLE_KEYS = ("train.seed",) + tuple(f"optimizer.{name}" for name in optim.INJECTABLE)
-
-
-def is_vectorizable(key: str) -> bool:
-    """Whether members may differ in config key `key` ("optimizer.learning_rate") and still be
-    trained in the same train call."""
-    return key in VECTORIZABLE_KEYS
-
-
-def member_config(config: ml_collections.ConfigDict, member: dict) -> ml_collections.ConfigDict:
-    """A copy of `config` with the member's values at its dotted keys."""
-    out = copy.deepcopy(config)
-    for key, value in member.items():
-        section, name = key.rsplit(".", 1)
-        configs.value_at(out, section)[name] = value
-    return out
+from fmjax.sweep.member_configs import (  # noqa: F401 (this module's API too)
+    VECTORIZABLE_KEYS, is_vectorizable, member_config)
 
 
 def _check_members(config, members: list[dict], member_dirs: list) -> list:
