@@ -86,6 +86,8 @@ def test_ted_pt_en_trains_under_mock_data(tmp_path):
     assert tokenizer.kind == "sentencepiece" and tokenizer.vocab_size == 64
 
 
+@pytest.mark.slow   # ~55 s: resume exactness is tested for every family's loop in test_train,
+# test_crash and test_early_stopping, and the translation source's data position in test_data
 def test_translation_resumes_exactly(tmp_path):
     """Stopped at step 10 and resumed to 20: the same metrics (eval BLEU included) as a run
     that never stopped, with dropout in play."""

@@ -95,8 +95,8 @@ def test_generative_tasks_measure_the_val_split_too(tmp_path):
     """VAE: val/neg_elbo etc. on the held-out images (same bounds as eval), feature distance
     against them; the eval images are still written."""
     run_cli("train", "--config", "experiments/mnist/vae.py:digits", "--workdir", tmp_path,
-            "--config.data.validation_fraction=0.2", "--config.train.num_steps=100",
-            "--config.train.eval_every=100", "--config.checkpoint.every=100",
+            "--config.data.validation_fraction=0.2", "--config.train.num_steps=20",
+            "--config.train.eval_every=20", "--config.checkpoint.every=20",
             "--config.checkpoint.best_metric=val/neg_elbo", "--config.checkpoint.best_mode=min",
             "--config.task_options.iw_samples=5", "--noprogress")
     (last,) = [r for r in read_metrics(tmp_path) if "val/neg_elbo" in r]
@@ -104,7 +104,7 @@ def test_generative_tasks_measure_the_val_split_too(tmp_path):
     assert 0 < last["val/feature_distance"] and last["val/loss"] == last["val/neg_elbo"]
     assert last["val/neg_elbo"] != last["eval/neg_elbo"]
     assert json.loads((tmp_path / "data_info.json").read_text())["num_val"] == 288   # 20% of 1437
-    assert (tmp_path / "images" / "prior_samples_00000100.png").exists()
+    assert (tmp_path / "images" / "prior_samples_00000020.png").exists()
 
 
 # ---- Model selection never reads a test split ---------------------------------------------
