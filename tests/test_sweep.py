@@ -118,6 +118,13 @@ def test_spec_reads_the_wandb_shape(tmp_path, mlp_config):
     ('method="grid", metric=dict(name="val/accuracy", goal="up"), '
      'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
      "metric.goal='up': must be maximize or minimize"),
+    ('method="random", num_trials=1, metric="val/accuracy", '
+     'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
+     "metric='val/accuracy': must be dict(name=..., goal=maximize|minimize)"),
+    ('method="random", num_trials=1, metric=dict(name="val/accuracy", goal="maximize"), '
+     'early_terminate="hyperband", parameters={"optimizer.learning_rate": dict(values=[1e-3]), '
+     '"data.validation_fraction": dict(value=0.1)}',
+     "early_terminate='hyperband': must be dict(type=median|hyperband, min_iter=..., eta=...)"),
 ])
 def test_spec_errors_name_the_file_and_the_problem(tmp_path, mlp_config, body, message):
     path = sweep_file(tmp_path, body)

@@ -116,6 +116,8 @@ def _parse(raw: dict, config) -> SweepSpec:
     if method not in METHODS:
         raise UserError(f"method={method!r}: must be one of {', '.join(METHODS)}")
     metric = raw.get("metric") or {}
+    if not isinstance(metric, dict):
+        raise UserError(f"metric={metric!r}: must be dict(name=..., goal=maximize|minimize)")
     name, goal = metric.get("name", ""), metric.get("goal", "")
     if goal not in GOALS:
         raise UserError(f"metric.goal={goal!r}: must be maximize or minimize")
@@ -222,6 +224,9 @@ def _budget(method: str, num_trials, params: list[Param]) -> int:
 def _early_terminate(entry) -> dict:
     if not entry:
         return {}
+    if not isinstance(entry, dict):
+        raise UserError(f"early_terminate={entry!r}: must be dict(type=median|hyperband, "
+                        "min_iter=..., eta=...)")
     unknown = sorted(set(entry) - {"type", "min_iter", "eta"})
     if unknown:
         raise UserError(f"early_terminate: unknown key '{unknown[0]}' (known: type, min_iter, "
