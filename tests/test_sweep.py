@@ -272,6 +272,21 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
         assert not (tmp_path / "sweep").exists()
 
 
+def test_an_in_memory_sqlite_storage_is_refused(tmp_path):
+    """sqlite:/// (in memory) crashed with 'no such table: studies' after creating DIR, and left
+    a `.lock` file in the current directory."""
+    good = sweep_file(tmp_path, GRID)
+    for url in ("sqlite:///", "sqlite:///:memory:"):
+        proc = run_cli("sweep", *TINY, "--sweep", good, "--storage", url, "--workdir",
+                       tmp_path / "sweep", check=False)
+        assert (proc.returncode, proc.stderr) == (2, f"fmjax: error: --storage={url!r}: give the "
+                                                     "database file, sqlite:///FILE (sqlite:////"
+                                                     "abs/path.db); an in-memory database is "
+                                                     "lost at exit and shared by no one\n")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.py"]
+        assert not (REPO / ".lock").exists()
+
+
 def test_vectorized_trials_equal_the_trials_run_one_by_one(tmp_path):
     """--vectorize: the grid's members train in one process (fmjax/sweep/member_group.py) and
     give the same trials, values and metrics as the sweep run trial by trial."""
