@@ -237,6 +237,20 @@ def test_the_trial_command(tmp_path):
                     "--config.checkpoint.best_mode=max"]
 
 
+@pytest.mark.parametrize("returncode", [0, 130, 143, -signal.SIGTERM, -signal.SIGINT])
+def test_a_trial_the_sweep_stops_stays_resumable_however_its_process_ends(tmp_path, returncode):
+    """Ctrl-C on a sweep while a trial was exiting: its SIGTERM came after Python had restored
+    the default handlers, the process died of it (-15) after printing its results, and the
+    finished trial was recorded FAIL with its results line as the error."""
+    spec = spec_lib.SweepSpec("grid", "val/accuracy", "maximize", 1, (), {}, {}, 0)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 20, "val/accuracy": 0.5}\n')
+    (tmp_path / "train.log").write_text('{"val/accuracy": 0.5}\n')
+    assert trial_process.outcome(tmp_path, spec, returncode, False, True).state == (
+        "complete" if returncode == 0 else "stopped")
+    failed = trial_process.outcome(tmp_path, spec, 1, False, True)
+    assert (failed.state, failed.error) == ("failed", '{"val/accuracy": 0.5}')
+
+
 # ---- Real sweeps. ------------------------------------------------------------------------------
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
