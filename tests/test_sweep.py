@@ -286,6 +286,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
         assert not (tmp_path / "sweep").exists()
 
 
+def test_a_report_before_the_first_trial_ends(tmp_path):
+    """--report on a sweep that has started (DIR/sweep.json) but has no results.csv yet was
+    'fmjax: error: DIR/results.csv is missing' with exit status 2."""
+    spec = spec_lib.SweepSpec("random", "val/accuracy", "maximize", 6, (), {}, {}, 0)
+    (tmp_path / "sweep.json").write_text(json.dumps({"sweep": spec.to_json()}))
+    proc = run_cli("sweep", "--workdir", tmp_path, "--report")
+    assert (proc.stdout, proc.stderr) == (
+        "0 trials finished yet (of 6); objective: val/accuracy, maximized\n", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.json"]
+
+
 def test_an_in_memory_sqlite_storage_is_refused(tmp_path):
     """sqlite:/// (in memory) crashed with 'no such table: studies' after creating DIR, and left
     a `.lock` file in the current directory."""

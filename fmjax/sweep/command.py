@@ -73,6 +73,9 @@ def report(sweep_dir: str) -> str:
     if not (path / SWEEP_FILE).exists():
         raise UserError(f"{sweep_dir} holds no sweep ({SWEEP_FILE} is missing)")
     spec = json.loads((path / SWEEP_FILE).read_text())["sweep"]
+    if not (path / results.RESULTS_CSV).exists():   # written when the first trial ends
+        return (f"0 trials finished yet (of {spec['num_trials']}); objective: {spec['metric']}, "
+                f"{spec['goal']}d")
     return results.table(path, spec["metric"], spec["goal"]).rstrip("\n")
 
 
