@@ -214,6 +214,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     library_logs.to_workdir(workdir)
     state, step, note = restore_or_init(exp, workdir)
     stopping = EarlyStopping.from_dict(restored_progress(workdir, step).get("early_stopping"))
+    stopping.check_resume(tc.early_stopping, step)
     if jax.process_count() > 1:   # all have read the workdir before process 0 writes to it
         multihost_utils.sync_global_devices("fmjax: workdir read")
 
