@@ -118,6 +118,10 @@ def test_spec_reads_the_wandb_shape(tmp_path, mlp_config):
     ('method="grid", metric=dict(name="val/accuracy", goal="up"), '
      'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
      "metric.goal='up': must be maximize or minimize"),
+    ('method="grid", metric=dict(name="val/accuracy", goal="maximize"), '
+     'parameters={"data.validation_fraction": dict(values=[0.1, 0.0])}',
+     "parameters['data.validation_fraction']=0.0: the sweep's metric.name='val/accuracy' needs "
+     "config.data.validation_fraction > 0"),
     ('method="random", num_trials=1, metric="val/accuracy", '
      'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
      "metric='val/accuracy': must be dict(name=..., goal=maximize|minimize)"),

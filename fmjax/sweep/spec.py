@@ -130,10 +130,15 @@ def _parse(raw: dict, config) -> SweepSpec:
         else:
             params.append(_param(key, entry))
     config = _with_values(config, constants, "parameters")   # the trials' common config
-    for param in params:
-        for value in param.values or (param.low, param.high):
-            _with_values(config, {param.key: value}, f"parameters['{param.key}']")
+    trial_configs = [(f"parameters['{param.key}']={value!r}",
+                      _with_values(config, {param.key: value}, f"parameters['{param.key}']"))
+                     for param in params for value in param.values or (param.low, param.high)]
     _check_metric(config, name)
+    for where, trial_config in trial_configs:   # a value may take the objective away
+        try:                                     # (data.validation_fraction=0)
+            _check_metric(trial_config, name)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from e
     num_trials = _budget(method, raw.get("num_trials"), params)
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
