@@ -122,6 +122,12 @@ def test_spec_reads_the_wandb_shape(tmp_path, mlp_config):
      'parameters={"data.validation_fraction": dict(values=[0.1, 0.0])}',
      "parameters['data.validation_fraction']=0.0: the sweep's metric.name='val/accuracy' needs "
      "config.data.validation_fraction > 0"),
+    ('method="grid", metric=dict(name="val/accuracy", goal="maximize"), '
+     'parameters={"train.seed": dict(values=list(range(1000))), '
+     '"model.hidden_size": dict(values=list(range(1, 1001))), "data.validation_fraction": '
+     'dict(value=0.1)}',
+     "the grid has 1000000 combinations, more than 100000: search it with method='random' or "
+     "'bayes' and a num_trials"),
     ('method="random", num_trials=1, metric="val/accuracy", '
      'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
      "metric='val/accuracy': must be dict(name=..., goal=maximize|minimize)"),

@@ -33,6 +33,7 @@ METHODS = ("grid", "random", "bayes")
 GOALS = {"maximize": "max", "minimize": "min"}      # -> checkpoint.best_mode
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform")
 PRUNERS = ("median", "hyperband")
+MAX_GRID = 100_000   # combinations
 TOP_KEYS = ("method", "metric", "num_trials", "parameters", "early_terminate", "seed")
 
 
@@ -217,6 +218,9 @@ def _budget(method: str, num_trials, params: list[Param]) -> int:
             raise UserError(f"parameters['{missing[0]}']: a grid takes values=[...], not a "
                             "distribution")
         count = math.prod(len(p.values) for p in params)
+        if count > MAX_GRID:   # Optuna's grid sampler lists every combination in memory
+            raise UserError(f"the grid has {count} combinations, more than {MAX_GRID}: search "
+                            "it with method='random' or 'bayes' and a num_trials")
         if num_trials not in (None, count):
             raise UserError(f"num_trials={num_trials!r}: a grid runs each of its {count} "
                             "combinations once (leave num_trials out)")
