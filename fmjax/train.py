@@ -197,6 +197,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        show_progress: bool = True) -> dict[str, float]:
     """Train (or resume) the experiment in `workdir`; returns the last eval metrics."""
     wandb_sink.check_installed(config.logging)   # before reading any data
+    if not workdir_files.is_url(workdir) and (pathlib.Path(workdir) / "sweep.json").exists():
+        raise UserError(f"--workdir {workdir} holds a sweep (sweep.json), not a run: its trials "
+                        "are in trials/NNNN; give the run a directory of its own")
     exp = prepare(config, workdir)
     with workdir_lock.hold(workdir):
         return _train(exp, workdir_files.as_path(workdir), show_progress)

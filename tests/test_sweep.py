@@ -307,6 +307,18 @@ def test_a_report_before_the_first_trial_ends(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.json"]
 
 
+def test_fmjax_train_refuses_a_sweep_directory(tmp_path):
+    """`fmjax train --workdir SWEEPDIR` trained a run into the sweep's directory (its
+    checkpoints, config.json and metrics.jsonl beside sweep.json and study.journal)."""
+    (tmp_path / "sweep.json").write_text("{}")
+    proc = run_cli("train", *TINY, "--workdir", tmp_path, check=False)
+    assert (proc.returncode, proc.stderr) == (2, f"fmjax: error: --workdir {tmp_path} holds a "
+                                                 "sweep (sweep.json), not a run: its trials are "
+                                                 "in trials/NNNN; give the run a directory of "
+                                                 "its own\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
+
+
 def test_an_in_memory_sqlite_storage_is_refused(tmp_path):
     """sqlite:/// (in memory) crashed with 'no such table: studies' after creating DIR, and left
     a `.lock` file in the current directory."""
