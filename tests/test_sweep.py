@@ -319,6 +319,23 @@ def test_fmjax_train_refuses_a_sweep_directory(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
 
 
+def test_a_sweep_workdir_that_is_a_file_or_empty_is_one_line(tmp_path):
+    """--workdir FILE (or FILE/sub) was a NotADirectoryError traceback; --workdir= was refused
+    only because the current directory was not empty."""
+    good = sweep_file(tmp_path, GRID)
+    (tmp_path / "afile").write_text("")
+    for workdir, message in [
+            (tmp_path / "afile", f"{tmp_path / 'afile'} is a file, not a directory"),
+            (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file, not a directory"),
+            ("", None)]:
+        proc = run_cli("sweep", *TINY, "--sweep", good, f"--workdir={workdir}", check=False)
+        expected = (f"fmjax: error: --workdir {workdir}: {message}\n" if message else
+                    "fmjax: error: --workdir is empty; give the sweep's directory (fmjax would "
+                    "otherwise write into the current one)\n")
+        assert (proc.returncode, proc.stderr) == (2, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "sweep.py"]
+
+
 def test_an_in_memory_sqlite_storage_is_refused(tmp_path):
     """sqlite:/// (in memory) crashed with 'no such table: studies' after creating DIR, and left
     a `.lock` file in the current directory."""

@@ -30,6 +30,15 @@ def _check_same(recorded: dict, record: dict, where: str) -> None:
                             "or use another --workdir")
 
 
+def _check_directory(sweep_dir: pathlib.Path) -> None:
+    """DIR, or the nearest of its parents that exists, must be a directory."""
+    for path in (sweep_dir, *sweep_dir.absolute().parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UserError(f"--workdir {sweep_dir}: {path} is a file, not a directory")
+            return
+
+
 def _recorded(sweep_dir: pathlib.Path) -> dict | None:
     path = sweep_dir / SWEEP_FILE
     if not path.exists():
@@ -108,6 +117,10 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     fmjax/sweep/member_group.py); the exit status."""
     if workdir_files.is_url(sweep_dir):
         raise UserError("--workdir for a sweep must be a local directory (its trials run here)")
+    if not sweep_dir.strip():
+        raise UserError("--workdir is empty; give the sweep's directory (fmjax would otherwise "
+                        "write into the current one)")
+    _check_directory(pathlib.Path(sweep_dir))
     _quiet_optuna()
     spec = spec_lib.load(sweep_file, config)
     if vectorize:
