@@ -336,6 +336,20 @@ def test_a_sweep_workdir_that_is_a_file_or_empty_is_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "sweep.py"]
 
 
+def test_two_sweeps_started_at_once_on_one_dir_record_one_sweep(tmp_path):
+    """Both found no sweep.json; the second overwrote the first's and both ran their own
+    sweep in one study. Now the second to write finds the first's and must match it."""
+    from fmjax.sweep import command
+    record = {"experiment": "a.py", "overrides": [], "storage": None, "vectorize": False,
+              "sweep": {"num_trials": 2}}
+    command._record(tmp_path, record)
+    command._record(tmp_path, dict(record))   # the same sweep: it joins
+    with pytest.raises(UserError, match=r"holds a sweep with a different sweep \("):
+        command._record(tmp_path, dict(record, sweep={"num_trials": 3}))
+    assert json.loads((tmp_path / "sweep.json").read_text()) == record
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
+
+
 def test_an_in_memory_sqlite_storage_is_refused(tmp_path):
     """sqlite:/// (in memory) crashed with 'no such table: studies' after creating DIR, and left
     a `.lock` file in the current directory."""

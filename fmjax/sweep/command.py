@@ -6,6 +6,7 @@ sweep; a different experiment, overrides, sweep or storage on the same DIR is re
 """
 
 import json
+import os
 import pathlib
 import signal
 import sys
@@ -47,6 +48,19 @@ def _recorded(sweep_dir: pathlib.Path) -> dict | None:
                             f"({SWEEP_FILE}); use a new directory")
         return None
     return json.loads(path.read_text())
+
+
+def _record(sweep_dir: pathlib.Path, record: dict) -> None:
+    """Write DIR/sweep.json unless a sweep started at the same time wrote it first (then it must
+    be this sweep): a hard link to a complete file, which fails if the name exists."""
+    path, temporary = sweep_dir / SWEEP_FILE, sweep_dir / f".{SWEEP_FILE}.{os.getpid()}"
+    temporary.write_text(json.dumps(record, indent=2))
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        _check_same(json.loads(path.read_text()), record, str(sweep_dir))
+    finally:
+        temporary.unlink()
 
 
 def _open_study(spec: spec_lib.SweepSpec, study_storage, config) -> optuna.Study:
@@ -139,8 +153,7 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     # ---- From here on DIR is written. ----------------------------------------------------------
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if recorded is None:
-        workdir_files.write_atomic(sweep_dir / SWEEP_FILE,
-                                   json.dumps(record, indent=2).encode())
+        _record(sweep_dir, record)
     study = _open_study(spec, database or storage.journal(sweep_dir), config)
     study.set_user_attr("sweep", record["sweep"])
     write_results = _Results(study, sweep_dir, spec)
