@@ -350,6 +350,32 @@ def test_two_sweeps_started_at_once_on_one_dir_record_one_sweep(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
 
 
+def test_a_ctrl_c_that_lands_in_a_gc_callback_still_stops_the_sweep(tmp_path):
+    """Python raises a signal's KeyboardInterrupt wherever it is, and one raised in a garbage-
+    collection callback (JAX registers one) is printed and dropped: a Ctrl-C while the sweep
+    started up was lost, and the sweep ran its trials. Here the sweep file sends SIGINT from a
+    gc callback while the sweep is checked: it stops, with one line, before writing DIR."""
+    path = tmp_path / "sweep.py"
+    path.write_text(textwrap.dedent(f"""\
+        import gc, os, signal
+        import ml_collections
+
+
+        def get_sweep():
+            def callback(phase, info):
+                if phase == "start":
+                    gc.callbacks.remove(callback)
+                    os.kill(os.getpid(), signal.SIGINT)
+                    sum(range(1000))   # the handler runs here, in the callback
+            gc.callbacks.append(callback)
+            gc.collect()
+            return ml_collections.ConfigDict(dict({GRID}), allow_dotted_keys=True)
+        """))
+    proc = run_cli("sweep", *TINY, "--sweep", path, "--workdir", tmp_path / "sweep", check=False)
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "fmjax: interrupted (SIGINT)\n", "")
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_an_in_memory_sqlite_storage_is_refused(tmp_path):
     """sqlite:/// (in memory) crashed with 'no such table: studies' after creating DIR, and left
     a `.lock` file in the current directory."""

@@ -17,7 +17,7 @@ import optuna
 
 from fmjax.errors import UserError, stopped_by
 from fmjax.runtime import workdir_files
-from fmjax.sweep import devices, member_group, results, runner, storage
+from fmjax.sweep import devices, member_group, results, runner, signals, storage
 from fmjax.sweep import spec as spec_lib
 
 SWEEP_FILE = "sweep.json"
@@ -150,6 +150,10 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     if database is not None:
         _check_shared(database, record)
 
+    if signals.received:   # Ctrl-C or SIGTERM during the checks: stop before writing DIR
+        print(f"fmjax: {stopped_by(signals.received[0])}", file=sys.stderr)
+        return 128 + signals.received[0]
+
     # ---- From here on DIR is written. ----------------------------------------------------------
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if recorded is None:
@@ -174,13 +178,15 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
 def _run_until_signal(sweep: runner.Sweep, workers: list[devices.Worker]) -> list[int]:
     """Run the workers; SIGTERM or SIGINT stops them (each trial saves a checkpoint). The signals
     received."""
-    received = []
+    received = signals.received   # those that came before: the workers stop at once
 
     def on_signal(signum, frame):
         received.append(signum)
         sweep.stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if received:
+        sweep.stop.set()
     try:
         sweep.run(workers)
     finally:
