@@ -13,6 +13,8 @@ resumed stopped run does nothing more.
 import dataclasses
 import math
 
+from fmjax.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class EarlyStopping:
@@ -21,6 +23,8 @@ class EarlyStopping:
     best_step: int = 0
     evals_without_improvement: int = 0
     stopped_at: int = 0        # the step the run stopped at (0: not stopped)
+    metric: str = ""           # what was counted, and how ("": nothing yet, or a checkpoint
+    mode: str = ""             # saved before these were stored)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "EarlyStopping":
@@ -33,6 +37,7 @@ class EarlyStopping:
     def update(self, es_config, step: int, value: float) -> "EarlyStopping":
         """The state after the eval at `step` measured `value` for `es_config.metric`."""
         sign = 1.0 if es_config.mode == "min" else -1.0
+        self = dataclasses.replace(self, metric=es_config.metric, mode=es_config.mode)
         if self.best is None or sign * (self.best - value) > es_config.min_delta or (
                 math.isnan(self.best) and not math.isnan(value)):
             return dataclasses.replace(self, best=float(value), best_step=step,
@@ -43,9 +48,21 @@ class EarlyStopping:
 
     def message(self, es_config) -> str:
         """The line a stopped run prints."""
-        return (f"fmjax: early stopping at step {self.stopped_at}: {es_config.metric} has not "
-                f"improved by more than {es_config.min_delta:g} for {es_config.patience} evals "
+        return (f"fmjax: early stopping at step {self.stopped_at}: "
+                f"{self.metric or es_config.metric} has not improved by more than "
+                f"{es_config.min_delta:g} for {self.evals_without_improvement} evals "
                 f"(best {self.best:.4g} at step {self.best_step})")
+
+    def check_resume(self, es_config, step: int) -> None:
+        """A resumed run must count the metric, in the mode, its checkpoint counted: another
+        one's values would be compared with this one's best."""
+        if es_config.metric and self.metric and (self.metric, self.mode) != (es_config.metric,
+                                                                              es_config.mode):
+            raise UserError(
+                f"config.train.early_stopping.metric={es_config.metric!r} (mode "
+                f"{es_config.mode!r}), but the checkpoint at step {step} counted "
+                f"{self.metric!r} (mode {self.mode!r}); resume with those, or start a new "
+                "--workdir")
 
 
 def counts(train_config, step: int) -> bool:

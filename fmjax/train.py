@@ -197,6 +197,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        show_progress: bool = True) -> dict[str, float]:
     """Train (or resume) the experiment in `workdir`; returns the last eval metrics."""
     wandb_sink.check_installed(config.logging)   # before reading any data
+    if not workdir_files.is_url(workdir) and (pathlib.Path(workdir) / "sweep.json").exists():
+        raise UserError(f"--workdir {workdir} holds a sweep (sweep.json), not a run: its trials "
+                        "are in trials/NNNN; give the run a directory of its own")
     exp = prepare(config, workdir)
     with workdir_lock.hold(workdir):
         return _train(exp, workdir_files.as_path(workdir), show_progress)
@@ -214,6 +217,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
     library_logs.to_workdir(workdir)
     state, step, note = restore_or_init(exp, workdir)
     stopping = EarlyStopping.from_dict(restored_progress(workdir, step).get("early_stopping"))
+    stopping.check_resume(tc.early_stopping, step)
     if jax.process_count() > 1:   # all have read the workdir before process 0 writes to it
         multihost_utils.sync_global_devices("fmjax: workdir read")
 

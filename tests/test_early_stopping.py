@@ -79,6 +79,29 @@ def test_a_run_stops_at_the_eval_that_exhausts_patience_and_a_resume_does_nothin
     assert set(checkpoint.read_only_manager(tmp_path).all_steps()) == {best_loss, 60}
 
 
+def test_a_resume_counts_the_same_metric_and_says_its_own_count(tmp_path):
+    """A run stopped at step 40 (patience 1) and re-run with patience 3 said 'for 3 evals' (it
+    had waited 1); resumed with another metric, it compared val/loss values with the best
+    val/accuracy. Now: the count it has, and another metric or mode is refused."""
+    flags = [*FLAGS, "--config.train.num_steps=60", "--config.train.early_stopping.patience=1"]
+    run_cli("train", "--workdir", tmp_path, *flags)
+    records = read_metrics(tmp_path)
+    best = next(r for r in records if r["step"] == 20 and "val/accuracy" in r)["val/accuracy"]
+    again = run_cli("train", "--workdir", tmp_path, *flags,
+                    "--config.train.early_stopping.patience=3")
+    assert [line for line in again.stdout.splitlines() if "early stopping" in line] == [
+        "fmjax: early stopping at step 40: val/accuracy has not improved by more than 1 for 1 "
+        f"evals (best {best:.4g} at step 20); nothing more to run"]
+    other = run_cli("train", "--workdir", tmp_path, *flags,
+                    "--config.train.early_stopping.metric=val/loss",
+                    "--config.train.early_stopping.mode=min", check=False)
+    assert (other.returncode, other.stderr) == (2, (
+        "fmjax: error: config.train.early_stopping.metric='val/loss' (mode 'min'), but the "
+        "checkpoint at step 40 counted 'val/accuracy' (mode 'max'); resume with those, or start "
+        "a new --workdir\n"))
+    assert read_metrics(tmp_path) == records
+
+
 def _config(num_steps: int):
     """An MLP with dropout on MNIST-1D that early stopping ends at step 80 (patience 3 with an
     improvement it never reaches: evals 20 best, 40, 60, 80 waited)."""
@@ -136,6 +159,6 @@ def test_a_preemption_at_an_eval_saves_that_evals_count(tmp_path, straight, monk
     assert manager.latest_step() == 60
     assert checkpoint.read_progress(manager, 60)["early_stopping"] == {
         "best": pytest.approx(read_metrics(straight)[1]["val/loss"]), "best_step": 20,
-        "evals_without_improvement": 2, "stopped_at": 0}
+        "evals_without_improvement": 2, "stopped_at": 0, "metric": "val/loss", "mode": "min"}
     train_and_evaluate(_config(1000), tmp_path, show_progress=False)
     _assert_same_run(tmp_path, straight)

@@ -118,6 +118,23 @@ def test_spec_reads_the_wandb_shape(tmp_path, mlp_config):
     ('method="grid", metric=dict(name="val/accuracy", goal="up"), '
      'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
      "metric.goal='up': must be maximize or minimize"),
+    ('method="grid", metric=dict(name="val/accuracy", goal="maximize"), '
+     'parameters={"data.validation_fraction": dict(values=[0.1, 0.0])}',
+     "parameters['data.validation_fraction']=0.0: the sweep's metric.name='val/accuracy' needs "
+     "config.data.validation_fraction > 0"),
+    ('method="grid", metric=dict(name="val/accuracy", goal="maximize"), '
+     'parameters={"train.seed": dict(values=list(range(1000))), '
+     '"model.hidden_size": dict(values=list(range(1, 1001))), "data.validation_fraction": '
+     'dict(value=0.1)}',
+     "the grid has 1000000 combinations, more than 100000: search it with method='random' or "
+     "'bayes' and a num_trials"),
+    ('method="random", num_trials=1, metric="val/accuracy", '
+     'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
+     "metric='val/accuracy': must be dict(name=..., goal=maximize|minimize)"),
+    ('method="random", num_trials=1, metric=dict(name="val/accuracy", goal="maximize"), '
+     'early_terminate="hyperband", parameters={"optimizer.learning_rate": dict(values=[1e-3]), '
+     '"data.validation_fraction": dict(value=0.1)}',
+     "early_terminate='hyperband': must be dict(type=median|hyperband, min_iter=..., eta=...)"),
 ])
 def test_spec_errors_name_the_file_and_the_problem(tmp_path, mlp_config, body, message):
     path = sweep_file(tmp_path, body)
@@ -230,6 +247,20 @@ def test_the_trial_command(tmp_path):
                     "--config.checkpoint.best_mode=max"]
 
 
+@pytest.mark.parametrize("returncode", [0, 130, 143, -signal.SIGTERM, -signal.SIGINT])
+def test_a_trial_the_sweep_stops_stays_resumable_however_its_process_ends(tmp_path, returncode):
+    """Ctrl-C on a sweep while a trial was exiting: its SIGTERM came after Python had restored
+    the default handlers, the process died of it (-15) after printing its results, and the
+    finished trial was recorded FAIL with its results line as the error."""
+    spec = spec_lib.SweepSpec("grid", "val/accuracy", "maximize", 1, (), {}, {}, 0)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 20, "val/accuracy": 0.5}\n')
+    (tmp_path / "train.log").write_text('{"val/accuracy": 0.5}\n')
+    assert trial_process.outcome(tmp_path, spec, returncode, False, True).state == (
+        "complete" if returncode == 0 else "stopped")
+    failed = trial_process.outcome(tmp_path, spec, 1, False, True)
+    assert (failed.state, failed.error) == ("failed", '{"val/accuracy": 0.5}')
+
+
 # ---- Real sweeps. ------------------------------------------------------------------------------
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
@@ -263,6 +294,101 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
         proc = run_cli("sweep", *args, "--workdir", tmp_path / "sweep", check=False)
         assert (proc.returncode, proc.stderr) == (2, message)
         assert not (tmp_path / "sweep").exists()
+
+
+def test_a_report_before_the_first_trial_ends(tmp_path):
+    """--report on a sweep that has started (DIR/sweep.json) but has no results.csv yet was
+    'fmjax: error: DIR/results.csv is missing' with exit status 2."""
+    spec = spec_lib.SweepSpec("random", "val/accuracy", "maximize", 6, (), {}, {}, 0)
+    (tmp_path / "sweep.json").write_text(json.dumps({"sweep": spec.to_json()}))
+    proc = run_cli("sweep", "--workdir", tmp_path, "--report")
+    assert (proc.stdout, proc.stderr) == (
+        "0 trials finished yet (of 6); objective: val/accuracy, maximized\n", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.json"]
+
+
+def test_fmjax_train_refuses_a_sweep_directory(tmp_path):
+    """`fmjax train --workdir SWEEPDIR` trained a run into the sweep's directory (its
+    checkpoints, config.json and metrics.jsonl beside sweep.json and study.journal)."""
+    (tmp_path / "sweep.json").write_text("{}")
+    proc = run_cli("train", *TINY, "--workdir", tmp_path, check=False)
+    assert (proc.returncode, proc.stderr) == (2, f"fmjax: error: --workdir {tmp_path} holds a "
+                                                 "sweep (sweep.json), not a run: its trials are "
+                                                 "in trials/NNNN; give the run a directory of "
+                                                 "its own\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
+
+
+def test_a_sweep_workdir_that_is_a_file_or_empty_is_one_line(tmp_path):
+    """--workdir FILE (or FILE/sub) was a NotADirectoryError traceback; --workdir= was refused
+    only because the current directory was not empty."""
+    good = sweep_file(tmp_path, GRID)
+    (tmp_path / "afile").write_text("")
+    for workdir, message in [
+            (tmp_path / "afile", f"{tmp_path / 'afile'} is a file, not a directory"),
+            (tmp_path / "afile" / "sub", f"{tmp_path / 'afile'} is a file, not a directory"),
+            ("", None)]:
+        proc = run_cli("sweep", *TINY, "--sweep", good, f"--workdir={workdir}", check=False)
+        expected = (f"fmjax: error: --workdir {workdir}: {message}\n" if message else
+                    "fmjax: error: --workdir is empty; give the sweep's directory (fmjax would "
+                    "otherwise write into the current one)\n")
+        assert (proc.returncode, proc.stderr) == (2, expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "sweep.py"]
+
+
+def test_two_sweeps_started_at_once_on_one_dir_record_one_sweep(tmp_path):
+    """Both found no sweep.json; the second overwrote the first's and both ran their own
+    sweep in one study. Now the second to write finds the first's and must match it."""
+    from fmjax.sweep import command
+    record = {"experiment": "a.py", "overrides": [], "storage": None, "vectorize": False,
+              "sweep": {"num_trials": 2}}
+    command._record(tmp_path, record)
+    command._record(tmp_path, dict(record))   # the same sweep: it joins
+    with pytest.raises(UserError, match=r"holds a sweep with a different sweep \("):
+        command._record(tmp_path, dict(record, sweep={"num_trials": 3}))
+    assert json.loads((tmp_path / "sweep.json").read_text()) == record
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
+
+
+def test_a_ctrl_c_that_lands_in_a_gc_callback_still_stops_the_sweep(tmp_path):
+    """Python raises a signal's KeyboardInterrupt wherever it is, and one raised in a garbage-
+    collection callback (JAX registers one) is printed and dropped: a Ctrl-C while the sweep
+    started up was lost, and the sweep ran its trials. Here the sweep file sends SIGINT from a
+    gc callback while the sweep is checked: it stops, with one line, before writing DIR."""
+    path = tmp_path / "sweep.py"
+    path.write_text(textwrap.dedent(f"""\
+        import gc, os, signal
+        import ml_collections
+
+
+        def get_sweep():
+            def callback(phase, info):
+                if phase == "start":
+                    gc.callbacks.remove(callback)
+                    os.kill(os.getpid(), signal.SIGINT)
+                    sum(range(1000))   # the handler runs here, in the callback
+            gc.callbacks.append(callback)
+            gc.collect()
+            return ml_collections.ConfigDict(dict({GRID}), allow_dotted_keys=True)
+        """))
+    proc = run_cli("sweep", *TINY, "--sweep", path, "--workdir", tmp_path / "sweep", check=False)
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "fmjax: interrupted (SIGINT)\n", "")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_an_in_memory_sqlite_storage_is_refused(tmp_path):
+    """sqlite:/// (in memory) crashed with 'no such table: studies' after creating DIR, and left
+    a `.lock` file in the current directory."""
+    good = sweep_file(tmp_path, GRID)
+    for url in ("sqlite:///", "sqlite:///:memory:"):
+        proc = run_cli("sweep", *TINY, "--sweep", good, "--storage", url, "--workdir",
+                       tmp_path / "sweep", check=False)
+        assert (proc.returncode, proc.stderr) == (2, f"fmjax: error: --storage={url!r}: give the "
+                                                     "database file, sqlite:///FILE (sqlite:////"
+                                                     "abs/path.db); an in-memory database is "
+                                                     "lost at exit and shared by no one\n")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.py"]
+        assert not (REPO / ".lock").exists()
 
 
 def test_vectorized_trials_equal_the_trials_run_one_by_one(tmp_path):

@@ -290,8 +290,10 @@ def run(argv: list[str] | None = None) -> None:
     from fmjax.errors import Interrupted
     argv = sys.argv if argv is None else argv
     if argv[1:2] == ["sweep"]:   # before JAX is imported: the accelerators are the trials'
-        from fmjax.sweep import devices
+        from fmjax.sweep import devices, signals
         devices.pin_sweep_to_cpu()
+        if not any(a.startswith(("--report", "-report")) for a in argv):
+            signals.catch()   # a Ctrl-C while importing must not be lost
     if usage.requested(argv):
         print(_help(argv[1] if len(argv) > 1 else ""))
         return

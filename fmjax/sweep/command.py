@@ -6,6 +6,7 @@ sweep; a different experiment, overrides, sweep or storage on the same DIR is re
 """
 
 import json
+import os
 import pathlib
 import signal
 import sys
@@ -16,7 +17,7 @@ import optuna
 
 from fmjax.errors import UserError, stopped_by
 from fmjax.runtime import workdir_files
-from fmjax.sweep import devices, member_group, results, runner, storage
+from fmjax.sweep import devices, member_group, results, runner, signals, storage
 from fmjax.sweep import spec as spec_lib
 
 SWEEP_FILE = "sweep.json"
@@ -30,6 +31,15 @@ def _check_same(recorded: dict, record: dict, where: str) -> None:
                             "or use another --workdir")
 
 
+def _check_directory(sweep_dir: pathlib.Path) -> None:
+    """DIR, or the nearest of its parents that exists, must be a directory."""
+    for path in (sweep_dir, *sweep_dir.absolute().parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UserError(f"--workdir {sweep_dir}: {path} is a file, not a directory")
+            return
+
+
 def _recorded(sweep_dir: pathlib.Path) -> dict | None:
     path = sweep_dir / SWEEP_FILE
     if not path.exists():
@@ -38,6 +48,19 @@ def _recorded(sweep_dir: pathlib.Path) -> dict | None:
                             f"({SWEEP_FILE}); use a new directory")
         return None
     return json.loads(path.read_text())
+
+
+def _record(sweep_dir: pathlib.Path, record: dict) -> None:
+    """Write DIR/sweep.json unless a sweep started at the same time wrote it first (then it must
+    be this sweep): a hard link to a complete file, which fails if the name exists."""
+    path, temporary = sweep_dir / SWEEP_FILE, sweep_dir / f".{SWEEP_FILE}.{os.getpid()}"
+    temporary.write_text(json.dumps(record, indent=2))
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        _check_same(json.loads(path.read_text()), record, str(sweep_dir))
+    finally:
+        temporary.unlink()
 
 
 def _open_study(spec: spec_lib.SweepSpec, study_storage, config) -> optuna.Study:
@@ -73,6 +96,9 @@ def report(sweep_dir: str) -> str:
     if not (path / SWEEP_FILE).exists():
         raise UserError(f"{sweep_dir} holds no sweep ({SWEEP_FILE} is missing)")
     spec = json.loads((path / SWEEP_FILE).read_text())["sweep"]
+    if not (path / results.RESULTS_CSV).exists():   # written when the first trial ends
+        return (f"0 trials finished yet (of {spec['num_trials']}); objective: {spec['metric']}, "
+                f"{spec['goal']}d")
     return results.table(path, spec["metric"], spec["goal"]).rstrip("\n")
 
 
@@ -105,6 +131,10 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     fmjax/sweep/member_group.py); the exit status."""
     if workdir_files.is_url(sweep_dir):
         raise UserError("--workdir for a sweep must be a local directory (its trials run here)")
+    if not sweep_dir.strip():
+        raise UserError("--workdir is empty; give the sweep's directory (fmjax would otherwise "
+                        "write into the current one)")
+    _check_directory(pathlib.Path(sweep_dir))
     _quiet_optuna()
     spec = spec_lib.load(sweep_file, config)
     if vectorize:
@@ -120,11 +150,14 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     if database is not None:
         _check_shared(database, record)
 
+    if signals.received:   # Ctrl-C or SIGTERM during the checks: stop before writing DIR
+        print(f"fmjax: {stopped_by(signals.received[0])}", file=sys.stderr)
+        return 128 + signals.received[0]
+
     # ---- From here on DIR is written. ----------------------------------------------------------
     sweep_dir.mkdir(parents=True, exist_ok=True)
     if recorded is None:
-        workdir_files.write_atomic(sweep_dir / SWEEP_FILE,
-                                   json.dumps(record, indent=2).encode())
+        _record(sweep_dir, record)
     study = _open_study(spec, database or storage.journal(sweep_dir), config)
     study.set_user_attr("sweep", record["sweep"])
     write_results = _Results(study, sweep_dir, spec)
@@ -145,13 +178,15 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
 def _run_until_signal(sweep: runner.Sweep, workers: list[devices.Worker]) -> list[int]:
     """Run the workers; SIGTERM or SIGINT stops them (each trial saves a checkpoint). The signals
     received."""
-    received = []
+    received = signals.received   # those that came before: the workers stop at once
 
     def on_signal(signum, frame):
         received.append(signum)
         sweep.stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    if received:
+        sweep.stop.set()
     try:
         sweep.run(workers)
     finally:

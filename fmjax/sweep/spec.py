@@ -33,6 +33,7 @@ METHODS = ("grid", "random", "bayes")
 GOALS = {"maximize": "max", "minimize": "min"}      # -> checkpoint.best_mode
 DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform")
 PRUNERS = ("median", "hyperband")
+MAX_GRID = 100_000   # combinations
 TOP_KEYS = ("method", "metric", "num_trials", "parameters", "early_terminate", "seed")
 
 
@@ -116,6 +117,8 @@ def _parse(raw: dict, config) -> SweepSpec:
     if method not in METHODS:
         raise UserError(f"method={method!r}: must be one of {', '.join(METHODS)}")
     metric = raw.get("metric") or {}
+    if not isinstance(metric, dict):
+        raise UserError(f"metric={metric!r}: must be dict(name=..., goal=maximize|minimize)")
     name, goal = metric.get("name", ""), metric.get("goal", "")
     if goal not in GOALS:
         raise UserError(f"metric.goal={goal!r}: must be maximize or minimize")
@@ -128,10 +131,15 @@ def _parse(raw: dict, config) -> SweepSpec:
         else:
             params.append(_param(key, entry))
     config = _with_values(config, constants, "parameters")   # the trials' common config
-    for param in params:
-        for value in param.values or (param.low, param.high):
-            _with_values(config, {param.key: value}, f"parameters['{param.key}']")
+    trial_configs = [(f"parameters['{param.key}']={value!r}",
+                      _with_values(config, {param.key: value}, f"parameters['{param.key}']"))
+                     for param in params for value in param.values or (param.low, param.high)]
     _check_metric(config, name)
+    for where, trial_config in trial_configs:   # a value may take the objective away
+        try:                                     # (data.validation_fraction=0)
+            _check_metric(trial_config, name)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from e
     num_trials = _budget(method, raw.get("num_trials"), params)
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -210,6 +218,9 @@ def _budget(method: str, num_trials, params: list[Param]) -> int:
             raise UserError(f"parameters['{missing[0]}']: a grid takes values=[...], not a "
                             "distribution")
         count = math.prod(len(p.values) for p in params)
+        if count > MAX_GRID:   # Optuna's grid sampler lists every combination in memory
+            raise UserError(f"the grid has {count} combinations, more than {MAX_GRID}: search "
+                            "it with method='random' or 'bayes' and a num_trials")
         if num_trials not in (None, count):
             raise UserError(f"num_trials={num_trials!r}: a grid runs each of its {count} "
                             "combinations once (leave num_trials out)")
@@ -222,6 +233,9 @@ def _budget(method: str, num_trials, params: list[Param]) -> int:
 def _early_terminate(entry) -> dict:
     if not entry:
         return {}
+    if not isinstance(entry, dict):
+        raise UserError(f"early_terminate={entry!r}: must be dict(type=median|hyperband, "
+                        "min_iter=..., eta=...)")
     unknown = sorted(set(entry) - {"type", "min_iter", "eta"})
     if unknown:
         raise UserError(f"early_terminate: unknown key '{unknown[0]}' (known: type, min_iter, "

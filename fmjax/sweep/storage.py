@@ -41,6 +41,10 @@ def connect(url: str) -> optuna.storages.RDBStorage:
     if scheme(url) not in SCHEMES:
         raise UserError(f"--storage={url!r}: unknown database URL (give postgresql://..., "
                         "mysql://... or sqlite:///FILE)")
+    if scheme(url) == "sqlite" and _sqlite_file(url) in ("", ":memory:"):
+        raise UserError(f"--storage={url!r}: give the database file, sqlite:///FILE "
+                        "(sqlite:////abs/path.db); an in-memory database is lost at exit and "
+                        "shared by no one")
     try:
         with BudgetLock(url, None)():   # hosts starting at once would race to create the tables
             return optuna.storages.RDBStorage(url)
@@ -51,6 +55,12 @@ def connect(url: str) -> optuna.storages.RDBStorage:
     except Exception as e:   # SQLAlchemy's driver and connection errors, Optuna's own
         raise UserError(f"--storage: cannot reach {_without_password(url)}: "
                         f"{type(e).__name__}: {first_line(e)}") from e
+
+
+def _sqlite_file(url: str) -> str:
+    """FILE of sqlite:///FILE ("" for anything else, such as sqlite:// or sqlite:///)."""
+    head, sep, path = url.partition(":///")
+    return path.split("?", 1)[0] if sep and "/" not in head else ""
 
 
 def _without_password(url: str) -> str:
@@ -73,7 +83,7 @@ class BudgetLock:
         self._threads = threading.Lock()
         self._url = url if url and scheme(url) in ("postgresql", "mysql") else None
         sqlite = url and scheme(url) == "sqlite"
-        self._path = (pathlib.Path(url.split(":///", 1)[1] + ".lock") if sqlite
+        self._path = (pathlib.Path(_sqlite_file(url) + ".lock") if sqlite
                       else sweep_dir and sweep_dir / LOCK_FILE)
         self._engine = None
         if self._url:

@@ -25,6 +25,12 @@ POLL_S = 0.5
 LOCK_WAIT_S = 600     # a killed sweep's trial may still be saving its checkpoint
 
 
+# How a process the sweep stopped may end: 0, 130 or 143 from fmjax train, or killed by the signal
+# itself when it came as the process was exiting (Python's finalisation restores the default
+# handlers): a trial that had finished is then resumed, and completes at once.
+STOPPED_CODES = (0, 128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM)
+
+
 @dataclasses.dataclass
 class Outcome:
     """How a trial process ended: 'complete', 'pruned', 'failed' or 'stopped' (by the sweep)."""
@@ -130,7 +136,7 @@ def outcome(workdir: pathlib.Path, spec: spec_lib.SweepSpec, returncode: int, pr
         result = Outcome("failed", found[spec.metric], found["step"], metrics)
     if returncode == 0 and found:
         result.state = "complete"
-    elif stopping and returncode in (0, 130, 143):
+    elif stopping and returncode in STOPPED_CODES:
         result.state = "stopped"
     elif pruned:
         result.state = "pruned"
