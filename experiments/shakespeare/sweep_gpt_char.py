@@ -6,8 +6,9 @@ Command:  fmjax sweep --config experiments/shakespeare/gpt_char.py:cpu
               [--workers 2] [--config.data.path=input.txt]
           fmjax sweep --workdir sweeps/gpt_char --report
 Trials:   3 learning rates x 3 seeds = 9 runs of the :cpu recipe (2000 steps each).
-Hardware: the 2-core CPU CI machine. Time and result: not measured yet (one :cpu run: see the
-          README's char-GPT row; the grid costs about 9 of them).
+Hardware: the 2-core CPU CI machine. Measured 2026-11-30 with `--workers 2 --vectorize`
+          (lr and seed are vectorisable): 7 min 28 s for the 9 trials; best eval/loss 1.757-1.769
+          at lr 3e-3 (1e-3, the recipe's: 1.891-1.895; 3e-4: 2.045-2.069). README has the table.
 """
 
 import ml_collections

@@ -169,8 +169,10 @@ def main(experiment: str, overrides: list[str], config: ml_collections.ConfigDic
     write_results()
     print(summary(study, spec), flush=True)
     if received:
-        print(f"fmjax: {stopped_by(received[0])}: the running trials saved a checkpoint; run the "
-              "same command again to finish the sweep", file=sys.stderr)
+        stopped = ("the running groups of members stopped (they keep no checkpoint: they run "
+                   "again whole)" if vectorize else "the running trials saved a checkpoint")
+        print(f"fmjax: {stopped_by(received[0])}: {stopped}; run the same command again to "
+              "finish the sweep", file=sys.stderr)
         return 128 + received[0]
     return 0
 

@@ -196,7 +196,8 @@ class Sweep:
         """Tell Optuna how the trial ended, say so, and write the results."""
         number = claim.trial.number
         if outcome.state == "stopped":   # stays RUNNING: the next sweep resumes it
-            self.say(f"trial {number}: stopped with a checkpoint")
+            self.say(f"trial {number}: stopped" + ("" if self.group_size > 1 else
+                                                   " with a checkpoint"))
             return
         for name, value in outcome.metrics.items():
             claim.trial.set_user_attr(name, value)
