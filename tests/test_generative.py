@@ -70,6 +70,8 @@ def test_gan_learns_digits(tmp_path):
     assert (tmp_path / "trained" / "images" / "samples_00000600.png").exists()
 
 
+@pytest.mark.slow   # ~45 s: cross-mesh agreement is tested for the one-optimizer loop in
+# test_sharding and test_lm; this adds the GAN's two-optimizer step (run by hand)
 def test_gan_step_is_the_same_on_8_devices(tmp_path):
     """One step (both halves, batch norm over the global batch) on meshes (8,1,1) and (2,2,2)
     gives the 1-device numbers. The discriminator's losses agree to 1e-4; its gradient, and so

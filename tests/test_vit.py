@@ -23,6 +23,8 @@ def test_vit_learns_digits(tmp_path, pool, mixup):
     assert read_metrics(tmp_path)[-1]["eval/accuracy"] > 0.65
 
 
+@pytest.mark.slow   # ~50 s: the transformer blocks' sharding is compared across meshes in
+# test_lm and test_translation; this adds the patch embedding and class token (run by hand)
 def test_vit_loss_agrees_across_meshes(tmp_path):
     flags = [*VIT, *_steps(10, 5), "--config.model.dropout_rate=0.1",
              "--config.task_options.mixup_alpha=0.2"]   # mixup's shuffle crosses devices

@@ -139,7 +139,7 @@ class _Members:
 
 def _eval_splits(pipeline) -> list[str]:
     """'eval', and 'val' when the source holds out a validation split."""
-    return ["eval"] + (["val"] if getattr(pipeline.info, "num_val", 0) else [])
+    return ["eval"] + (["val"] if pipeline.info.num_val else [])
 
 
 def _evaluate(members: _Members, pipelines: dict, seed_index_M, state_M, batch_size: int
@@ -148,9 +148,8 @@ def _evaluate(members: _Members, pipelines: dict, seed_index_M, state_M, batch_s
     task = members.exp.task
     metrics_M = [{} for _ in seed_index_M]
     for split in _eval_splits(next(iter(pipelines.values()))):
-        kwargs = {} if split == "eval" else {"split": split}
         outputs, masks = [], []
-        for batches in zip(*(p.eval_batches(batch_size, **kwargs) for p in pipelines.values())):
+        for batches in zip(*(p.eval_batches(batch_size, split) for p in pipelines.values())):
             batch_S = _stack(batches)
             masks.append(batch_S.pop("mask")[seed_index_M])
             outputs.append(jax.device_get(members.eval_call(state_M.params, state_M.extra,
