@@ -8,7 +8,7 @@
     fmjax sample  --workdir runs/vae --num 64 --out grid.png [--interpolate] [--seed 0]
     fmjax translate --workdir runs/mt --input "olá mundo" [--beam_size 4 --length_penalty 0.6]
     fmjax sweep   --config experiments/mnist1d/mlp.py --sweep experiments/mnist1d/sweep_mlp.py
-                  --workdir sweeps/mlp [--workers N] [--storage URL] [--config.KEY=VALUE ...]
+                  --workdir sweeps/mlp [--workers N] [--storage URL] [--vectorize]
     fmjax sweep   --workdir sweeps/mlp --report
     fmjax launch_local --num_processes=2 --devices_per_process=4 -- train --config ... --workdir ...
     fmjax --help; fmjax COMMAND --help       the commands; a command's flags (fmjax/cli/usage.py)
