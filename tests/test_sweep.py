@@ -60,11 +60,12 @@ def test_spec_reads_the_wandb_shape(tmp_path, mlp_config):
         parameters={"optimizer.learning_rate": dict(distribution="log_uniform", min=1e-4,
                                                     max=1e-1),
                     "model.hidden_size": dict(distribution="int_uniform", min=32, max=128),
-                    "train.seed": dict(values=[0, 1]), "train.num_steps": dict(value=50)}""")
+                    "train.seed": dict(values=[0, 1]), "train.num_steps": dict(value=50),
+                    "train.eval_every": dict(value=10)}""")
     spec = spec_lib.load(str(path), mlp_config)
     assert (spec.method, spec.metric, spec.mode, spec.num_trials, spec.seed) == (
         "bayes", "val/loss", "min", 5, 3)
-    assert spec.constants == {"train.num_steps": 50}
+    assert spec.constants == {"train.num_steps": 50, "train.eval_every": 10}
     assert spec.params == (   # in the ConfigDict's order: sorted
         spec_lib.Param("model.hidden_size", distribution="int_uniform", low=32, high=128),
         spec_lib.Param("optimizer.learning_rate", distribution="log_uniform", low=1e-4, high=1e-1),
@@ -73,6 +74,12 @@ def test_spec_reads_the_wandb_shape(tmp_path, mlp_config):
 
 
 @pytest.mark.parametrize("body, message", [
+    ('method="random", num_trials=4, metric=dict(name="val/accuracy", goal="maximize"), '
+     'early_terminate=dict(type="median", min_iter=6), '
+     'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
+     "early_terminate.min_iter=6 evals of train.eval_every=1000 steps reach "
+     "train.num_steps=6000: no trial could be pruned; lower min_iter or eval_every, or leave "
+     "early_terminate out"),
     ('method="grid", metric=dict(name="val/accuracy", goal="maximize"), '
      'parameters={"optimizer.learning_rat": dict(values=[1e-3])}',
      "parameters['optimizer.learning_rat']: unknown config key 'optimizer.learning_rat': the "

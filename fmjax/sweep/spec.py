@@ -144,8 +144,22 @@ def _parse(raw: dict, config) -> SweepSpec:
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"seed={seed!r}: must be a non-negative integer")
-    return SweepSpec(method, name, goal, num_trials, tuple(params), constants,
-                     _early_terminate(raw.get("early_terminate")), seed)
+    early_terminate = _early_terminate(raw.get("early_terminate"))
+    _check_can_prune(early_terminate, config, {p.key for p in params})
+    return SweepSpec(method, name, goal, num_trials, tuple(params), constants, early_terminate,
+                     seed)
+
+
+def _check_can_prune(early_terminate: dict, config, searched: set[str]) -> None:
+    """A pruner that waits `min_iter` evals past the last step could never stop a trial."""
+    if not early_terminate or searched & {"train.eval_every", "train.num_steps"}:
+        return
+    first = early_terminate["min_iter"] * config.train.eval_every
+    if first >= config.train.num_steps:
+        raise UserError(f"early_terminate.min_iter={early_terminate['min_iter']} evals of "
+                        f"train.eval_every={config.train.eval_every} steps reach "
+                        f"train.num_steps={config.train.num_steps}: no trial could be pruned; "
+                        "lower min_iter or eval_every, or leave early_terminate out")
 
 
 def _param(key: str, entry) -> Param:
