@@ -39,6 +39,16 @@ def solo_runs(mlp_config, tmp_path_factory):
     return runs
 
 
+def members_and_solo_runs(config, members: list[dict], tmp_path) -> list[tuple]:
+    """Train `members` together, then each alone; (member dir, solo dir) per member."""
+    dirs = [(tmp_path / str(i), tmp_path / f"solo{i}") for i in range(len(members))]
+    vectorized.train_members(config, members, [member_dir for member_dir, _ in dirs])
+    for member, (_, solo_dir) in zip(members, dirs):
+        train.train_and_evaluate(vectorized.member_config(config, member), solo_dir,
+                                 show_progress=False)
+    return dirs
+
+
 def train_records(workdir) -> list[dict]:
     """metrics.jsonl without perf/* (they time the machine, and members share it)."""
     return [{k: v for k, v in r.items() if not k.startswith("perf/")}
@@ -87,15 +97,10 @@ def test_varied_betas_weight_decay_and_cosine_peak_match_solo_runs(mlp_config, t
                 "optimizer.learning_rate": 3e-3, "train.seed": 0},
                {"optimizer.b1": 0.9, "optimizer.b2": 0.999, "optimizer.weight_decay": 0.0,
                 "optimizer.learning_rate": 1e-2, "train.seed": 1}]
-    dirs = [tmp_path / "0", tmp_path / "1"]
-    vectorized.train_members(config, members, dirs)
-    for i, member in enumerate(members):
-        solo_dir = tmp_path / f"solo{i}"
-        train.train_and_evaluate(vectorized.member_config(config, member), solo_dir,
-                                 show_progress=False)
+    for member_dir, solo_dir in members_and_solo_runs(config, members, tmp_path):
         for name in ("train/loss", "train/learning_rate"):
             got, want = ([r[name] for r in read_metrics(d) if name in r]
-                         for d in (dirs[i], solo_dir))
+                         for d in (member_dir, solo_dir))
             assert len(want) == 20
             np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -107,13 +112,8 @@ def test_members_draw_their_own_seeds_dropout_masks(mlp_config, tmp_path):
     config.model.dropout_rate = 0.1
     members = [{"train.seed": 0, "optimizer.learning_rate": 1e-2},
                {"train.seed": 1, "optimizer.learning_rate": 3e-3}]
-    dirs = [tmp_path / "0", tmp_path / "1"]
-    vectorized.train_members(config, members, dirs)
-    for i, member in enumerate(members):
-        solo_dir = tmp_path / f"solo{i}"
-        train.train_and_evaluate(vectorized.member_config(config, member), solo_dir,
-                                 show_progress=False)
-        assert_close_records(train_records(dirs[i]), train_records(solo_dir), rtol=0)
+    for member_dir, solo_dir in members_and_solo_runs(config, members, tmp_path):
+        assert_close_records(train_records(member_dir), train_records(solo_dir), rtol=0)
 
 
 def test_same_seed_and_options_give_identical_curves(mlp_config, tmp_path):
