@@ -97,7 +97,7 @@ def test_layer_pruning_reaches_its_target_in_each_layer_and_resumes_exactly(tmp_
             train_and_evaluate(cnn_config(60, "layer"), tmp_path / "resumed", show_progress=False)
     train_and_evaluate(cnn_config(60, "layer"), tmp_path / "resumed", show_progress=False)
     train_and_evaluate(cnn_config(60, "layer"), tmp_path / "straight", show_progress=False)
-    straight, resumed = runs.load(tmp_path / "straight").state, runs.load(tmp_path / "resumed").state
+    straight, resumed = (runs.load(tmp_path / name).state for name in ("straight", "resumed"))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight), jax.device_get(resumed))
     report = pruning.sparsity_report(straight.params)
     # each layer holds round(0.8 * size) zeros

@@ -83,7 +83,7 @@ def schedule(p) -> Callable:
 
 def _is_mask_step(p, count):
     """Whether the update after `count` steps recomputes the masks: at steps t = count + 1 in
-    [t0, t_end] every `frequency` steps and at t_end (a begin_step of 0 acts on the first update)."""
+    [t0, t_end] every `frequency` steps and at t_end (a begin_step of 0: the first update)."""
     t = count + 1
     on_grid = (t >= p.begin_step) & (t <= p.end_step) & (
         ((t - p.begin_step) % p.frequency == 0) | (t == p.end_step))
@@ -91,6 +91,10 @@ def _is_mask_step(p, count):
 
 
 # ---- which parameters are prunable ---------------------------------------------------------------
+def _is_box(x) -> bool:
+    return isinstance(x, nn.LogicallyPartitioned)
+
+
 def _is_prunable(path: str, x, exclude: Sequence[str]) -> bool:
     return (jnp.ndim(x) >= 2 and not path.endswith(("bias", "scale"))
             and not _TABLES.search(path) and not any(re.search(r, path) for r in exclude))
@@ -98,10 +102,9 @@ def _is_prunable(path: str, x, exclude: Sequence[str]) -> bool:
 
 def prunable(params, exclude: Sequence[str] = ()) -> dict[str, Any]:
     """{path: array} of the prunable parameters (unboxed)."""
-    found = {}
-    map_params(lambda path, x: found.update({path: x}) if _is_prunable(path, x, exclude)
-               else None, params)
-    return found
+    flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_box)[0]
+    named = ((path_name(key), nn.unbox(x)) for key, x in flat)
+    return {path: x for path, x in named if _is_prunable(path, x, exclude)}
 
 
 def _check_exclude(params, exclude: Sequence[str]) -> None:
@@ -129,8 +132,7 @@ def _full_masks(params, exclude: Sequence[str]):
         if not _is_prunable(path_name(path), nn.unbox(x), exclude):
             return optax.MaskedNode()
         return jax.tree.map(lambda v: jnp.ones(jnp.shape(v), jnp.bool_), x)
-    return jax.tree_util.tree_map_with_path(
-        one, params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    return jax.tree_util.tree_map_with_path(one, params, is_leaf=_is_box)
 
 
 def _keep_largest(score_N, sparsity):
