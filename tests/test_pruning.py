@@ -1,7 +1,11 @@
 """Magnitude pruning (fmjax/compression/pruning.py): the Zhu & Gupta schedule, one-shot `prune`,
 and gradual pruning in the train loop with its masks in the optimizer state."""
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -14,7 +18,7 @@ from fmjax.compression import pruning
 from fmjax.errors import Preempted, UserError
 from fmjax.runtime.preemption import PreemptionWatch
 from fmjax.train import train_and_evaluate
-from conftest import read_metrics, run_cli
+from conftest import REPO, read_metrics, run_cli
 
 
 def pruning_options(**overrides):
@@ -164,3 +168,37 @@ def test_gan_refuses_pruning(tmp_path):
         "fmjax: error: config.pruning: the 'gan' task steps two optimizers of its own and cannot "
         "be pruned; set config.pruning.sparsity=0\n"))
     assert not workdir.exists()
+
+
+SHARDED = """
+import json, sys
+from fmjax import runs, train
+from fmjax.compression import pruning
+sys.path.insert(0, "tests")
+from conftest import experiment_config
+c = experiment_config("experiments/shakespeare/gpt_char.py", "runlocal")
+c.data.path, c.train.batch_size, c.data.eval_windows = sys.argv[2], 16, 64
+c.train.num_steps, c.train.steps_per_call, c.train.eval_every, c.checkpoint.every = 20, 10, 20, 20
+c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 2, 2, 2
+c.pruning.update(dict(sparsity=0.5, begin_step=0, end_step=10, frequency=5, granularity="layer"))
+abstract = train.prepare(c).abstract_state
+params, masks = (pruning.prunable(tree) for tree in (abstract.params, abstract.opt_state.masks))
+train.train_and_evaluate(c, sys.argv[1], show_progress=False)
+state = runs.load(sys.argv[1]).state
+print(json.dumps({"same_shardings": all(masks[p].sharding == x.sharding for p, x in params.items()),
+                  "split": sorted({str(x.sharding.spec) for x in params.values()}),
+                  "sparsity": pruning.sparsity_report(state.params)["layers"]}))
+"""
+
+
+@pytest.mark.slow   # 8 CPU devices, about 55 s: run with -m slow
+def test_masks_are_sharded_like_their_parameters(tmp_path, text_file):
+    """On a data x fsdp x tensor mesh each mask gets its parameter's sharding, and the sharded
+    mask update prunes each layer exactly."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    proc = subprocess.run([sys.executable, "-c", SHARDED, tmp_path / "run", text_file], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=600, check=True)
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["same_shardings"] and "P('fsdp', 'tensor', None)" in out["split"], out
+    assert len(out["sparsity"]) == 24 and set(out["sparsity"].values()) == {0.5}, out
