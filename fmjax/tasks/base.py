@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from fmjax import optim
+from fmjax.compression import quantization
 from fmjax.data import DataInfo
 
 Batch = dict[str, Any]
@@ -29,7 +30,6 @@ class NoOptions:
 class Task:
     """Base class; subclasses set `self.model` and implement the methods below."""
 
-    model: nn.Module
     # Its fields (with defaults) are the keys of config.task_options for this task; numeric
     # fields declare their valid range as their type (fmjax/ranges.py).
     Options = NoOptions
@@ -42,9 +42,22 @@ class Task:
         self.info = info
         self.options = self.Options(**config.task_options)
 
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    @model.setter
+    def model(self, module: nn.Module) -> None:
+        """Every task's model goes through `config.quantization` (QAT, or stored quantized
+        weights), so training, eval, sampling and translation all run the quantized model."""
+        self._model = quantization.wrap_model(module, self.config.quantization)
+
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
-        """(optimizer over all parameters, the learning-rate schedule to log)."""
+        """(optimizer over all parameters, the learning-rate schedule to log). A converted
+        (quantized) run is never trained: its optimizer keeps no state."""
         c = self.config
+        if c.quantization.converted:
+            return optax.set_to_zero(), optim.schedule(c.optimizer, c.train.num_steps)
         return (optim.build(c.optimizer, c.train.num_steps, c.train.clip_grad_norm),
                 optim.schedule(c.optimizer, c.train.num_steps))
 

@@ -1,0 +1,1 @@
+"""Model compression: quantization (Qwix) and pruning of trained runs."""
