@@ -116,10 +116,8 @@ def convert(task, float_params) -> Any:
     """Float params (plain arrays, no boxes) -> the params of `task` (whose config has
     `converted=True`): each weight stored as its quantized value and scales."""
     import qwix
-    example = task.example_batch()["inputs"]
-    abstract = jax.eval_shape(lambda: task.model.init(
-        {"params": jax.random.key(0), "dropout": jax.random.key(0)}, example, train=False))
-    return qwix.quantize_params(float_params, abstract["params"])
+    abstract = jax.eval_shape(lambda: task.init(jax.random.key(0)))["params"]
+    return jax.jit(lambda p: qwix.quantize_params(p, abstract))(float_params)
 
 
 def dequantize(params) -> Any:
