@@ -113,6 +113,7 @@ BASE_RANGES = {
     "mesh.data": MeshSize,
     "mesh.fsdp": MeshSize,
     "mesh.tensor": MeshSize,
+    "quantization.group_size": PositiveInt,
 }
 
 # Keys that name the metric model selection reads: each must be a selection metric.
@@ -358,7 +359,6 @@ def validate(config: ml_collections.ConfigDict, selection: bool = True) -> None:
             raise UserError(f"{NO_VALIDATION_FRACTION} (data '{config.data.name}')")
         check_fields(section, config[section], cls, owner)
         ranges.check_dataclass(config[section], cls, section)
-    ranges.check_dataclass(config.quantization, quantization.QuantizationOptions, "quantization")
     quantization.validate(config)
     if selection:
         check_metric_names(config)
