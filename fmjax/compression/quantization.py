@@ -128,6 +128,38 @@ def dequantize(params) -> Any:
                         params, is_leaf=lambda x: isinstance(x, WithAux))
 
 
+_STORED = ("/array/qvalue", "/array/scale", "/array/zero_point")   # a WithAux(QArray) leaf's
+
+
+def float_shapes(saved: dict[str, tuple]) -> tuple[dict[str, tuple], bool]:
+    """A checkpoint's {array path: shape} with each stored quantized weight named and shaped
+    like the float weight it stands for; and whether there was any."""
+    out = {}
+    for name, shape in saved.items():
+        if name.endswith(_STORED[0]):
+            out[name[:-len(_STORED[0])]] = shape
+        elif not name.endswith(_STORED[1:]):
+            out[name] = shape
+    return out, len(out) < len(saved)
+
+
+def restore_dequantized(source, state):
+    """`state` with the arrays `source` (a `checkpoint.InitSource` of a quantized run) matched
+    replaced by that run's weights, dequantized to float: `init_from` a compressed run. The run
+    is restored the one way every run is (`runs.load`, checksums verified)."""
+    import flax
+    from fmjax import runs
+    run = runs.load(source.workdir, source.step or None)
+    theirs = flax.traverse_util.flatten_dict(
+        {"params": dequantize(run.state.params), "extra": run.state.extra}, sep="/")
+    flat = flax.traverse_util.flatten_dict({"params": state.params, "extra": state.extra},
+                                           keep_empty_nodes=True, sep="/")
+    flat.update({name: jax.device_put(theirs[name], flat[name].sharding)
+                 for name in source.matched})
+    parts = flax.traverse_util.unflatten_dict(flat, sep="/")
+    return state.replace(params=parts["params"], extra=parts.get("extra", {}))
+
+
 def is_quantized(params) -> bool:
     """True when `params` holds any stored quantized weight."""
     from qwix._src.providers.ptq import WithAux
