@@ -148,9 +148,10 @@ def test_converted_seq2seq_encode_decode_like_the_full_forward():
 
 def test_qat_trains_and_converts_exactly(small_config, tmp_path):
     """A QAT run (int8 fake quantization) lowers its loss like any run; `convert` of its float
-    params gives the outputs the QAT model computes (measured max |diff| 2e-7, logits ~5)."""
+    params gives the outputs the QAT model computes (measured max |diff| 2e-7, logits ~5); a
+    float run with init_from the converted run starts from its dequantized weights."""
     from fmjax import runs, tasks
-    from fmjax.train import train_and_evaluate
+    from fmjax.train import prepare, restore_or_init, train_and_evaluate
     config = small_config
     config.quantization.method = "int8"
     train_and_evaluate(config, tmp_path / "qat", show_progress=False)
@@ -171,6 +172,34 @@ def test_qat_trains_and_converts_exactly(small_config, tmp_path):
     converted_BL = jax.jit(lambda p: task.model.apply({"params": p}, x_BT))(qparams)
     assert float(jnp.abs(qat_BL).max()) > 1
     assert float(jnp.abs(converted_BL - qat_BL).max()) < 1e-5
+
+    # init_from the converted run: a float model starts from its dequantized weights
+    write_converted_run(run, converted_config, qparams, tmp_path / "int8")
+    fine_tune = ml_collections.ConfigDict(run.config.to_dict())
+    fine_tune.quantization.method = ""
+    fine_tune.init_from = str(tmp_path / "int8")
+    exp = prepare(fine_tune, tmp_path / "fine_tune", data_info=run.exp.task.info)
+    assert exp.init_source.quantized and len(exp.init_source.matched) == 8
+    state, _, message = restore_or_init(exp, tmp_path / "fine_tune")
+    assert message.startswith("initialised 8 of 8 model arrays")
+    dequantized = quantization.dequantize(qparams)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(dequantized)):
+        np.testing.assert_array_equal(a, b)
+    assert float(jnp.abs(dequantized["head"]["kernel"] - float_params["head"]["kernel"]).max()) > 0
+
+
+def write_converted_run(run, config, qparams, out) -> None:
+    """The smallest stand-in for `fmjax compress`: `run`'s files with `config` and `qparams`."""
+    import shutil
+    from fmjax import checkpoint, configs, state as state_lib
+    from fmjax.train import prepare
+    shutil.copytree(run.workdir, out, ignore=shutil.ignore_patterns("checkpoints", "*.lock"))
+    (out / "config.json").write_text(configs.to_json(config))
+    exp = prepare(config, out, data_info=run.exp.task.info)
+    state = state_lib.init_state(exp.task, exp.tx, 0, exp.mesh, exp.rules, exp.abstract_state)
+    manager = checkpoint.open_manager(out, config.checkpoint)
+    checkpoint.save(manager, run.step, state.replace(params=qparams), config.to_dict(), None)
+    checkpoint.close(manager)
 
 
 @pytest.mark.parametrize("method", ["int8", "int4"])
