@@ -250,6 +250,17 @@ def test_unsupported_model_and_unknown_method_are_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("calibration", ["rms", "absmax,x", "fixed,1", "max"])
+def test_bad_calibration_is_one_line(small_config, calibration):
+    from fmjax import configs
+    from fmjax.errors import UserError
+    small_config.quantization.update(method="int8", calibration=calibration)
+    with pytest.raises(UserError) as error:
+        configs.validate(small_config)
+    assert str(error.value) == (f"config.quantization.calibration={calibration!r} is not one of "
+                                "absmax[,SCALE], minmax[,SCALE], rms,SCALE, fixed,MIN,MAX")
+
+
 SHARDED = """
 import jax
 from fmjax import configs
@@ -262,8 +273,9 @@ exp = prepare(config, data_info=DataInfo(65, (64,), 1000, 100, vocab_size=65, in
 kernel = exp.abstract_state.params["block_0"]["mlp"]["up"]["kernel"]
 attn = exp.abstract_state.params["block_0"]["attention"]["out_kernel"]
 for w in (kernel, attn):
-    print(w.array.qvalue.shape, w.array.qvalue.dtype, w.array.qvalue.sharding.spec, w.array.scale.shape,
-          w.array.scale.sharding.spec)
+    q = w.array
+    print(q.qvalue.shape, q.qvalue.dtype, q.qvalue.sharding.spec, q.scale.shape,
+          q.scale.sharding.spec)
 """
 
 

@@ -25,7 +25,8 @@ from fmjax.errors import UserError
 from fmjax.ranges import PositiveInt
 
 METHODS = ("int8", "int4", "int8_dynamic")
-CALIBRATIONS = ("absmax", "minmax", "rms", "fixed")     # qwix's weight_calibration_method names
+# Qwix's weight_calibration_method names -> how many numbers may follow them ("rms,3").
+CALIBRATIONS = {"absmax": (0, 1), "minmax": (0, 1), "rms": (1,), "fixed": (2,)}
 # Model families Qwix handles here. The GRU's scan carries boxed params Qwix cannot rebox
 # (`update_boxed: Unsupported type QArray`); the generative families are not compression targets.
 SUPPORTED_MODELS = ("logreg", "mlp", "cnn1d", "cnn2d", "resnet", "gpt", "vit", "bert", "seq2seq")
@@ -52,12 +53,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if q.method not in ("",) + METHODS:
         raise UserError(f"unknown config.quantization.method '{q.method}' "
                         f"(known: {', '.join(METHODS)}; '' = off)")
-    if q.calibration.split(",")[0] not in CALIBRATIONS:
-        raise UserError(f"unknown config.quantization.calibration '{q.calibration}' (known: "
-                        "absmax[,SCALE], minmax[,SCALE], rms,SCALE, fixed,MIN,MAX)")
+    _check_calibration(q.calibration)
     if q.converted and not q.method:
         raise UserError("config.quantization.converted=True needs config.quantization.method")
     check_supported(config)
+
+
+def _check_calibration(calibration: str) -> None:
+    name, *numbers = calibration.split(",")
+    try:
+        [float(n) for n in numbers]
+        valid = len(numbers) in CALIBRATIONS.get(name, ())
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UserError(f"config.quantization.calibration={calibration!r} is not one of "
+                        "absmax[,SCALE], minmax[,SCALE], rms,SCALE, fixed,MIN,MAX")
 
 
 def check_supported(config: ml_collections.ConfigDict) -> None:
