@@ -1,7 +1,8 @@
 """Quantization (fmjax/compression/quantization.py): Qwix PTQ of every family stays close to
 float, the MNIST-1D CNN's convs are quantized, int8_dynamic leaves attention's activation x
 activation einsums float, QAT trains and converts exactly, converted state round-trips through
-checkpoints and shards on 8 devices, and `fmjax train` refuses a converted run."""
+checkpoints and shards on 8 devices, init_from a converted run dequantizes it, and `fmjax
+train` refuses a converted run."""
 
 import os
 import subprocess
@@ -18,7 +19,12 @@ from conftest import REPO, assert_one_line_error, read_metrics, run_cli
 from fmjax.compression import quantization
 
 _rng = np.random.RandomState(0)
-_tokens = lambda *shape: jnp.asarray(_rng.randint(1, 60, shape), jnp.int32)   # noqa: E731
+
+
+def _tokens(*shape):
+    return jnp.asarray(_rng.randint(1, 60, shape), jnp.int32)
+
+
 # Tiny model of each family, its inputs, and how many weights int8 / int8_dynamic quantize
 # (nn.Conv kernels only under int8_dynamic; embedding tables never).
 FAMILIES = {
@@ -49,8 +55,8 @@ def qconfig(method: str, converted: bool) -> ml_collections.ConfigDict:
 
 def with_aux_leaves(params) -> list:
     from qwix._src.providers.ptq import WithAux
-    is_aux = lambda x: isinstance(x, WithAux)   # noqa: E731
-    return [x for x in jax.tree.leaves(params, is_leaf=is_aux) if is_aux(x)]
+    return [x for x in jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, WithAux))
+            if isinstance(x, WithAux)]
 
 
 def ptq(module, float_params, args, method: str):
