@@ -89,7 +89,7 @@ def check_trainable(config: ml_collections.ConfigDict) -> None:
 
 def rules(qconfig) -> list:
     """Qwix rules for `qconfig`: embedding tables float, every weight op quantized. int4's
-    `tile_size` is only a marker here: `_FittedTiles` fits it to each op's contraction axis."""
+    `tile_size` is only a marker here: `_provider_class` fits it to each op's contraction axis."""
     import qwix
     keep_float = [qwix.QuantizationRule(module_path=EMBED_MODULES)]
     if qconfig.method != "int8_dynamic":   # Qwix PTQ convolves only int x int (same qtypes)
@@ -160,7 +160,7 @@ def restore_dequantized(source, state):
     is restored the one way every run is (`runs.load`, checksums verified)."""
     import flax
     from fmjax import runs
-    run = runs.load(source.workdir, source.step or None)
+    run = runs.load(source.workdir, source.step)
     theirs = flax.traverse_util.flatten_dict(
         {"params": dequantize(run.state.params), "extra": run.state.extra}, sep="/")
     flat = flax.traverse_util.flatten_dict({"params": state.params, "extra": state.extra},
@@ -169,13 +169,6 @@ def restore_dequantized(source, state):
                  for name in source.matched})
     parts = flax.traverse_util.unflatten_dict(flat, sep="/")
     return state.replace(params=parts["params"], extra=parts.get("extra", {}))
-
-
-def is_quantized(params) -> bool:
-    """True when `params` holds any stored quantized weight."""
-    from qwix._src.providers.ptq import WithAux
-    return any(isinstance(x, WithAux) for x in jax.tree.leaves(
-        params, is_leaf=lambda x: isinstance(x, WithAux)))
 
 
 def _is_weight(x) -> bool:
