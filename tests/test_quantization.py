@@ -32,6 +32,7 @@ FAMILIES = {
     "cnn1d": (dict(num_classes=10), (_rng.randn(4, 40),), 4, 4),
     "cnn2d": (dict(num_classes=10, features=(8, 16), hidden_size=32),
               (_rng.randn(4, 8, 8, 1),), 2, 4),
+    "gru": (dict(num_classes=10), (_rng.randn(4, 40),), 3, 3),   # w_h (in lax.scan) stays float
     "resnet": (dict(num_classes=10, stage_sizes=(1,), features=(8,)),
                (_rng.randn(4, 8, 8, 3),), 1, 4),
     "gpt": (dict(vocab_size=64, max_len=16, num_layers=1, num_heads=2, embed_dim=64),
@@ -242,12 +243,12 @@ def test_train_refuses_a_converted_run(tmp_path):
 
 
 def test_unsupported_model_and_unknown_method_are_one_line(tmp_path):
-    proc = run_cli("train", "--config", "experiments/mnist1d/gru.py:runlocal",
+    proc = run_cli("train", "--config", "experiments/mnist/vae.py:runlocal",
                    "--config.quantization.method=int8", "--workdir", tmp_path / "run",
                    check=False)
-    assert_one_line_error(proc, "config.quantization: the 'gru' model cannot be quantized by "
-                                "qwix (supported: logreg, mlp, cnn1d, cnn2d, resnet, gpt, vit, "
-                                "bert, seq2seq)")
+    assert_one_line_error(proc, "config.quantization: the 'vae' model cannot be quantized by "
+                                "qwix (supported: logreg, mlp, cnn1d, cnn2d, gru, resnet, gpt, "
+                                "vit, bert, seq2seq)")
     proc = run_cli("train", "--config", "experiments/mnist1d/cnn.py:runlocal",
                    "--config.quantization.method=int3", "--workdir", tmp_path / "run",
                    check=False)
