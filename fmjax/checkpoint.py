@@ -112,6 +112,7 @@ class InitSource:
     step: int
     matched: tuple[str, ...]    # 'params/block_0/...' paths taken from the checkpoint
     new: tuple[str, ...]        # paths only the new model has: they keep their fresh init
+    quantized: bool = False     # the source stores quantized weights (`fmjax compress`)
 
     def message(self) -> str:
         """One line for the log: what came from where, and what is new."""
@@ -143,6 +144,8 @@ def plan_init_from(workdir: str, step: int, abstract_state) -> InitSource:
         raise UserError(f"config.init_from: {e} in {workdir}") from e
     finally:
         manager.close()
+    from fmjax.compression import quantization
+    saved, quantized = quantization.float_shapes(saved)
     matched, new = [], []
     for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
         name = path_name(path)
@@ -161,7 +164,7 @@ def plan_init_from(workdir: str, step: int, abstract_state) -> InitSource:
         theirs = next((n.split("/", 1)[1] for n in saved if n.startswith("params/")), "none")
         raise UserError(f"config.init_from: {workdir} (step {step}) has no parameter in common "
                         f"with this config's model (its first: {theirs}); is it the right run?")
-    return InitSource(str(workdir), step, tuple(matched), tuple(new))
+    return InitSource(str(workdir), step, tuple(matched), tuple(new), quantized)
 
 
 def restore_matching(source: InitSource, state):

@@ -33,7 +33,7 @@ from fmjax.ranges import MeshSize, NonNegativeFloat, NonNegativeInt, PositiveInt
 def base_config() -> ml_collections.ConfigDict:
     """Every key an experiment may set, with its default. `model` and `data` are per-experiment."""
     from fmjax import optim  # late: imports jax
-    from fmjax.compression import pruning
+    from fmjax.compression import pruning, quantization
     c = ml_collections.ConfigDict()
     c.task = "classification"
     # Fine-tuning: a workdir whose checkpoint initialises every parameter this model shares with
@@ -69,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict(optim.defaults())   # keys: optim.OptimizerOptions
     # Magnitude pruning, gradual (Zhu & Gupta 2017) or one-shot: fmjax/compression/pruning.py
     c.pruning = ml_collections.ConfigDict(pruning.defaults())   # keys: pruning.PruningOptions
+    # Qwix quantization (fmjax/compression/quantization.py): QAT with a method, stored
+    # low-precision weights with converted=True (written by `fmjax compress`).
+    c.quantization = ml_collections.ConfigDict(quantization.defaults())
     c.checkpoint = ml_collections.ConfigDict(dict(
         every=1000,
         keep=3,                  # the last N checkpoints ...
@@ -112,6 +115,7 @@ BASE_RANGES = {
     "mesh.data": MeshSize,
     "mesh.fsdp": MeshSize,
     "mesh.tensor": MeshSize,
+    "quantization.group_size": PositiveInt,
 }
 
 # Keys that name the metric model selection reads: each must be a selection metric.
@@ -340,7 +344,7 @@ def validate(config: ml_collections.ConfigDict, selection: bool = True) -> None:
     """Raise UserError for any problem that can be seen without devices or data. `selection`
     False skips the model-selection metrics (`fmjax eval` of a run trained before that rule)."""
     from fmjax import data, models, optim, tasks  # late: registries import jax/flax
-    from fmjax.compression import pruning
+    from fmjax.compression import pruning, quantization
 
     for key, hint in BASE_RANGES.items():   # first: the checks below divide by these
         ranges.check(key, value_at(config, key), hint)
@@ -358,6 +362,7 @@ def validate(config: ml_collections.ConfigDict, selection: bool = True) -> None:
             raise UserError(f"{NO_VALIDATION_FRACTION} (data '{config.data.name}')")
         check_fields(section, config[section], cls, owner)
         ranges.check_dataclass(config[section], cls, section)
+    quantization.validate(config)
     if selection:
         check_metric_names(config)
     if (config.optimizer.schedule in ("warmup_cosine", "warmup_linear")

@@ -20,6 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fmjax import checkpoint, configs, data, sharding, state as state_lib, tasks
+from fmjax.compression import quantization
 from fmjax.early_stopping import EarlyStopping, counts as counts_for_early_stopping
 from fmjax.errors import NonFiniteLoss, Preempted, UserError, WorkdirError
 from fmjax.metrics import perf, wandb_sink
@@ -120,7 +121,9 @@ def restore_or_init(exp: Experiment, workdir: pathlib.Path) -> tuple[Any, int, s
                                      exp.rules, exp.abstract_state)
         if exp.init_source is None:
             return state, 0, None
-        return checkpoint.restore_matching(exp.init_source, state), 0, exp.init_source.message()
+        restore = (quantization.restore_dequantized if exp.init_source.quantized
+                   else checkpoint.restore_matching)
+        return restore(exp.init_source, state), 0, exp.init_source.message()
     manager = checkpoint.read_only_manager(workdir)
     damaged = []
     try:
@@ -197,6 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        show_progress: bool = True) -> dict[str, float]:
     """Train (or resume) the experiment in `workdir`; returns the last eval metrics."""
     wandb_sink.check_installed(config.logging)   # before reading any data
+    quantization.check_trainable(config)
     if not workdir_files.is_url(workdir) and (pathlib.Path(workdir) / "sweep.json").exists():
         raise UserError(f"--workdir {workdir} holds a sweep (sweep.json), not a run: its trials "
                         "are in trials/NNNN; give the run a directory of its own")

@@ -31,7 +31,7 @@ class GRU(nn.Module):
         w_h = self.param("w_h", partitioned(init, (None, "mlp")), (F, 3 * F))
         b_i = self.param("b_i", partitioned(init, ("mlp",)), (3 * F,))
         b_h = self.param("b_h", partitioned(init, ("mlp",)), (3 * F,))
-        w_i, w_h, b_i, b_h = (p.astype(self.dtype) for p in (w_i, w_h, b_i, b_h))
+        w_i, w_h, b_i, b_h = nn.dtypes.promote_dtype(w_i, w_h, b_i, b_h, dtype=self.dtype)
         # Input projections for every step at once; only the recurrence is sequential.
         xi_TBG = jnp.einsum("btc,cg->tbg", x_BTC.astype(self.dtype), w_i) + b_i
 

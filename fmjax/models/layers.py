@@ -34,11 +34,13 @@ def conv(features: int, kernel_size: Sequence[int], strides: Sequence[int] | int
 
 
 class Conv1D(nn.Module):
-    """1D convolution as one matmul over gathered windows (im2col): x_BTC -> y_BTF.
+    """1D convolution as one contraction over gathered windows (im2col): x_BTC -> y_BTF.
 
     Same parameters as `conv(features, (kernel_size,), ...)` (kernel_RCF, bias_F). XLA's CPU
     convolution is dominated by per-call overhead at the channel counts of small sequence models
-    (6x slower for the MNIST-1D CNN); one dot over the R shifted windows is not.
+    (6x slower for the MNIST-1D CNN); one dot over the R shifted windows is not. The kernel enters
+    the einsum as the parameter itself (no reshape), so Qwix recognises it as a weight and
+    quantizes it (fmjax/compression/quantization.py).
     """
     features: int
     kernel_size: int
@@ -58,9 +60,8 @@ class Conv1D(nn.Module):
         x_BTC = jnp.pad(x_BTC, ((0, 0), self.padding, (0, 0)))
         m = (x_BTC.shape[1] - k) // self.stride + 1        # output positions
         span = self.stride * (m - 1) + 1
-        windows_BTQ = jnp.concatenate(
-            [x_BTC[:, i:i + span:self.stride] for i in range(k)], axis=-1)   # Q = R * C
-        return windows_BTQ @ kernel_RCF.reshape(k * c, self.features) + bias_F
+        windows_BTRC = jnp.stack([x_BTC[:, i:i + span:self.stride] for i in range(k)], axis=2)
+        return jnp.einsum("btrc,rcf->btf", windows_BTRC, kernel_RCF) + bias_F
 
 
 def conv_transpose(features: int, kernel_size: Sequence[int], strides: Sequence[int],

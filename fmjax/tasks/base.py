@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from fmjax import optim
-from fmjax.compression import pruning
+from fmjax.compression import pruning, quantization
 from fmjax.data import DataInfo
 
 Batch = dict[str, Any]
@@ -30,7 +30,6 @@ class NoOptions:
 class Task:
     """Base class; subclasses set `self.model` and implement the methods below."""
 
-    model: nn.Module
     # Its fields (with defaults) are the keys of config.task_options for this task; numeric
     # fields declare their valid range as their type (fmjax/ranges.py).
     Options = NoOptions
@@ -43,14 +42,28 @@ class Task:
         self.info = info
         self.options = self.Options(**config.task_options)
 
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    @model.setter
+    def model(self, module: nn.Module) -> None:
+        """Every task's model goes through `config.quantization` (QAT, or stored quantized
+        weights), so training, eval, sampling and translation all run the quantized model."""
+        self._model = quantization.wrap_model(module, self.config.quantization)
+
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
         """(optimizer over all parameters, pruned by `config.pruning` if set, the learning-rate
-        schedule to log)."""
+        schedule to log). A converted (quantized) run is never trained: its optimizer keeps no
+        state."""
         c = self.config
+        lr_schedule = optim.schedule(c.optimizer, c.train.num_steps)
+        if c.quantization.converted:
+            return optax.set_to_zero(), lr_schedule
         tx = optim.build(c.optimizer, c.train.num_steps, c.train.clip_grad_norm)
         if c.pruning.sparsity > 0:
             tx = pruning.wrap(tx, c.pruning)
-        return tx, optim.schedule(c.optimizer, c.train.num_steps)
+        return tx, lr_schedule
 
     def update(self, state, batch, rng, tx, grads_fn):
         """One optimizer step -> (state, metrics). `grads_fn(params, extra, batch, rng)` gives
