@@ -1,0 +1,1 @@
+"""Compression of trained runs: quantization (Qwix), magnitude pruning, and `fmjax compress`."""
