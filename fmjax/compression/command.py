@@ -107,15 +107,15 @@ def out_config(config, options: Options):
     return c
 
 
-def check_source(config, options: Options) -> str | None:
+def check_source(workdir, config, options: Options) -> str | None:
     """UserError for a RUN this method cannot compress; a note for a QAT run asked for another
     method than it was trained with."""
     q = config.quantization
     if q.converted:
-        raise UserError("--workdir holds a run that fmjax compress already quantized; compress "
-                        "its float source instead")
+        raise UserError(f"{workdir} holds a run that fmjax compress already quantized; "
+                        "compress its float source instead")
     if config.task in ("gan", "vae"):
-        raise UserError(f"--workdir holds a '{config.task}' run: compress handles models "
+        raise UserError(f"{workdir} holds a '{config.task}' run: compress handles models "
                         "measured by eval metrics (classifiers, language and translation models)")
     if options.method != "prune":
         quantization.check_supported(out_config(config, options))
@@ -222,7 +222,7 @@ def compress(workdir, out, options: Options, step: int | None = None) -> dict[st
     check_options(options)
     out = check_out(out)
     checkpoint.check_workdir(workdir)
-    note = check_source(runs.read_config(workdir_files.as_path(workdir)), options)
+    note = check_source(workdir, runs.read_config(workdir_files.as_path(workdir)), options)
     run = runs.load(workdir, step, with_data=True)
     config = out_config(run.config, options)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
