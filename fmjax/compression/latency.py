@@ -5,8 +5,8 @@ import time
 
 import jax
 
-WARMUP_CALLS = 3   # the first compiles; the others settle caches and thread pools
-CALLS = 20
+WARMUP_CALLS = 2   # the first compiles; the second settles caches and thread pools
+CALLS = 10
 
 
 def median_latency(eval_step, state, batch, calls: int = CALLS) -> dict:
