@@ -88,7 +88,8 @@ config_flags.DEFINE_config_file(
     "config", None, "Experiment config file[:a,b variants], or a shipped one by name "
     "(mnist1d/cnn.py).", lock_config=True)
 FLAGS["config"].parser = _ExperimentFileParser()
-flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, metrics and logs.")
+flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, metrics and "
+                    "logs; compress: the trained run to compress (only read).")
 flags.DEFINE_integer("step", None, "The checkpoint step to load (default: the latest); "
                      "compress: the step of RUN to compress.")
 flags.DEFINE_bool("progress", True, "train: a progress bar on a terminal or in a notebook; "
@@ -110,16 +111,16 @@ flags.DEFINE_bool("interpolate", False, "sample (images): a latent interpolation
 flags.DEFINE_string("input", None, "translate: the text, one sentence per line.")
 flags.DEFINE_integer("beam_size", None, "translate: beams (1 = greedy; default: the run's).")
 flags.DEFINE_float("length_penalty", None, "translate: GNMT alpha (default: the run's).")
-flags.DEFINE_string("method", None, "compress: int8 (weight-only, per-channel scales), int4 "
+flags.DEFINE_string("method", None, "compress: the method: int8 (weight-only, per-channel scales), int4 "
                     "(weight-only, grouped scales), int8_dynamic (int8 weights and activations) "
                     "or prune (magnitude pruning).")
-flags.DEFINE_float("sparsity", None, "compress --method prune: the fraction of prunable weights "
+flags.DEFINE_float("sparsity", None, "compress (prune): the fraction of prunable weights "
                    "set to zero, in [0, 1).")
-flags.DEFINE_string("granularity", "global", "compress --method prune: 'global' (one magnitude "
+flags.DEFINE_string("granularity", "global", "compress (prune): 'global' (one magnitude "
                     "threshold over all prunable weights) or 'layer' (the same sparsity in each).")
-flags.DEFINE_integer("finetune_steps", None, "compress --method prune: steps of fine-tuning with "
+flags.DEFINE_integer("finetune_steps", None, "compress (prune): steps of fine-tuning with "
                      "the pruned weights held at zero (default 0).")
-flags.DEFINE_integer("group_size", 32, "compress --method int4: weights per scale along the "
+flags.DEFINE_integer("group_size", 32, "compress (int4): weights per scale along the "
                      "contraction axis.")
 flags.DEFINE_string("calibration", "absmax", "compress: how weight scales are chosen (qwix "
                     "weight_calibration_method: absmax, 'absmax,0.9', 'rms,3', minmax).")

@@ -20,7 +20,8 @@ _QTYPES = {"int8": jnp.int8, "int4": jnp.int4, "int8_dynamic": jnp.int8}
 def _rules(qconfig):
     act = jnp.int8 if qconfig.method == "int8_dynamic" else None
     tile = qconfig.group_size if qconfig.method == "int4" else None
-    return [qwix.QuantizationRule(module_path="^(?!.*embed).*", weight_qtype=_QTYPES[qconfig.method],
+    return [qwix.QuantizationRule(module_path="^(?!.*embed).*",
+                                  weight_qtype=_QTYPES[qconfig.method],
                                   act_qtype=act, tile_size=tile,
                                   weight_calibration_method=qconfig.calibration)]
 
