@@ -220,6 +220,9 @@ def compress(workdir, out, options: Options, step: int | None = None) -> dict[st
     """Compress run `workdir` (checkpoint `step`, default the newest intact) into the new run
     directory `out`; returns what `out/compression.json` holds."""
     check_options(options)
+    if jax.process_count() > 1:   # OUT is renamed into place by one process
+        raise UserError("fmjax compress runs in one process (a host with many devices is fine); "
+                        "start it without launch_local or FMJAX_* process variables")
     out = check_out(out)
     checkpoint.check_workdir(workdir)
     note = check_source(workdir, runs.read_config(workdir_files.as_path(workdir)), options)
