@@ -1,10 +1,11 @@
 """`fmjax compress --workdir RUN --out OUT --method M`: a compressed copy of a trained run.
 
-RUN is read through the one restore path (`runs.load`), measured (eval metrics, weight bytes as
-stored, CPU latency of the eval step on the first eval batch), compressed, and written as an
-ordinary run workdir OUT (config, data shapes, tokenizer, a step-0 checkpoint, and for pruning
-the fine-tune's checkpoints) that `fmjax eval`, `sample`, `translate` and `init_from` accept.
-OUT is then loaded back and measured the same way; `OUT/compression.json` holds both sides.
+RUN is read through the one restore path (`runs.load`) and measured (eval metrics, weight bytes
+as stored), compressed, and written as an ordinary run workdir OUT (config, data shapes,
+tokenizer, a step-0 checkpoint, and for pruning the fine-tune's checkpoints) that `fmjax eval`,
+`sample`, `translate` and `init_from` accept. OUT is then loaded back and measured the same way,
+the CPU latency of both runs' eval steps on the first eval batch timed in turn;
+`OUT/compression.json` holds both sides.
 
 OUT is built in a sibling directory `.OUT.partial-PID` and renamed into place at the end, so an
 interrupted or failed compression leaves no OUT, and two processes writing the same OUT cannot
@@ -128,24 +129,29 @@ def check_source(workdir, config, options: Options) -> str | None:
 @dataclasses.dataclass
 class Measured:
     metrics: dict
-    latency: dict
     bytes: int
     raw_bytes: int
+    timed: tuple   # (eval_step, state, first eval batch): timed with the other run's
+    mesh: Any
 
 
 def measure(run: runs.Run) -> Measured:
-    """The run's full eval metrics, its eval step's latency on the first eval batch, and its
-    parameters' bytes."""
+    """The run's full eval metrics and its parameters' bytes; what its latency is timed on."""
     exp = run.exp
     eval_step = make_eval_step(run.task, exp.mesh, exp.state_shardings)
     batch = next(iter(exp.pipeline.eval_batches(exp.config.train.eval_batch_size, "eval")))
     batch.pop("mask")
     with jax.set_mesh(exp.mesh):
         metrics = train.evaluate(exp, run.state, eval_step)
-        timing = latency.median_latency(eval_step, run.state, sharding.global_batch(batch,
-                                                                                    exp.mesh))
-    return Measured(metrics, timing, stored_bytes.stored_bytes(run.params),
-                    stored_bytes.raw_bytes(run.params))
+        timed = (eval_step, run.state, sharding.global_batch(batch, exp.mesh))
+    return Measured(metrics, stored_bytes.stored_bytes(run.params),
+                    stored_bytes.raw_bytes(run.params), timed, exp.mesh)
+
+
+def latencies(before: Measured, after: Measured) -> tuple[dict, dict]:
+    """Both runs' eval-step latencies, timed in turn (`latency.median_latencies`)."""
+    with jax.set_mesh(after.mesh):
+        return tuple(latency.median_latencies([before.timed, after.timed]))
 
 
 def write_run(directory: pathlib.Path, config, run: runs.Run, params) -> None:
@@ -201,7 +207,6 @@ def _record(options: Options, run: runs.Run, before: Measured, after: Measured,
         "bytes_before": before.bytes, "bytes_after": after.bytes,
         "raw_bytes_before": before.raw_bytes, "raw_bytes_after": after.raw_bytes,
         "metrics_before": before.metrics, "metrics_after": after.metrics,
-        "latency_before": before.latency, "latency_after": after.latency,
         "versions": {p: importlib.metadata.version(p)
                      for p in ("jax", "flax", "qwix", "orbax-checkpoint")},
         "cpu": {"name": machine.cpu_name(), "flags": machine.cpu_flags(),
@@ -236,7 +241,9 @@ def compress(workdir, out, options: Options, step: int | None = None) -> dict[st
         if options.method == "prune" and options.finetune_steps:
             finetune(config, partial)
         after_run = runs.load(partial, with_data=True)   # OUT as everyone will read it
-        record = _record(options, run, before, measure(after_run), after_run, note)
+        after = measure(after_run)
+        record = _record(options, run, before, after, after_run, note)
+        record["latency_before"], record["latency_after"] = latencies(before, after)
         workdir_files.write_atomic(partial / COMPRESSION_FILE,
                                    json.dumps(record, indent=2, sort_keys=True).encode())
         try:
