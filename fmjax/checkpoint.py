@@ -112,9 +112,6 @@ class InitSource:
     step: int
     matched: tuple[str, ...]    # 'params/block_0/...' paths taken from the checkpoint
     new: tuple[str, ...]        # paths only the new model has: they keep their fresh init
-    # The source stores quantized parameters (`fmjax compress`): they are read through its own
-    # model and dequantized (fmjax/compression/init_from.py), matched by its float model's paths.
-    dequantize: bool = False
 
     def message(self) -> str:
         """One line for the log: what came from where, and what is new."""
@@ -129,11 +126,9 @@ class InitSource:
 _MODEL_PARTS = ("params", "extra")
 
 
-def plan_init_from(workdir: str, step: int, abstract_state,
-                   float_shapes: dict[str, tuple] | None = None) -> InitSource:
+def plan_init_from(workdir: str, step: int, abstract_state) -> InitSource:
     """Match `abstract_state`'s model arrays with the checkpoint of run `workdir` (step 0: its
-    latest) by path; UserError naming the first array whose shapes differ, or if none match.
-    `float_shapes`: the source stores quantized arrays, and these are its float model's."""
+    latest) by path; UserError naming the first array whose shapes differ, or if none match."""
     manager = read_only_manager(workdir)
     steps = sorted(manager.all_steps()) if manager is not None else []
     if not steps:
@@ -148,7 +143,6 @@ def plan_init_from(workdir: str, step: int, abstract_state,
         raise UserError(f"config.init_from: {e} in {workdir}") from e
     finally:
         manager.close()
-    saved = saved if float_shapes is None else float_shapes
     matched, new = [], []
     for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
         name = path_name(path)
@@ -167,7 +161,7 @@ def plan_init_from(workdir: str, step: int, abstract_state,
         theirs = next((n.split("/", 1)[1] for n in saved if n.startswith("params/")), "none")
         raise UserError(f"config.init_from: {workdir} (step {step}) has no parameter in common "
                         f"with this config's model (its first: {theirs}); is it the right run?")
-    return InitSource(str(workdir), step, tuple(matched), tuple(new), float_shapes is not None)
+    return InitSource(str(workdir), step, tuple(matched), tuple(new))
 
 
 def restore_matching(source: InitSource, state):

@@ -77,9 +77,8 @@ def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
         manager.close()
     init_source = None   # a resumed run restores its own checkpoint, never init_from again
     if config.init_from and latest_step is None:
-        from fmjax.compression import init_from   # late: it reads runs through fmjax.runs
-        init_source = init_from.plan_init_from(config.init_from, config.init_from_step,
-                                               abstract_state)
+        init_source = checkpoint.plan_init_from(config.init_from, config.init_from_step,
+                                                abstract_state)
     return Experiment(config, mesh, rules, pipeline, task, tx, lr_schedule, abstract_state,
                       state_shardings, latest_step, init_source)
 
@@ -121,9 +120,7 @@ def restore_or_init(exp: Experiment, workdir: pathlib.Path) -> tuple[Any, int, s
                                      exp.rules, exp.abstract_state)
         if exp.init_source is None:
             return state, 0, None
-        from fmjax.compression import init_from
-        return (init_from.restore_matching(exp.init_source, state), 0,
-                exp.init_source.message())
+        return checkpoint.restore_matching(exp.init_source, state), 0, exp.init_source.message()
     manager = checkpoint.read_only_manager(workdir)
     damaged = []
     try:

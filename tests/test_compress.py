@@ -1,16 +1,14 @@
-"""`fmjax compress`: a quantized or pruned run is an ordinary run (eval, init_from, sample read
+"""`fmjax compress`: a quantized or pruned run is an ordinary run (eval and sample read
 it), its compression.json holds what was measured, and bad input or a stop leaves no OUT."""
 
 import json
 
-import jax
 import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, gpt_flags, run_cli
 from fmjax import configs, runs, train
 from fmjax.compression import command
-from fmjax.compression import _standins as quantization   # STAND-IN: helper A's module
 from fmjax.errors import UserError
 
 RECORD_KEYS = {"method", "options", "source", "bytes_before", "bytes_after", "raw_bytes_before",
@@ -57,18 +55,6 @@ def test_int8_writes_a_run_that_eval_reads_with_the_recorded_metrics(cnn_run, in
     assert set(record["metrics_before"]) == set(evaluated)
     assert abs(record["metrics_after"]["eval/accuracy"]
                - record["metrics_before"]["eval/accuracy"]) <= 0.01
-
-
-def test_init_from_a_quantized_run_starts_from_its_dequantized_weights(int8_out, tmp_path):
-    out, _ = int8_out
-    config = runs.read_config(out)
-    config.quantization.update(method="", converted=False)
-    config.init_from = str(out)
-    exp = train.prepare(config, tmp_path / "ft")
-    state, step, note = train.restore_or_init(exp, tmp_path / "ft")
-    assert step == 0 and note.startswith(f"initialised 8 of 8 model arrays from {out}")
-    want = quantization.dequantize(runs.load(out).params)
-    jax.tree.map(np.testing.assert_array_equal, state.params, want)
 
 
 def test_prune_reports_sparsity_and_keeps_zeros_through_the_finetune(cnn_run, tmp_path):

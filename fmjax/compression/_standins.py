@@ -80,8 +80,3 @@ def wrap(tx, pconfig):
         return jax.tree.map(jnp.multiply, updates, mask), (mask, inner)
     return optax.GradientTransformation(init, update)
 
-
-def dequantize(params):
-    from qwix._src.providers.ptq import WithAux
-    return jax.tree.map(lambda x: qwix.dequantize(x.array) if isinstance(x, WithAux) else x,
-                        params, is_leaf=lambda x: isinstance(x, WithAux))
