@@ -33,6 +33,7 @@ from fmjax.ranges import MeshSize, NonNegativeFloat, NonNegativeInt, PositiveInt
 def base_config() -> ml_collections.ConfigDict:
     """Every key an experiment may set, with its default. `model` and `data` are per-experiment."""
     from fmjax import optim  # late: imports jax
+    from fmjax.compression import pruning
     c = ml_collections.ConfigDict()
     c.task = "classification"
     # Fine-tuning: a workdir whose checkpoint initialises every parameter this model shares with
@@ -66,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
             metric="", mode="min", patience=5, min_delta=0.0)),
     ))
     c.optimizer = ml_collections.ConfigDict(optim.defaults())   # keys: optim.OptimizerOptions
+    # Magnitude pruning, gradual (Zhu & Gupta 2017) or one-shot: fmjax/compression/pruning.py
+    c.pruning = ml_collections.ConfigDict(pruning.defaults())   # keys: pruning.PruningOptions
     c.checkpoint = ml_collections.ConfigDict(dict(
         every=1000,
         keep=3,                  # the last N checkpoints ...
@@ -343,10 +346,12 @@ def validate(config: ml_collections.ConfigDict, selection: bool = True) -> None:
     """Raise UserError for any problem that can be seen without devices or data. `selection`
     False skips the model-selection metrics (`fmjax eval` of a run trained before that rule)."""
     from fmjax import data, models, optim, tasks  # late: registries import jax/flax
+    from fmjax.compression import pruning
 
     for key, hint in BASE_RANGES.items():   # first: the checks below divide by these
         ranges.check(key, value_at(config, key), hint)
     optim.validate(config.optimizer)
+    pruning.validate(config.pruning, config.train.num_steps)
     _check_divisibility(config)
     task_class = lookup("task", config.task, tasks.TASKS)
     for section, cls, owner in (

@@ -10,7 +10,6 @@ import inspect
 import re
 from typing import Annotated, Callable, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -18,7 +17,7 @@ import optax
 from fmjax import ranges
 from fmjax.errors import UserError
 from fmjax.ranges import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range
-from fmjax.tree_paths import path_name
+from fmjax.tree_paths import map_params
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adafactor")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "step")
@@ -86,18 +85,11 @@ def schedule(opt, num_steps: int) -> optax.Schedule:
     return optax.piecewise_constant_schedule(lr, boundaries)
 
 
-def _map_params(fn, params):
-    """fn('a/b/c' path, unboxed array) at every parameter, boxed (logical axes) or not."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, x: fn(path_name(path), nn.unbox(x)), params,
-        is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
-
-
 def decay_mask(params):
     """True for weights that should decay: matrices, kernels and embeddings; not biases (even
     per-head ones, which are 2-D) or norm scales. (Frozen parameters, `optax.MaskedNode`s inside
     the trained partition, hold no array and stay as they are.)"""
-    return _map_params(lambda path, x: jnp.ndim(x) > 1 and not path.endswith("bias"), params)
+    return map_params(lambda path, x: jnp.ndim(x) > 1 and not path.endswith("bias"), params)
 
 
 def _base(opt, v, lr, mask) -> optax.GradientTransformation:
@@ -121,9 +113,9 @@ def _base(opt, v, lr, mask) -> optax.GradientTransformation:
 def freeze_labels(patterns) -> Callable:
     """params -> a tree of 'frozen' (path matched by one of `patterns`, re.search) / 'train'."""
     def labels(params):
-        tree = _map_params(lambda p, _: "frozen" if any(re.search(r, p) for r in patterns)
+        tree = map_params(lambda p, _: "frozen" if any(re.search(r, p) for r in patterns)
                            else "train", params)
-        paths = jax.tree.leaves(_map_params(lambda p, _: p, params))
+        paths = jax.tree.leaves(map_params(lambda p, _: p, params))
         for pattern in patterns:   # a misspelt pattern would otherwise freeze nothing, silently
             if not any(re.search(pattern, p) for p in paths):
                 raise UserError(f"config.optimizer.freeze: {pattern!r} matches no parameter "
@@ -148,17 +140,17 @@ def layer_depth(path: str, num_layers: int) -> int:
 def layer_decay_multipliers(params, decay: float):
     """The learning-rate multiplier of every parameter: decay ** (L + 1 - depth), L = number of
     `block_i` (BEiT, ELECTRA); 1 for the head, decay ** (L + 1) for the embeddings."""
-    paths = jax.tree.leaves(_map_params(lambda p, _: p, params))
+    paths = jax.tree.leaves(map_params(lambda p, _: p, params))
     blocks = [int(m.group(1)) for m in map(_BLOCK.match, paths) if m]
     num_layers = max(blocks) + 1 if blocks else 0
-    return _map_params(lambda p, _: decay ** (num_layers + 1 - layer_depth(p, num_layers)), params)
+    return map_params(lambda p, _: decay ** (num_layers + 1 - layer_depth(p, num_layers)), params)
 
 
 def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
     """Multiply each update by its layer's multiplier: the same as a per-layer learning rate
     (decoupled weight decay, which adamw scales by the learning rate, included)."""
     def init(params):   # runs in `train.prepare`, before the workdir is touched
-        paths = jax.tree.leaves(_map_params(lambda p, _: p, params))
+        paths = jax.tree.leaves(map_params(lambda p, _: p, params))
         if not any(map(_BLOCK.match, paths)):
             raise UserError("config.optimizer.layer_decay needs layers named block_0, block_1, "
                             f"... (gpt, bert, vit); this model has none (e.g. {paths[0]!r})")

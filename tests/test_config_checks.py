@@ -14,6 +14,7 @@ import pytest
 
 from conftest import EXPERIMENTS, REPO, run_cli
 from fmjax import configs, data, models, optim, ranges, tasks, train
+from fmjax.compression import pruning
 from fmjax.errors import UserError
 from test_cli import _assert_clean_failure
 
@@ -67,7 +68,8 @@ def test_every_numeric_field_declares_its_range():
             missing.append(f"{key} (a float range with default {default!r})")
     base_config = configs.base_config()
     base = {key: configs.value_at(base_config, key) for key in configs.dotted_keys(base_config)}
-    declared = {*configs.BASE_RANGES, *(f"optimizer.{k}" for k in optim.defaults())}
+    declared = {*configs.BASE_RANGES, *(f"optimizer.{k}" for k in optim.defaults()),
+                *(f"pruning.{k}" for k in pruning.defaults())}
     missing += [key for key, value in base.items() if _holds_numbers(value) and key not in declared]
     assert not missing, f"numeric config fields without a declared range: {missing}"
     assert declared <= set(base), "a declared range for a key the base config lacks"

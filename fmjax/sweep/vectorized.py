@@ -92,6 +92,9 @@ class _Members:
         if type(self.exp.task).optimizer is not tasks.Task.optimizer:
             raise UserError(f"task '{structure.task}' has its own optimizers; vectorised trials "
                             "need one optimizer over all parameters")
+        if structure.pruning.sparsity > 0:   # its optimizer is built below, without the masks
+            raise UserError("vectorised trials do not prune: config.pruning.sparsity > 0 needs "
+                            "a sweep without --vectorize")
         c, n = structure, structure.train.num_steps
         self.varied = _varied_options(member_configs)
         self.tx = optim.build(c.optimizer, n, c.train.clip_grad_norm, injected=self.varied)

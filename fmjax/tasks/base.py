@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from fmjax import optim
+from fmjax.compression import pruning
 from fmjax.data import DataInfo
 
 Batch = dict[str, Any]
@@ -43,10 +44,13 @@ class Task:
         self.options = self.Options(**config.task_options)
 
     def optimizer(self) -> tuple[optax.GradientTransformation, optax.Schedule]:
-        """(optimizer over all parameters, the learning-rate schedule to log)."""
+        """(optimizer over all parameters, pruned by `config.pruning` if set, the learning-rate
+        schedule to log)."""
         c = self.config
-        return (optim.build(c.optimizer, c.train.num_steps, c.train.clip_grad_norm),
-                optim.schedule(c.optimizer, c.train.num_steps))
+        tx = optim.build(c.optimizer, c.train.num_steps, c.train.clip_grad_norm)
+        if c.pruning.sparsity > 0:
+            tx = pruning.wrap(tx, c.pruning)
+        return tx, optim.schedule(c.optimizer, c.train.num_steps)
 
     def update(self, state, batch, rng, tx, grads_fn):
         """One optimizer step -> (state, metrics). `grads_fn(params, extra, batch, rng)` gives
@@ -55,8 +59,10 @@ class Task:
         grads, metrics, extra = grads_fn(state.params, state.extra, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return (state.replace(params=params, opt_state=opt_state, extra=extra),
-                {**metrics, "grad_norm": optax.tree.norm(grads)})
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
+        if self.config.pruning.sparsity > 0:   # logged as train/sparsity
+            metrics["sparsity"] = pruning.measured_sparsity(params, self.config.pruning.exclude)
+        return state.replace(params=params, opt_state=opt_state, extra=extra), metrics
 
     def bind_data(self, pipeline) -> None:
         """Called once the data pipeline exists (tasks that measure samples against real data

@@ -59,6 +59,9 @@ class GAN(GeneratesImages):
                             "config.model.discriminator_norm=none")
         if config.train.grad_accum_steps != 1:
             raise UserError("GANs do not support config.train.grad_accum_steps > 1")
+        if config.pruning.sparsity > 0:
+            raise UserError("config.pruning: the 'gan' task steps two optimizers of its own and "
+                            "cannot be pruned; set config.pruning.sparsity=0")
         self.model = build_model(config.model, image_shape=tuple(info.input_shape))
         t = config.train   # one optimizer per parameter tree; `update` steps them in turn
         self.txs = {"generator": optim.build(config.optimizer, t.num_steps, t.clip_grad_norm),
