@@ -84,12 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
     # (logical name, mesh axes) pairs ahead of fmjax.sharding.RULES, e.g.
     # (("activation_embed", "tensor"),) also splits the residual stream over the tensor axis.
     c.sharding = ml_collections.ConfigDict(dict(rules=()))
-    # STAND-IN (helper C, drop at merge): helpers A and B own these sections.
+    # STAND-IN (helper C, drop at merge): helper A owns this section.
     c.quantization = ml_collections.ConfigDict(dict(
         method="", group_size=32, calibration="absmax", converted=False))
-    c.pruning = ml_collections.ConfigDict(dict(
-        sparsity=0.0, initial_sparsity=0.0, begin_step=0, end_step=0, frequency=100,
-        granularity="global", exclude=()))
     c.lock()
     return c
 

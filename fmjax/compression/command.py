@@ -24,8 +24,8 @@ import jax
 
 from fmjax import checkpoint, configs, runs, sharding, state as state_lib, train
 from fmjax.compression import latency, stored_bytes
-# STAND-IN (helper C): at merge, import helper A's `quantization` and helper B's `pruning`.
-from fmjax.compression import _standins as pruning
+from fmjax.compression import pruning
+# STAND-IN (helper C): at merge, import helper A's `quantization`.
 from fmjax.compression import _standins as quantization
 from fmjax.errors import Interrupted, Preempted, UserError
 from fmjax.runtime import machine, workdir_files
