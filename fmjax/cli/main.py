@@ -111,9 +111,9 @@ flags.DEFINE_bool("interpolate", False, "sample (images): a latent interpolation
 flags.DEFINE_string("input", None, "translate: the text, one sentence per line.")
 flags.DEFINE_integer("beam_size", None, "translate: beams (1 = greedy; default: the run's).")
 flags.DEFINE_float("length_penalty", None, "translate: GNMT alpha (default: the run's).")
-flags.DEFINE_string("method", None, "compress: the method: int8 (weight-only, per-channel scales), int4 "
-                    "(weight-only, grouped scales), int8_dynamic (int8 weights and activations) "
-                    "or prune (magnitude pruning).")
+flags.DEFINE_string("method", None, "compress: the method: int8 (weight-only, per-channel "
+                    "scales), int4 (weight-only, grouped scales), int8_dynamic (int8 weights and "
+                    "activations) or prune (magnitude pruning).")
 flags.DEFINE_float("sparsity", None, "compress (prune): the fraction of prunable weights "
                    "set to zero, in [0, 1).")
 flags.DEFINE_string("granularity", "global", "compress (prune): 'global' (one magnitude "
