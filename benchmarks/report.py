@@ -7,10 +7,11 @@ import datetime
 import importlib.metadata
 import os
 import pathlib
-import platform
 import re
 import shlex
 import subprocess
+
+from fmjax.runtime.machine import cpu_flags, cpu_name
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -35,35 +36,6 @@ def version(package):
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-def cpu_name():
-    """platform.processor() is often empty on Linux; /proc/cpuinfo names the CPU model."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-# The vector/matrix extensions XLA's CPU code generation uses: the same code ran 1.65x or 0.97x
-# PyTorch's speed on machines that differed in these.
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-
-
-def cpu_flags() -> str:
-    """The SPEED_FLAGS this CPU has, from /proc/cpuinfo ("unknown" elsewhere)."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                found = [f for f in SPEED_FLAGS if f in have]
-                return " ".join(found) if found else "none of " + " ".join(SPEED_FLAGS)
-    except OSError:
-        pass
-    return "unknown"
 
 
 def provenance(script: str, argv: list[str], packages: tuple[str, ...]) -> str:

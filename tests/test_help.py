@@ -11,7 +11,8 @@ from conftest import REPO, assert_one_line_error, run_cli
 from fmjax.cli import main
 from fmjax.runtime import launch
 
-COMMANDS = ("train", "eval", "inspect", "sample", "translate", "sweep", "launch_local")
+COMMANDS = ("train", "eval", "inspect", "sample", "translate", "compress", "sweep",
+            "launch_local")
 
 
 def _help(*args) -> str:
@@ -44,7 +45,8 @@ def test_train_help_shows_its_flags(args):
     assert "(default: on)" in " ".join(stdout.split())
 
 
-@pytest.mark.parametrize("command", ["eval", "inspect", "sample", "translate", "sweep"])
+@pytest.mark.parametrize("command", ["eval", "inspect", "sample", "translate", "compress",
+                                     "sweep"])
 def test_each_command_help_shows_the_flags_it_reads(command):
     stdout = _help(command, "--help")
     flags = [line.split()[0].replace("[no]", "") for line in stdout.splitlines()
@@ -71,7 +73,8 @@ def test_launch_local_help():
      "unknown flag --workdri for fmjax train; did you mean --workdir? `fmjax train --help` lists "
      "them"),
     (["eval", "--noprogres"], "unknown flag --noprogres for fmjax eval;"),
-    ([], "usage: fmjax {train|eval|inspect|sample|translate|sweep|launch_local} [flags]; "
+    ([], "usage: fmjax {train|eval|inspect|sample|translate|compress|sweep|launch_local} "
+         "[flags]; "
          "`fmjax --help` lists the commands"),
     (["trian"], "unknown command 'trian'; usage: fmjax {train|"),
 ])

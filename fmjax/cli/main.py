@@ -1,4 +1,4 @@
-"""The `fmjax` command line: train | eval | inspect | sample | translate | sweep.
+"""The `fmjax` command line: train | eval | inspect | sample | translate | compress | sweep.
 
     fmjax train   --config experiments/mnist1d/cnn.py[:variant] --workdir runs/cnn [--config.a.b=v]
     fmjax eval    --workdir runs/cnn [--step N]
@@ -6,6 +6,8 @@
     fmjax sample  --workdir runs/gpt --prompt "ROMEO:" [--max_new_tokens 500 --temperature 0.8
                   --top_k 40 --top_p 1.0 --seed 0 --num_samples 1 --step N]
     fmjax sample  --workdir runs/vae --num 64 --out grid.png [--interpolate] [--seed 0]
+    fmjax compress --workdir runs/cnn --out runs/cnn-int8 --method int8|int4|int8_dynamic|prune
+                  [--sparsity 0.8 --granularity global --finetune_steps 1000 --step N]
     fmjax translate --workdir runs/mt --input "olá mundo" [--beam_size 4 --length_penalty 0.6]
     fmjax sweep   --config experiments/mnist1d/mlp.py --sweep experiments/mnist1d/sweep_mlp.py
                   --workdir sweeps/mlp [--workers N] [--storage URL] [--vectorize]
@@ -54,6 +56,11 @@ COMMANDS = {
                       "--workdir DIR [--prompt TEXT | --out FILE.png] [flags]", SAMPLE_FLAGS),
     "translate": Command("Translate text with a translation run.", "--workdir DIR --input TEXT "
                          "[flags]", ("workdir", "step", "input", "beam_size", "length_penalty")),
+    "compress": Command("Quantize or prune a trained run into a new run directory, measured "
+                        "before and after (OUT/compression.json).",
+                        "--workdir RUN --out OUT --method int8|int4|int8_dynamic|prune [flags]",
+                        ("workdir", "out", "method", "step", "sparsity", "granularity",
+                         "finetune_steps", "group_size", "calibration")),
     "sweep": Command("Search hyper-parameters (grid, random, bayes): every trial an fmjax run "
                      "in DIR/trials/; the same command resumes.",
                      "--config FILE[:variant] --sweep SWEEP.py --workdir DIR [--workers N] "
@@ -81,8 +88,10 @@ config_flags.DEFINE_config_file(
     "config", None, "Experiment config file[:a,b variants], or a shipped one by name "
     "(mnist1d/cnn.py).", lock_config=True)
 FLAGS["config"].parser = _ExperimentFileParser()
-flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, metrics and logs.")
-flags.DEFINE_integer("step", None, "The checkpoint step to load (default: the latest).")
+flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, metrics and "
+                    "logs; compress: the trained run to compress (only read).")
+flags.DEFINE_integer("step", None, "The checkpoint step to load (default: the latest); "
+                     "compress: the step of RUN to compress.")
 flags.DEFINE_bool("progress", True, "train: a progress bar on a terminal or in a notebook; "
                   "elsewhere (a log file), and with --noprogress, one line per train.log_every "
                   "steps and per eval.")
@@ -96,11 +105,25 @@ flags.DEFINE_integer("seed", 0, "sample: the same seed gives the same text.")
 flags.DEFINE_integer("num_samples", 1, "sample: independent continuations of the prompt (the "
                      "first is shown as it is generated, the others at the end).")
 flags.DEFINE_integer("num", 64, f"sample (images): how many images (at most {MAX_IMAGES}).")
-flags.DEFINE_string("out", None, "sample (images): the PNG file to write.")
+flags.DEFINE_string("out", None, "sample (images): the PNG file to write; compress: the new "
+                    "run directory to write (must not exist).")
 flags.DEFINE_bool("interpolate", False, "sample (images): a latent interpolation strip.")
 flags.DEFINE_string("input", None, "translate: the text, one sentence per line.")
 flags.DEFINE_integer("beam_size", None, "translate: beams (1 = greedy; default: the run's).")
 flags.DEFINE_float("length_penalty", None, "translate: GNMT alpha (default: the run's).")
+flags.DEFINE_string("method", None, "compress: the method: int8 (weight-only, per-channel "
+                    "scales), int4 (weight-only, grouped scales), int8_dynamic (int8 weights and "
+                    "activations) or prune (magnitude pruning).")
+flags.DEFINE_float("sparsity", None, "compress (prune): the fraction of prunable weights "
+                   "set to zero, in [0, 1).")
+flags.DEFINE_string("granularity", "global", "compress (prune): 'global' (one magnitude "
+                    "threshold over all prunable weights) or 'layer' (the same sparsity in each).")
+flags.DEFINE_integer("finetune_steps", None, "compress (prune): steps of fine-tuning with "
+                     "the pruned weights held at zero (default 0).")
+flags.DEFINE_integer("group_size", 32, "compress (int4): weights per scale along the "
+                     "contraction axis.")
+flags.DEFINE_string("calibration", "absmax", "compress: how weight scales are chosen (qwix "
+                    "weight_calibration_method: absmax, 'absmax,0.9', 'rms,3', minmax).")
 flags.DEFINE_string("sweep", None, "sweep: the sweep file (get_sweep(): method, metric, "
                     "parameters, ...; experiments/mnist1d/sweep_mlp.py).")
 flags.DEFINE_integer("workers", 1, "sweep: trials run at once on this machine, each on its own "
@@ -270,6 +293,14 @@ def sample_images(run):
     print(f"wrote {out}: {what} {FLAGS.num} images from the checkpoint at step {run.step}")
 
 
+def cmd_compress():
+    from fmjax.compression import command
+    options = command.Options(_require("method"), FLAGS.sparsity, FLAGS.granularity,
+                              FLAGS.finetune_steps, FLAGS.group_size, FLAGS.calibration)
+    record = command.compress(_require("workdir"), _require("out"), options, FLAGS.step)
+    print(json.dumps(command.summary(record)))
+
+
 def cmd_translate():
     from fmjax import runs
     run = runs.load(_require("workdir"), FLAGS.step, one_device=True)
@@ -348,7 +379,8 @@ def _run(argv: list[str]) -> None:
                 cmd_sweep(argv)
             else:
                 {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect,
-                 "sample": cmd_sample, "translate": cmd_translate}[command]()
+                 "sample": cmd_sample, "translate": cmd_translate,
+                 "compress": cmd_compress}[command]()
         except UserError as e:
             fail(str(e))
         except NonFiniteLoss as e:

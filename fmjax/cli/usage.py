@@ -15,6 +15,8 @@ FLAG_COLUMN = 28   # where a flag's description starts
 # How a flag's value is shown where its name alone says too little.
 METAVARS = {"config": "FILE[:variant]", "workdir": "DIR", "out": "FILE.png", "input": "TEXT",
             "prompt": "TEXT", "step": "N", "sweep": "SWEEP.py", "workers": "N", "storage": "URL"}
+# ... and where one flag names different things for different commands.
+COMMAND_METAVARS = {("compress", "workdir"): "RUN", ("compress", "out"): "OUT"}
 OVERRIDE = ("--config.KEY=VALUE", "Set any key of the experiment's config, e.g. "
             "--config.train.num_steps=200 or --config.optimizer.learning_rate=3e-3 (repeat for "
             "more keys; an unknown key or a value of the wrong type stops with one line).")
@@ -50,7 +52,7 @@ def command_help(name: str, command: Command, flag_values) -> str:
     rows = []
     for flag_name in command.flags:
         flag = flag_values[flag_name]
-        rows.append((_flag_syntax(flag), _own_text(name, _with_default(flag))))
+        rows.append((_flag_syntax(flag, name), _own_text(name, _with_default(flag))))
         if flag_name == "config":
             rows.append(OVERRIDE)
     return "\n".join([f"usage: fmjax {name} {command.usage}", "", command.summary, "", "flags:",
@@ -64,20 +66,31 @@ def unknown_flag(name: str, command: str, command_flags: tuple[str, ...]) -> str
     return f"unknown flag --{name} for fmjax {command}; {hint}`fmjax {command} --help` lists them"
 
 
+# 'sample (images): ' or 'compress: ', where a flag's help names the command a part is for.
+_PART = r"(?:^|; )([a-z_]+)(?: \((.*?)\))?: "
+
+
 def _own_text(command: str, text: str) -> str:
     """A flag's help without the prefix that names its command among all commands' flags
-    ('sample: the text' -> 'the text', 'sample (images): how many' -> 'images: how many')."""
-    match = re.match(rf"{command}(?: \((.*?)\))?: ", text)
+    ('sample: the text' -> 'the text', 'sample (images): how many' -> 'images: how many'). A
+    help with parts for several commands ('what it is; compress: what it is there') shows the
+    command's own part, or else the part before the first named one."""
+    parts = list(re.finditer(_PART, text))
+    match = next((m for m in parts if m[1] == command), None)
     if match is None:
-        return text
-    rest = text[match.end():]
-    return f"{match[1]}: {rest}" if match[1] else rest[:1].upper() + rest[1:]
+        return text[:parts[0].start()].rstrip(".") + "." if parts and parts[0].start() else text
+    after = [m for m in parts if m.start() > match.start()]
+    rest = text[match.end():after[0].start() if after else None]
+    if after:
+        rest = rest.rstrip(".") + "."
+    return f"{match[2]}: {rest}" if match[2] else rest[:1].upper() + rest[1:]
 
 
-def _flag_syntax(flag) -> str:
+def _flag_syntax(flag, command: str = "") -> str:
     if flag.boolean:
         return f"--[no]{flag.name}"
-    return f"--{flag.name} {METAVARS.get(flag.name, flag.name.upper())}"
+    metavar = COMMAND_METAVARS.get((command, flag.name)) or METAVARS.get(flag.name)
+    return f"--{flag.name} {metavar or flag.name.upper()}"
 
 
 def _with_default(flag) -> str:

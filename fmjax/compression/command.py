@@ -1,0 +1,271 @@
+"""`fmjax compress --workdir RUN --out OUT --method M`: a compressed copy of a trained run.
+
+RUN is read through the one restore path (`runs.load`) and measured (eval metrics, weight bytes
+as stored), compressed, and written as an ordinary run workdir OUT (config, data shapes,
+tokenizer, a step-0 checkpoint, and for pruning the fine-tune's checkpoints) that `fmjax eval`,
+`sample`, `translate` and `init_from` accept. OUT is then loaded back and measured the same way,
+the CPU latency of both runs' eval steps on the first eval batch timed in turn;
+`OUT/compression.json` holds both sides.
+
+OUT is built in a sibling directory `.OUT.partial-PID` and renamed into place at the end, so an
+interrupted or failed compression leaves no OUT, and two processes writing the same OUT cannot
+mix their files: the second rename fails with one line.
+"""
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import pathlib
+import shutil
+from typing import Any
+
+import jax
+
+from fmjax import checkpoint, configs, runs, sharding, state as state_lib, train
+from fmjax.compression import latency, stored_bytes
+from fmjax.compression import pruning
+# STAND-IN (helper C): at merge, import helper A's `quantization`.
+from fmjax.compression import quantization
+from fmjax.errors import Interrupted, Preempted, UserError
+from fmjax.runtime import machine, workdir_files
+from fmjax.step import make_eval_step
+
+COMPRESSION_FILE = "compression.json"
+METHODS = (*quantization.METHODS, "prune")
+GRANULARITIES = ("global", "layer")
+# A fine-tune's warm-up: at most this fraction of its steps (the run's own warm-up may be longer
+# than the whole fine-tune).
+FINETUNE_MAX_WARMUP_FRACTION = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The command's flags: what to do to RUN."""
+    method: str
+    sparsity: float | None = None       # prune: the fraction of prunable weights set to zero
+    granularity: str = "global"         # prune: one magnitude threshold for all, or per layer
+    finetune_steps: int | None = None   # prune: steps of the ordinary loop with the masks fixed
+    group_size: int = 32                # int4: scale groups along the contraction axis
+    calibration: str = "absmax"         # qwix weight_calibration_method
+
+
+def check_options(options: Options) -> None:
+    """UserError for flags that make no sense, before anything is read."""
+    o = options
+    if o.method not in METHODS:
+        raise UserError(f"unknown --method '{o.method}' (known: {', '.join(METHODS)})")
+    if o.method == "prune":
+        if o.sparsity is None:
+            raise UserError("--method prune needs --sparsity S, the fraction of weights to zero "
+                            "(0 <= S < 1)")
+        if not 0 <= o.sparsity < 1:
+            raise UserError(f"--sparsity must be in [0, 1) (got {o.sparsity})")
+        if o.granularity not in GRANULARITIES:
+            raise UserError(f"unknown --granularity '{o.granularity}' (known: "
+                            f"{', '.join(GRANULARITIES)})")
+        if o.finetune_steps is not None and o.finetune_steps < 0:
+            raise UserError(f"--finetune_steps must be >= 0 (got {o.finetune_steps})")
+    else:
+        for flag in ("sparsity", "finetune_steps"):
+            if getattr(o, flag) is not None:
+                raise UserError(f"--{flag} is for --method prune (got --method {o.method})")
+        if o.group_size < 1:
+            raise UserError(f"--group_size must be at least 1 (got {o.group_size})")
+
+
+def check_out(out) -> pathlib.Path:
+    """OUT as a local path that does not exist yet."""
+    if workdir_files.is_url(out) or "://" in str(out):
+        raise UserError(f"--out {out}: compress writes to a local directory")
+    path = pathlib.Path(out).absolute()
+    if path.exists():
+        raise UserError(f"--out {out} already exists; compress writes a new run directory "
+                        "(give another path, or remove it)")
+    if not path.parent.is_dir():
+        raise UserError(f"--out {out}: its parent directory {path.parent} does not exist")
+    return path
+
+
+def out_config(config, options: Options):
+    """RUN's config with the compression laid over it: the config OUT is evaluated (and, for
+    pruning, fine-tuned) with."""
+    c = configs.from_json_dict(json.loads(configs.to_json(config)))
+    c.init_from = ""   # OUT has a checkpoint of its own
+    if options.method == "prune":
+        steps = options.finetune_steps or 0
+        c.pruning.update(sparsity=options.sparsity, initial_sparsity=options.sparsity,
+                         begin_step=0, end_step=0, granularity=options.granularity)
+        c.train.num_steps = max(steps, 1)   # 0: a step-0 checkpoint only, never trained
+        c.optimizer.warmup_steps = min(c.optimizer.warmup_steps,
+                                       int(steps * FINETUNE_MAX_WARMUP_FRACTION))
+        c.train.early_stopping.metric = ""   # the fine-tune runs its steps
+        c.checkpoint.best_metric = ""
+    else:
+        c.quantization.update(method=options.method, group_size=options.group_size,
+                              calibration=options.calibration, converted=True)
+        c.pruning.sparsity = 0.0   # a pruned RUN's zeros are kept by quantization itself
+    return c
+
+
+def check_source(workdir, config, options: Options) -> str | None:
+    """UserError for a RUN this method cannot compress; a note for a QAT run asked for another
+    method than it was trained with."""
+    q = config.quantization
+    if q.converted:
+        raise UserError(f"{workdir} holds a run that fmjax compress already quantized; "
+                        "compress its float source instead")
+    if config.task in ("gan", "vae"):
+        raise UserError(f"{workdir} holds a '{config.task}' run: compress handles models "
+                        "measured by eval metrics (classifiers, language and translation models)")
+    if options.method != "prune":
+        quantization.check_supported(out_config(config, options))
+        if q.method and q.method != options.method:
+            return (f"the run was trained with quantization-aware {q.method}; converting it to "
+                    f"{options.method} is not exact")
+    return None
+
+
+@dataclasses.dataclass
+class Measured:
+    metrics: dict
+    bytes: int
+    raw_bytes: int
+    timed: tuple   # (eval_step, state, first eval batch): timed with the other run's
+    mesh: Any
+
+
+def measure(run: runs.Run) -> Measured:
+    """The run's full eval metrics and its parameters' bytes; what its latency is timed on."""
+    exp = run.exp
+    eval_step = make_eval_step(run.task, exp.mesh, exp.state_shardings)
+    batch = next(iter(exp.pipeline.eval_batches(exp.config.train.eval_batch_size, "eval")))
+    batch.pop("mask")
+    with jax.set_mesh(exp.mesh):
+        metrics = train.evaluate(exp, run.state, eval_step)
+        timed = (eval_step, run.state, sharding.global_batch(batch, exp.mesh))
+    return Measured(metrics, stored_bytes.stored_bytes(run.params),
+                    stored_bytes.raw_bytes(run.params), timed, exp.mesh)
+
+
+def latencies(before: Measured, after: Measured) -> tuple[dict, dict]:
+    """Both runs' eval-step latencies, timed in turn (`latency.median_latencies`)."""
+    with jax.set_mesh(after.mesh):
+        return tuple(latency.median_latencies([before.timed, after.timed]))
+
+
+def write_run(directory: pathlib.Path, config, run: runs.Run, params) -> None:
+    """An ordinary run workdir holding `params` as its step-0 checkpoint (with the optimizer
+    state `config`'s optimizer starts from, and RUN's other collections)."""
+    exp = train.prepare(config, directory, data_info=run.exp.pipeline.info)
+    assets = {"config.json": configs.to_json(config).encode(), **run.exp.pipeline.assets(),
+              **train.data_info_asset(run.exp.pipeline.info)}
+    for name, content in assets.items():
+        workdir_files.write_atomic(directory / name, content)
+    step0 = state_lib.TrainState(step=jax.numpy.zeros((), "int32"), params=params,
+                                 opt_state=exp.tx.init(params), extra=run.extra,
+                                 skipped_steps=jax.numpy.zeros((), "int32"))
+    with jax.set_mesh(exp.mesh):
+        step0 = jax.device_put(step0, exp.state_shardings)
+        manager = checkpoint.open_manager(directory, config.checkpoint)
+        checkpoint.save(manager, 0, step0, json.loads(configs.to_json(config)), None)
+        checkpoint.close(manager)
+
+
+def compressed_params(run: runs.Run, config, options: Options):
+    """RUN's parameters compressed as `config` (OUT's) says."""
+    if options.method == "prune":
+        p = config.pruning
+        return pruning.prune(run.params, p.sparsity, p.granularity, tuple(p.exclude))
+    task = train.prepare(config, data_info=run.exp.pipeline.info).task
+    return quantization.convert(task, run.params)
+
+
+def finetune(config, directory: pathlib.Path) -> None:
+    """The ordinary loop from OUT's step-0 checkpoint; a stop signal ends it without the loop's
+    'run the same command again' (a partial OUT is removed, not resumed)."""
+    try:
+        train.train_and_evaluate(config, directory, show_progress=False)
+    except Preempted as e:
+        raise Interrupted(e.exit_status - 128) from e
+
+
+def _method_options(options: Options) -> dict:
+    """The flags that apply to the method (with their defaults filled in)."""
+    names = {"prune": ("sparsity", "granularity", "finetune_steps"),
+             "int4": ("group_size", "calibration")}.get(options.method, ("calibration",))
+    return {name: getattr(options, name) or 0 if name == "finetune_steps"
+            else getattr(options, name) for name in names}
+
+
+def _record(options: Options, run: runs.Run, before: Measured, after: Measured,
+            after_run: runs.Run, note: str | None) -> dict[str, Any]:
+    record = {
+        "method": options.method,
+        "options": _method_options(options),
+        "source": {"workdir": str(run.workdir), "step": run.step},
+        "bytes_before": before.bytes, "bytes_after": after.bytes,
+        "raw_bytes_before": before.raw_bytes, "raw_bytes_after": after.raw_bytes,
+        "metrics_before": before.metrics, "metrics_after": after.metrics,
+        "versions": {p: importlib.metadata.version(p)
+                     for p in ("jax", "flax", "qwix", "orbax-checkpoint")},
+        "cpu": {"name": machine.cpu_name(), "flags": machine.cpu_flags(),
+                "count": os.cpu_count()},
+    }
+    if options.method == "prune":
+        record["out_step"] = after_run.step
+        record["sparsity"] = pruning.sparsity_report(after_run.params, tuple(
+            after_run.config.pruning.exclude))
+    if note:
+        record["note"] = note
+    return record
+
+
+def compress(workdir, out, options: Options, step: int | None = None) -> dict[str, Any]:
+    """Compress run `workdir` (checkpoint `step`, default the newest intact) into the new run
+    directory `out`; returns what `out/compression.json` holds."""
+    check_options(options)
+    if jax.process_count() > 1:   # OUT is renamed into place by one process
+        raise UserError("fmjax compress runs in one process (a host with many devices is fine); "
+                        "start it without launch_local or FMJAX_* process variables")
+    out = check_out(out)
+    checkpoint.check_workdir(workdir)
+    note = check_source(workdir, runs.read_config(workdir_files.as_path(workdir)), options)
+    run = runs.load(workdir, step, with_data=True)
+    config = out_config(run.config, options)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    before = measure(run)
+    partial.mkdir()
+    try:
+        write_run(partial, config, run, compressed_params(run, config, options))
+        if options.method == "prune" and options.finetune_steps:
+            finetune(config, partial)
+        after_run = runs.load(partial, with_data=True)   # OUT as everyone will read it
+        after = measure(after_run)
+        record = _record(options, run, before, after, after_run, note)
+        record["latency_before"], record["latency_after"] = latencies(before, after)
+        workdir_files.write_atomic(partial / COMPRESSION_FILE,
+                                   json.dumps(record, indent=2, sort_keys=True).encode())
+        try:
+            os.rename(partial, out)   # fails if another process made `out` meanwhile
+        except OSError as e:
+            raise UserError(f"--out {out} was created by another process while compressing; "
+                            "nothing written") from e
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return record
+
+
+def summary(record: dict) -> dict:
+    """The one JSON line `fmjax compress` prints: sizes, the first metric, latencies."""
+    line = {"method": record["method"],
+            "bytes_before": record["bytes_before"], "bytes_after": record["bytes_after"],
+            "bytes_ratio": round(record["bytes_before"] / max(1, record["bytes_after"]), 3),
+            "latency_ms_before": record["latency_before"]["median_ms"],
+            "latency_ms_after": record["latency_after"]["median_ms"]}
+    for name in sorted(record["metrics_after"]):
+        line[f"{name} before"] = record["metrics_before"].get(name)
+        line[f"{name} after"] = record["metrics_after"][name]
+    if "sparsity" in record:
+        line["sparsity"] = round(record["sparsity"]["total"], 4)
+    return line

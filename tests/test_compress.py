@@ -1,0 +1,173 @@
+"""`fmjax compress`: a quantized or pruned run is an ordinary run (eval and sample read
+it), its compression.json holds what was measured, and bad input or a stop leaves no OUT."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, gpt_flags, run_cli
+from fmjax import configs, runs, train
+from fmjax.compression import command
+from fmjax.errors import UserError
+
+RECORD_KEYS = {"method", "options", "source", "bytes_before", "bytes_after", "raw_bytes_before",
+               "raw_bytes_after", "metrics_before", "metrics_after", "latency_before",
+               "latency_after", "versions", "cpu"}
+
+
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory):
+    """A 40-step MNIST-1D CNN run (in this process: its compiled steps serve the tests)."""
+    workdir = tmp_path_factory.mktemp("compress") / "cnn"
+    config = configs.experiment(
+        model=dict(name="cnn1d"), data=dict(name="mnist1d"),
+        train=dict(num_steps=40, batch_size=32, eval_batch_size=500, eval_every=40,
+                   log_every=40, steps_per_call=20),
+        optimizer=dict(name="adam", learning_rate=3e-3), checkpoint=dict(every=40))
+    train.train_and_evaluate(config, workdir, show_progress=False)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def int8_out(cnn_run):
+    """(OUT, the summary line) of `fmjax compress --method int8` of `cnn_run`."""
+    out = cnn_run.parent / "cnn-int8"
+    return out, command.summary(command.compress(cnn_run, out, command.Options("int8")))
+
+
+def test_int8_writes_a_run_that_eval_reads_with_the_recorded_metrics(cnn_run, int8_out):
+    out, summary = int8_out
+    record = json.loads((out / command.COMPRESSION_FILE).read_text())
+    assert RECORD_KEYS <= set(record) and record["method"] == "int8"
+    assert record["source"] == {"workdir": str(cnn_run), "step": 40}
+    assert record["options"] == {"calibration": "absmax"}
+    assert record["raw_bytes_after"] < record["raw_bytes_before"]
+    assert record["bytes_after"] < record["bytes_before"]
+    assert summary["bytes_after"] == record["bytes_after"]
+    for side in ("before", "after"):
+        assert record[f"latency_{side}"]["calls"] == 10
+        assert record[f"latency_{side}"]["batch_size"] == 500
+        assert record[f"latency_{side}"]["median_ms"] > 0
+    evaluated = json.loads(run_cli("eval", "--workdir", out).stdout.splitlines()[-1])
+    assert evaluated.pop("step") == 0
+    assert evaluated == record["metrics_after"]
+    assert set(record["metrics_before"]) == set(evaluated)
+    assert abs(record["metrics_after"]["eval/accuracy"]
+               - record["metrics_before"]["eval/accuracy"]) <= 0.01
+
+
+def test_prune_reports_sparsity_and_keeps_zeros_through_the_finetune(cnn_run, tmp_path):
+    out = tmp_path / "pruned"
+    options = command.Options("prune", sparsity=0.5, granularity="layer", finetune_steps=4)
+    record = command.compress(cnn_run, out, options)
+    assert record["out_step"] == 4
+    assert record["options"] == {"sparsity": 0.5, "granularity": "layer", "finetune_steps": 4}
+    layers = record["sparsity"]["layers"]
+    assert sorted(layers) == ["conv_0/kernel", "conv_1/kernel", "conv_2/kernel", "head/kernel"]
+    assert all(abs(s - 0.5) < 0.02 for s in layers.values()), layers
+    pruned, tuned = runs.load(out, step=0).params, runs.load(out).params
+    for name in layers:
+        layer = name.split("/")[0]
+        zero = np.asarray(pruned[layer]["kernel"]) == 0
+        assert np.all(np.asarray(tuned[layer]["kernel"])[zero] == 0), name
+        assert not np.array_equal(tuned[layer]["kernel"], pruned[layer]["kernel"]), name
+    assert record["bytes_after"] < record["bytes_before"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (command.Options("int3"), "unknown --method 'int3' (known: int8, int4, int8_dynamic, prune)"),
+    (command.Options("prune"), "--method prune needs --sparsity S, the fraction of weights to "
+     "zero (0 <= S < 1)"),
+    (command.Options("prune", sparsity=1.0), "--sparsity must be in [0, 1) (got 1.0)"),
+    (command.Options("prune", sparsity=-0.1), "--sparsity must be in [0, 1) (got -0.1)"),
+    (command.Options("int8", sparsity=0.5), "--sparsity is for --method prune (got --method "
+     "int8)"),
+    (command.Options("prune", sparsity=0.5, finetune_steps=-1),
+     "--finetune_steps must be >= 0 (got -1)"),
+])
+def test_bad_options_are_refused_before_any_work(cnn_run, tmp_path, options, message):
+    with pytest.raises(UserError) as e:
+        command.compress(cnn_run, tmp_path / "out", options)
+    assert str(e.value) == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_runs_are_refused_with_one_line_and_no_out(int8_out, tmp_path):
+    out, _ = int8_out
+    (tmp_path / "config_only").mkdir()
+    (tmp_path / "config_only" / "config.json").write_text((out / "config.json").read_text()
+                                                          .replace('"converted": true',
+                                                                   '"converted": false'))
+    for workdir, message in [
+            (tmp_path / "nothing", f"{tmp_path / 'nothing'} holds no fmjax run (no config.json)"),
+            (tmp_path / "config_only", f"{tmp_path / 'config_only'} holds no checkpoint")]:
+        with pytest.raises(UserError) as e:
+            command.compress(workdir, tmp_path / "o", command.Options("int8"))
+        assert str(e.value) == message
+    proc = run_cli("compress", "--workdir", out, "--out", tmp_path / "o", "--method", "int8",
+                   check=False)
+    message = f"{out} holds a run that fmjax compress already quantized; compress its float " \
+        "source instead"
+    assert_one_line_error(proc, message)
+    assert proc.stderr == f"fmjax: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config_only"]
+
+
+def test_existing_out_is_left_untouched(cnn_run, int8_out):
+    out, _ = int8_out
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(UserError, match="already exists; compress writes a new run directory"):
+        command.compress(cnn_run, out, command.Options("int8"))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_a_stop_or_a_rival_out_leaves_no_partial_directory(cnn_run, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setattr(command, "finetune", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        command.compress(cnn_run, out, command.Options("prune", sparsity=0.5, finetune_steps=3))
+    assert list(tmp_path.iterdir()) == []
+    real_measure = command.measure
+
+    def rival_writes_out(run):   # another process finishes first, while this one measures OUT
+        if not out.exists():
+            out.mkdir()
+            (out / "theirs").write_text("x")
+        return real_measure(run)
+    monkeypatch.setattr(command, "measure", rival_writes_out)
+    with pytest.raises(UserError, match="was created by another process while compressing"):
+        command.compress(cnn_run, out, command.Options("prune", sparsity=0.5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in out.iterdir()] == ["theirs"]
+
+
+@pytest.mark.slow   # 57 s on 2 busy cores: a GPT trained, compressed and sampled in subprocesses
+def test_sample_from_a_quantized_char_gpt(tmp_path, text_file):
+    run, out = tmp_path / "gpt", tmp_path / "gpt-int8"
+    run_cli("train", "--workdir", run, *gpt_flags(text_file, num_steps=20))
+    summary = json.loads(run_cli("compress", "--workdir", run, "--out", out, "--method",
+                                 "int8").stdout.splitlines()[-1])
+    assert abs(summary["eval/loss after"] - summary["eval/loss before"]) < 0.02
+    proc = run_cli("sample", "--workdir", out, "--prompt", "the", "--max_new_tokens", "20")
+    assert proc.stdout.startswith("the") and len(proc.stdout) >= 20
+
+
+@pytest.mark.slow   # 21 s: trained and compressed on 8 devices, evaluated on 1
+def test_compress_on_a_sharded_mesh_and_eval_on_one_device(tmp_path):
+    run = tmp_path / "run"
+    run_cli("train", "--config", "experiments/mnist1d/cnn.py", "--workdir", run,
+            "--config.mesh.data=2", "--config.mesh.fsdp=4", "--config.train.batch_size=64",
+            "--config.train.num_steps=20", "--config.train.eval_every=20",
+            "--config.checkpoint.every=20",
+            "--config.train.steps_per_call=10", "--noprogress", devices=8)
+    for method in ("int8", "prune"):
+        extra = ["--sparsity", "0.5", "--finetune_steps", "2"] if method == "prune" else []
+        target = tmp_path / f"out-{method}"
+        run_cli("compress", "--workdir", run, "--out", target, "--method", method, *extra,
+                devices=8)
+        record = json.loads((target / command.COMPRESSION_FILE).read_text())
+        evaluated = json.loads(run_cli("eval", "--workdir", target).stdout.splitlines()[-1])
+        evaluated.pop("step")
+        for name, value in record["metrics_after"].items():
+            assert evaluated[name] == pytest.approx(value, rel=1e-5), (method, name)
