@@ -1,8 +1,8 @@
 """`fmjax compress --workdir RUN --out OUT --method M`: a compressed copy of a trained run.
 
 RUN is read through the one restore path (`runs.load`) and measured (eval metrics, weight bytes
-as stored), compressed, and written as an ordinary run workdir OUT (config, data shapes,
-tokenizer, a step-0 checkpoint, and for pruning the fine-tune's checkpoints) that `fmjax eval`,
+in their stored dtypes and on disk), compressed, and written as an ordinary run workdir OUT
+(config, data shapes, tokenizer, a step-0 checkpoint, and for pruning the fine-tune's checkpoints) that `fmjax eval`,
 `sample`, `translate` and `init_from` accept. OUT is then loaded back and measured the same way,
 the CPU latency of both runs' eval steps on the first eval batch timed in turn;
 `OUT/compression.json` holds both sides.
@@ -23,17 +23,13 @@ from typing import Any
 import jax
 
 from fmjax import checkpoint, configs, runs, sharding, state as state_lib, train
-from fmjax.compression import latency, stored_bytes
-from fmjax.compression import pruning
-# STAND-IN (helper C): at merge, import helper A's `quantization`.
-from fmjax.compression import quantization
+from fmjax.compression import latency, pruning, quantization, weight_bytes
 from fmjax.errors import Interrupted, Preempted, UserError
 from fmjax.runtime import machine, workdir_files
 from fmjax.step import make_eval_step
 
 COMPRESSION_FILE = "compression.json"
 METHODS = (*quantization.METHODS, "prune")
-GRANULARITIES = ("global", "layer")
 # A fine-tune's warm-up: at most this fraction of its steps (the run's own warm-up may be longer
 # than the whole fine-tune).
 FINETUNE_MAX_WARMUP_FRACTION = 0.1
@@ -61,9 +57,9 @@ def check_options(options: Options) -> None:
                             "(0 <= S < 1)")
         if not 0 <= o.sparsity < 1:
             raise UserError(f"--sparsity must be in [0, 1) (got {o.sparsity})")
-        if o.granularity not in GRANULARITIES:
+        if o.granularity not in pruning.GRANULARITIES:
             raise UserError(f"unknown --granularity '{o.granularity}' (known: "
-                            f"{', '.join(GRANULARITIES)})")
+                            f"{', '.join(pruning.GRANULARITIES)})")
         if o.finetune_steps is not None and o.finetune_steps < 0:
             raise UserError(f"--finetune_steps must be >= 0 (got {o.finetune_steps})")
     else:
@@ -129,8 +125,8 @@ def check_source(workdir, config, options: Options) -> str | None:
 @dataclasses.dataclass
 class Measured:
     metrics: dict
-    bytes: int
-    raw_bytes: int
+    bytes: int              # the parameters' arrays in their stored dtypes
+    checkpoint_bytes: int   # as Orbax writes them (zstd-compressed: pruned zeros shrink)
     timed: tuple   # (eval_step, state, first eval batch): timed with the other run's
     mesh: Any
 
@@ -144,8 +140,8 @@ def measure(run: runs.Run) -> Measured:
     with jax.set_mesh(exp.mesh):
         metrics = train.evaluate(exp, run.state, eval_step)
         timed = (eval_step, run.state, sharding.global_batch(batch, exp.mesh))
-    return Measured(metrics, stored_bytes.stored_bytes(run.params),
-                    stored_bytes.raw_bytes(run.params), timed, exp.mesh)
+    return Measured(metrics, weight_bytes.array_bytes(run.params),
+                    weight_bytes.checkpoint_bytes(run.params), timed, exp.mesh)
 
 
 def latencies(before: Measured, after: Measured) -> tuple[dict, dict]:
@@ -205,7 +201,8 @@ def _record(options: Options, run: runs.Run, before: Measured, after: Measured,
         "options": _method_options(options),
         "source": {"workdir": str(run.workdir), "step": run.step},
         "bytes_before": before.bytes, "bytes_after": after.bytes,
-        "raw_bytes_before": before.raw_bytes, "raw_bytes_after": after.raw_bytes,
+        "checkpoint_bytes_before": before.checkpoint_bytes,
+        "checkpoint_bytes_after": after.checkpoint_bytes,
         "metrics_before": before.metrics, "metrics_after": after.metrics,
         "versions": {p: importlib.metadata.version(p)
                      for p in ("jax", "flax", "qwix", "orbax-checkpoint")},
@@ -261,6 +258,8 @@ def summary(record: dict) -> dict:
     line = {"method": record["method"],
             "bytes_before": record["bytes_before"], "bytes_after": record["bytes_after"],
             "bytes_ratio": round(record["bytes_before"] / max(1, record["bytes_after"]), 3),
+            "checkpoint_bytes_ratio": round(record["checkpoint_bytes_before"]
+                                            / max(1, record["checkpoint_bytes_after"]), 3),
             "latency_ms_before": record["latency_before"]["median_ms"],
             "latency_ms_after": record["latency_after"]["median_ms"]}
     for name in sorted(record["metrics_after"]):

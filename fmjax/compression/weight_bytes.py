@@ -1,8 +1,10 @@
-"""How many bytes a parameter tree takes: as fmjax's checkpoints store it, and raw.
+"""How many bytes a parameter tree takes: in the dtypes its arrays are stored in (`array_bytes`:
+float32 4, int8 1, int4 half a byte, scales included), and as fmjax's checkpoints write it to
+disk (`checkpoint_bytes`).
 
 Orbax writes arrays zstd-compressed into OCDBT data files (`.../d/*`), so zeros left by pruning
 shrink as stored although the arrays stay dense; int8 and (packed) int4 weights shrink with them.
-The stored figure is the size of those data files when the tree alone is saved with Orbax (the
+The checkpoint figure is the size of those data files when the tree alone is saved with Orbax (the
 per-process `ocdbt.process_*/d/*`; they also hold a few hundred bytes of B-tree nodes, whose size
 varies from save to save: concurrent writes pack the arrays into one data file or several,
 compressed apart, e.g. 20,810 to 21,704 bytes for the MNIST-1D CNN's 20,840 raw bytes)."""
@@ -19,7 +21,7 @@ _FOUR_BIT = (jnp.int4, jnp.uint4)
 SAVES = 3
 
 
-def stored_bytes(params, saves: int = SAVES) -> int:
+def checkpoint_bytes(params, saves: int = SAVES) -> int:
     """Bytes of the OCDBT data files Orbax writes for `params`: the fewest of `saves` saves to
     a temporary directory (the tightest packing; each process writes its own shards there and
     process 0's are counted)."""
@@ -35,7 +37,7 @@ def _saved_size(params) -> int:
         return sum(f.stat().st_size for f in path.glob("ocdbt.process_*/d/*"))
 
 
-def raw_bytes(params) -> int:
+def array_bytes(params) -> int:
     """Element count x element size over the tree, an int4 element counting half a byte."""
     bits = sum(x.size * (4 if x.dtype in _FOUR_BIT else 8 * np.dtype(x.dtype).itemsize)
                for x in jax.tree.leaves(params))
