@@ -70,9 +70,10 @@ def cnn_rows(tmp: pathlib.Path, seeds: list[int]) -> list[str]:
             results[name].append(compress(run, out, method, *options))
         gradual.append(train(tmp / f"cnn{seed}-gradual", "mnist1d/cnn.py",
                              f"--config.train.seed={seed}", *GRADUAL)["eval/accuracy"])
-    lines = ["| MNIST-1D CNN | weight bytes as stored (before → after) | × fewer | test acc "
-             "before | test acc after | Δ points | CPU latency ms before → after |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| MNIST-1D CNN | weight bytes in stored dtypes (before → after) | × fewer | "
+             "checkpoint bytes on disk (zstd) | × fewer | test acc before | test acc after | "
+             "Δ points | CPU latency ms before → after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, runs in results.items():
         r0 = runs[0]
         before = [r["metrics_before"]["eval/accuracy"] for r in runs]
@@ -80,11 +81,15 @@ def cnn_rows(tmp: pathlib.Path, seeds: list[int]) -> list[str]:
         delta = [100 * (a - b) for a, b in zip(after, before)]
         lines.append(
             f"| {name} | {r0['bytes_before']:,} → {r0['bytes_after']:,} | "
-            f"{r0['bytes_before'] / r0['bytes_after']:.2f} | {mean_std(before)} | "
+            f"{r0['bytes_before'] / r0['bytes_after']:.2f} | "
+            f"{r0['checkpoint_bytes_before']:,} → {r0['checkpoint_bytes_after']:,} | "
+            f"{r0['checkpoint_bytes_before'] / r0['checkpoint_bytes_after']:.2f} | "
+            f"{mean_std(before)} | "
             f"{mean_std(after)} | {mean_std(delta, '+.2f')} | "
             f"{r0['latency_before']['median_ms']:.2f} → {r0['latency_after']['median_ms']:.2f} |")
     delta = [100 * (g - d) for g, d in zip(gradual, dense)]
-    lines.append(f"| gradual pruning to 80% while training (steps 1000-4000, every 100) | — | — | "
+    lines.append(f"| gradual pruning to 80% while training (steps 1000-4000, every 100) | — | — "
+                 "| — | — | "
                  f"{mean_std(dense)} (dense run) | {mean_std(gradual)} | {mean_std(delta, '+.2f')}"
                  " | — |")
     return lines
@@ -127,31 +132,38 @@ def sparsity_sweep(tmp: pathlib.Path, seeds: list[int], png: str) -> list[str]:
 
 
 def gpt_rows(tmp: pathlib.Path, text: str) -> list[str]:
-    """Char GPT: float, int8 PTQ, a float fine-tune and an int8 QAT fine-tune of equal length."""
+    """Char GPT: float, int8 and int4 PTQ of it, a float fine-tune and QAT fine-tunes of equal
+    length (converted by `fmjax compress`), each gap taken to its own float reference."""
     data = f"--config.data.path={text}"
     run = tmp / "gpt"
     train(run, "shakespeare/gpt_char.py:cpu", data)
-    ptq = compress(run, tmp / "gpt-int8", "int8")
-    sample = fmjax("sample", "--workdir", tmp / "gpt-int8", "--prompt", "ROMEO:",
-                   "--max_new_tokens", 120)
     finetune = [data, f"--config.init_from={run}", f"--config.train.num_steps={QAT_STEPS}",
                 "--config.optimizer.schedule=constant", "--config.optimizer.learning_rate=1e-4",
                 "--config.optimizer.warmup_steps=0"]
     control = train(tmp / "gpt-ft", "shakespeare/gpt_char.py:cpu", *finetune)["eval/loss"]
-    train(tmp / "gpt-qat", "shakespeare/gpt_char.py:cpu", *finetune,
-          "--config.quantization.method=int8")
-    qat = compress(tmp / "gpt-qat", tmp / "gpt-qat-int8", "int8")
-    f, p = ptq["metrics_before"]["eval/loss"], ptq["metrics_after"]["eval/loss"]
-    q = qat["metrics_after"]["eval/loss"]
-    lines = ["| char GPT (gpt_char.py:cpu) | weight bytes as stored | whole-split val loss | "
-             "gap to its float model |", "|---|---:|---:|---:|",
-             f"| float (2000 steps) | {ptq['bytes_before']:,} | {f:.4f} | — |",
-             f"| int8 PTQ of it | {ptq['bytes_after']:,} | {p:.4f} | {p - f:+.4f} |",
-             f"| float fine-tune, {QAT_STEPS} more steps at lr 1e-4 (control) | — | "
-             f"{control:.4f} | — |",
-             f"| int8 QAT fine-tune, the same {QAT_STEPS} steps, converted | "
-             f"{qat['bytes_after']:,} | {q:.4f} | {q - control:+.4f} (vs the control) |"]
-    return lines + ["", "`fmjax sample` of the int8 run (prompt `ROMEO:`):", "", "```",
+    lines = ["| char GPT (gpt_char.py:cpu) | weight bytes (stored dtypes) | checkpoint bytes "
+             "(zstd) | whole-split val loss | gap to its float reference |",
+             "|---|---:|---:|---:|---:|"]
+    for method in ("int8", "int4"):
+        ptq = compress(run, tmp / f"gpt-{method}", method)
+        train(tmp / f"gpt-qat-{method}", "shakespeare/gpt_char.py:cpu", *finetune,
+              f"--config.quantization.method={method}")
+        qat = compress(tmp / f"gpt-qat-{method}", tmp / f"gpt-qat-{method}-out", method)
+        f, p = ptq["metrics_before"]["eval/loss"], ptq["metrics_after"]["eval/loss"]
+        q = qat["metrics_after"]["eval/loss"]
+        if method == "int8":
+            lines.append(f"| float (2000 steps) | {ptq['bytes_before']:,} | "
+                         f"{ptq['checkpoint_bytes_before']:,} | {f:.4f} | — |")
+            lines.append(f"| float fine-tune, {QAT_STEPS} more steps at lr 1e-4 (QAT's "
+                         f"reference) | — | — | {control:.4f} | — |")
+        lines.append(f"| {method} PTQ of the float run | {ptq['bytes_after']:,} | "
+                     f"{ptq['checkpoint_bytes_after']:,} | {p:.4f} | {p - f:+.4f} |")
+        lines.append(f"| {method} QAT fine-tune ({QAT_STEPS} steps), converted | "
+                     f"{qat['bytes_after']:,} | {qat['checkpoint_bytes_after']:,} | {q:.4f} | "
+                     f"{q - control:+.4f} |")
+    sample = fmjax("sample", "--workdir", tmp / "gpt-int8", "--prompt", "ROMEO:",
+                   "--max_new_tokens", 120)
+    return lines + ["", "`fmjax sample` of the int8 PTQ run (prompt `ROMEO:`):", "", "```",
                     sample.strip(), "```"]
 
 
@@ -168,18 +180,20 @@ def main():
     if "gpt" in parts and not (args.text and pathlib.Path(args.text).is_file()):
         parser.error("--text: the gpt part needs a text file (tinyshakespeare)")
     sections = []
+    per_seeds = f"Seeds {args.seeds} (train.seed; mean ± std over them)."
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         if "cnn" in parts:
-            sections.append(("## Compression: MNIST-1D CNN", cnn_rows(tmp, seeds)))
+            sections.append(("## Compression: MNIST-1D CNN", cnn_rows(tmp, seeds), per_seeds))
         if "sweep" in parts:
             sections.append(("## Compression: MNIST-1D CNN accuracy against sparsity",
-                             sparsity_sweep(tmp, seeds, args.png)))
+                             sparsity_sweep(tmp, seeds, args.png), per_seeds))
         if "gpt" in parts:
-            sections.append(("## Compression: char GPT", gpt_rows(tmp, args.text)))
-    for heading, lines in sections:
+            sections.append(("## Compression: char GPT", gpt_rows(tmp, args.text),
+                             "One training run (train.seed 0)."))
+    for heading, lines, seeds_text in sections:
         body = (provenance("compression.py", sys.argv[1:], ("jax", "qwix", "orbax-checkpoint"))
-                + f"Seeds {args.seeds} (mean ± std over them where shown).\n\n" + "\n".join(lines))
+                + seeds_text + "\n\n" + "\n".join(lines))
         print(heading, body, sep="\n\n", flush=True)
         if args.out:
             write_section(args.out, heading, body)
