@@ -31,6 +31,21 @@ def pytest_configure(config):
         shutil.rmtree(JAX_CACHE, ignore_errors=True)
 
 
+# Under -n 2 a module is one unit of work (--dist loadscope) and, with --no-loadscope-reorder,
+# units start in collection order. These modules, the longest first (measured with `pytest -n 2
+# --durations=0`), start before the rest, so that the two workers finish together: xdist's default
+# order (most tests first) started the minute-long two-test modules (test_mlm) last, and one
+# worker waited for the other.
+LONGEST_MODULES_FIRST = ("test_lm", "test_sweep", "test_sharding", "test_generative",
+                         "test_translation", "test_mlm", "test_cli", "test_finetune",
+                         "test_preemption", "test_vit", "test_train")
+
+
+def pytest_collection_modifyitems(items):
+    first = {name: rank for rank, name in enumerate(LONGEST_MODULES_FIRST)}
+    items.sort(key=lambda item: first.get(item.path.stem, len(first)))   # stable: modules whole
+
+
 def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO) -> subprocess.CompletedProcess:
     """Run `python -m fmjax ARGS` with `devices` forced CPU devices."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(JAX_CACHE))
