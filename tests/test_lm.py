@@ -90,11 +90,18 @@ def test_top_k_and_top_p_keep_the_right_tokens():
     np.testing.assert_array_equal(kept(top_k=0, top_p=0.1), [True, False, False, False])
 
 
+def dropout_gpt_flags(text_file) -> list[str]:
+    """10 steps of the small character GPT with dropout on (its randomness must not depend on
+    the mesh)."""
+    return [*gpt_flags(text_file, num_steps=10), "--config.model.dropout_rate=0.1"]
+
+
 @pytest.fixture(scope="module")
 def gpt_workdir(tmp_path_factory, text_file):
-    """A character GPT trained for 20 steps (what `fmjax sample` needs: a checkpoint)."""
+    """A trained character GPT: what `fmjax sample` needs (a checkpoint), and the one-device
+    reference of the cross-mesh test."""
     workdir = tmp_path_factory.mktemp("gpt") / "run"
-    run_cli("train", "--workdir", workdir, *gpt_flags(text_file, num_steps=20))
+    run_cli("train", "--workdir", workdir, *dropout_gpt_flags(text_file))
     return workdir
 
 
@@ -164,15 +171,14 @@ def test_sample_streams_and_stops_quietly_when_the_reader_closes(gpt_workdir):
     assert proc.returncode == 141 and stderr == b"", stderr.decode()[-2000:]
 
 
-def test_loss_agrees_across_meshes(tmp_path, text_file):
+def test_loss_agrees_across_meshes(tmp_path, text_file, gpt_workdir):
     """Dropout on, vocabulary not divisible by the tensor axis: loss and gradient norm agree."""
-    config = [*gpt_flags(text_file, num_steps=10), "--config.model.dropout_rate=0.1"]
-    run_cli("train", "--workdir", tmp_path / "one", *config)
-    reference = read_metrics(tmp_path / "one")
+    reference = read_metrics(gpt_workdir)
     for data, fsdp, tensor in [(2, 4, 1), (2, 2, 2)]:   # pure data parallel: test_sharding
         workdir = tmp_path / f"{data}x{fsdp}x{tensor}"
-        run_cli("train", "--workdir", workdir, *config, f"--config.mesh.data={data}",
-                f"--config.mesh.fsdp={fsdp}", f"--config.mesh.tensor={tensor}", devices=8)
+        run_cli("train", "--workdir", workdir, *dropout_gpt_flags(text_file),
+                f"--config.mesh.data={data}", f"--config.mesh.fsdp={fsdp}",
+                f"--config.mesh.tensor={tensor}", devices=8)
         records = read_metrics(workdir)
         for key in ("train/loss", "train/grad_norm", "eval/loss"):
             np.testing.assert_allclose([r[key] for r in records if key in r],
