@@ -170,31 +170,63 @@ def plan_init_from(workdir: str, step: int, abstract_state) -> InitSource:
 def restore_matching(source: InitSource, state):
     """`state` with the arrays `source` matched replaced by the saved ones (Orbax partial
     restore, read directly onto `state`'s shardings, verified against their checksums);
-    everything else as it was."""
+    everything else as it was. Weights the source stores quantized (`fmjax compress`) are read
+    as stored and dequantized."""
     flat = flax.traverse_util.flatten_dict(
         {part: getattr(state, part) for part in _MODEL_PARTS}, keep_empty_nodes=True, sep="/")
-    wanted = flax.traverse_util.unflatten_dict(
-        {name: jax.ShapeDtypeStruct(flat[name].shape, flat[name].dtype,
-                                    sharding=flat[name].sharding)
-         for name in source.matched}, sep="/")
     manager = ocp.CheckpointManager(
         checkpoint_dir(source.workdir),
         options=ocp.CheckpointManagerOptions(read_only=True, create=False),
         item_handlers={"state": ocp.PyTreeCheckpointHandler(),
                        "checksums": ocp.JsonCheckpointHandler()})
-    args = ocp.args.PyTreeRestore(
-        wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
-        partial_restore=True)
     try:
-        restored = _read_verified(manager, source.step, args,
-                                  _written_checksums(manager, source.step))
+        written = _written_checksums(manager, source.step)
+        stored = _quantized_arrays(manager, source, flat) if source.quantized else {}
+        wanted = {name: jax.ShapeDtypeStruct(flat[name].shape, flat[name].dtype,
+                                             sharding=flat[name].sharding)
+                  for name in source.matched if name not in stored}
+        for arrays in stored.values():
+            wanted.update(arrays)
+        wanted = flax.traverse_util.unflatten_dict(wanted, sep="/")
+        args = ocp.args.PyTreeRestore(
+            wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+            partial_restore=True)
+        restored = flax.traverse_util.flatten_dict(
+            _read_verified(manager, source.step, args, written), sep="/")
     except DamagedCheckpoint as e:
         raise UserError(f"config.init_from: {e} in {source.workdir}") from e
     finally:
         manager.close()
-    flat.update(flax.traverse_util.flatten_dict(restored, sep="/"))
+    for name, arrays in stored.items():
+        from fmjax.compression import quantization
+        value = quantization.dequantize_stored(
+            **{key.rsplit("/", 1)[1]: restored.pop(key) for key in arrays})
+        restored[name] = jax.device_put(value.astype(flat[name].dtype), flat[name].sharding)
+    flat.update(restored)
     parts = flax.traverse_util.unflatten_dict(flat, sep="/")
     return state.replace(**{part: parts.get(part, {}) for part in _MODEL_PARTS})
+
+
+_QUANTIZED_PARTS = ("qvalue", "scale", "zero_point")   # of a weight stored as Qwix's QArray
+
+
+def _quantized_arrays(manager, source: InitSource, flat: dict) -> dict[str, dict]:
+    """{weight path: {stored array path: abstract array}} for the matched weights the source
+    stores quantized ('params/head/kernel/array/qvalue', ...), replicated on the weight's mesh
+    (they are small, and dequantized before they take the weight's sharding)."""
+    metadata = _read(source.step, "metadata",
+                     lambda: manager.item_metadata(source.step)["state"])
+    saved = {path_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(metadata)[0]}
+    out = {}
+    for name in source.matched:
+        keys = [f"{name}/array/{part}" for part in _QUANTIZED_PARTS
+                if f"{name}/array/{part}" in saved]
+        if keys:
+            replicated = jax.sharding.NamedSharding(flat[name].sharding.mesh,
+                                                    jax.sharding.PartitionSpec())
+            out[name] = {k: jax.ShapeDtypeStruct(tuple(saved[k].shape), saved[k].dtype,
+                                                 sharding=replicated) for k in keys}
+    return out
 
 
 # The step each manager is writing: a background write that fails surfaces only at the next

@@ -121,9 +121,8 @@ def restore_or_init(exp: Experiment, workdir: pathlib.Path) -> tuple[Any, int, s
                                      exp.rules, exp.abstract_state)
         if exp.init_source is None:
             return state, 0, None
-        restore = (quantization.restore_dequantized if exp.init_source.quantized
-                   else checkpoint.restore_matching)
-        return restore(exp.init_source, state), 0, exp.init_source.message()
+        return (checkpoint.restore_matching(exp.init_source, state), 0,
+                exp.init_source.message())
     manager = checkpoint.read_only_manager(workdir)
     damaged = []
     try:

@@ -38,7 +38,7 @@ def pytest_configure(config):
 # worker waited for the other.
 LONGEST_MODULES_FIRST = ("test_lm", "test_sweep", "test_sharding", "test_generative",
                          "test_translation", "test_mlm", "test_cli", "test_finetune",
-                         "test_preemption", "test_vit", "test_train")
+                         "test_preemption", "test_vit", "test_quantization", "test_train")
 
 
 def pytest_collection_modifyitems(items):

@@ -134,11 +134,18 @@ def convert(task, float_params) -> Any:
 
 
 def dequantize(params) -> Any:
-    """Quantized params -> float params with the float model's paths and shapes (for init_from)."""
+    """Quantized params -> float params with the float model's paths and shapes."""
     import qwix
     from qwix._src.providers.ptq import WithAux
     return jax.tree.map(lambda x: qwix.dequantize(x.array) if isinstance(x, WithAux) else x,
                         params, is_leaf=lambda x: isinstance(x, WithAux))
+
+
+def dequantize_stored(qvalue, scale, zero_point=None) -> jax.Array:
+    """One weight from the arrays a checkpoint stores it as (for `init_from` a quantized run,
+    fmjax/checkpoint.py)."""
+    import qwix
+    return qwix.dequantize(qwix.QArray(qvalue, scale, zero_point, qtype=qvalue.dtype))
 
 
 _STORED = ("/array/qvalue", "/array/scale", "/array/zero_point")   # a WithAux(QArray) leaf's
@@ -154,23 +161,6 @@ def float_shapes(saved: dict[str, tuple]) -> tuple[dict[str, tuple], bool]:
         elif not name.endswith(_STORED[1:]):
             out[name] = shape
     return out, len(out) < len(saved)
-
-
-def restore_dequantized(source, state):
-    """`state` with the arrays `source` (a `checkpoint.InitSource` of a quantized run) matched
-    replaced by that run's weights, dequantized to float: `init_from` a compressed run. The run
-    is restored the one way every run is (`runs.load`, checksums verified)."""
-    import flax
-    from fmjax import runs
-    run = runs.load(source.workdir, source.step)
-    theirs = flax.traverse_util.flatten_dict(
-        {"params": dequantize(run.state.params), "extra": run.state.extra}, sep="/")
-    flat = flax.traverse_util.flatten_dict({"params": state.params, "extra": state.extra},
-                                           keep_empty_nodes=True, sep="/")
-    flat.update({name: jax.device_put(theirs[name], flat[name].sharding)
-                 for name in source.matched})
-    parts = flax.traverse_util.unflatten_dict(flat, sep="/")
-    return state.replace(params=parts["params"], extra=parts.get("extra", {}))
 
 
 def _is_weight(x) -> bool:
