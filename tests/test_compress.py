@@ -172,3 +172,11 @@ def test_compress_on_a_sharded_mesh_and_eval_on_one_device(tmp_path):
         evaluated.pop("step")
         for name, value in record["metrics_after"].items():
             assert evaluated[name] == pytest.approx(value, rel=1e-5), (method, name)
+
+
+@pytest.mark.parametrize("inside", ["sub", "checkpoints/999"])
+def test_out_inside_the_run_is_refused_and_the_run_left_as_it_is(cnn_run, inside):
+    before = sorted(p.relative_to(cnn_run) for p in cnn_run.rglob("*"))
+    with pytest.raises(UserError, match="is inside --workdir"):
+        command.compress(cnn_run, cnn_run / inside, command.Options("int8"))
+    assert sorted(p.relative_to(cnn_run) for p in cnn_run.rglob("*")) == before

@@ -70,11 +70,17 @@ def check_options(options: Options) -> None:
             raise UserError(f"--group_size must be at least 1 (got {o.group_size})")
 
 
-def check_out(out) -> pathlib.Path:
-    """OUT as a local path that does not exist yet."""
+def check_out(out, workdir=None) -> pathlib.Path:
+    """OUT as a local path that does not exist yet, outside RUN (`workdir`): a directory in RUN
+    would change the run (under RUN/checkpoints it would be taken for a damaged checkpoint)."""
     if workdir_files.is_url(out) or "://" in str(out):
         raise UserError(f"--out {out}: compress writes to a local directory")
     path = pathlib.Path(out).absolute()
+    if workdir is not None and not workdir_files.is_url(workdir) and str(workdir).strip():
+        run_dir = pathlib.Path(workdir).resolve()
+        if path.resolve() == run_dir or run_dir in path.resolve().parents:
+            raise UserError(f"--out {out} is inside --workdir {workdir}; compress leaves the run "
+                            "it reads as it is (give a path outside it)")
     if path.exists():
         raise UserError(f"--out {out} already exists; compress writes a new run directory "
                         "(give another path, or remove it)")
@@ -225,7 +231,7 @@ def compress(workdir, out, options: Options, step: int | None = None) -> dict[st
     if jax.process_count() > 1:   # OUT is renamed into place by one process
         raise UserError("fmjax compress runs in one process (a host with many devices is fine); "
                         "start it without launch_local or FMJAX_* process variables")
-    out = check_out(out)
+    out = check_out(out, workdir)
     checkpoint.check_workdir(workdir)
     note = check_source(workdir, runs.read_config(workdir_files.as_path(workdir)), options)
     run = runs.load(workdir, step, with_data=True)
