@@ -57,10 +57,13 @@ def test_int8_writes_a_run_that_eval_reads_with_the_recorded_metrics(cnn_run, in
                - record["metrics_before"]["eval/accuracy"]) <= 0.01
 
 
-def test_prune_reports_sparsity_and_keeps_zeros_through_the_finetune(cnn_run, tmp_path):
+def test_prune_reports_sparsity_and_keeps_zeros_through_the_finetune(cnn_run, tmp_path, capsys):
     out = tmp_path / "pruned"
     options = command.Options("prune", sparsity=0.5, granularity="layer", finetune_steps=4)
     record = command.compress(cnn_run, out, options)
+    progress = capsys.readouterr()
+    assert progress.out == ""   # stdout is the command's one JSON line
+    assert "step 4/4" in progress.err
     assert record["out_step"] == 4
     assert record["options"] == {"sparsity": 0.5, "granularity": "layer", "finetune_steps": 4}
     layers = record["sparsity"]["layers"]

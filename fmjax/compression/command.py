@@ -12,12 +12,14 @@ interrupted or failed compression leaves no OUT, and two processes writing the s
 mix their files: the second rename fails with one line.
 """
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
 import os
 import pathlib
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -185,9 +187,11 @@ def compressed_params(run: runs.Run, config, options: Options):
 
 def finetune(config, directory: pathlib.Path) -> None:
     """The ordinary loop from OUT's step-0 checkpoint; a stop signal ends it without the loop's
-    'run the same command again' (a partial OUT is removed, not resumed)."""
+    'run the same command again' (a partial OUT is removed, not resumed). Its progress lines go
+    to stderr: stdout is the command's one JSON line."""
     try:
-        train.train_and_evaluate(config, directory, show_progress=False)
+        with contextlib.redirect_stdout(sys.stderr):
+            train.train_and_evaluate(config, directory, show_progress=False)
     except Preempted as e:
         raise Interrupted(e.exit_status - 128) from e
 
