@@ -183,3 +183,10 @@ def test_out_inside_the_run_is_refused_and_the_run_left_as_it_is(cnn_run, inside
     with pytest.raises(UserError, match="is inside --workdir"):
         command.compress(cnn_run, cnn_run / inside, command.Options("int8"))
     assert sorted(p.relative_to(cnn_run) for p in cnn_run.rglob("*")) == before
+
+
+def test_out_a_dangling_link_is_refused_before_any_work(cnn_run, tmp_path):
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="already exists; compress writes a new run directory"):
+        command.compress(cnn_run, tmp_path / "link", command.Options("int8"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]

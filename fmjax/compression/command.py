@@ -83,7 +83,7 @@ def check_out(out, workdir=None) -> pathlib.Path:
         if path.resolve() == run_dir or run_dir in path.resolve().parents:
             raise UserError(f"--out {out} is inside --workdir {workdir}; compress leaves the run "
                             "it reads as it is (give a path outside it)")
-    if path.exists():
+    if path.exists() or path.is_symlink():   # a dangling link too: the rename would fail last
         raise UserError(f"--out {out} already exists; compress writes a new run directory "
                         "(give another path, or remove it)")
     if not path.parent.is_dir():
