@@ -190,3 +190,13 @@ def test_out_a_dangling_link_is_refused_before_any_work(cnn_run, tmp_path):
     with pytest.raises(UserError, match="already exists; compress writes a new run directory"):
         command.compress(cnn_run, tmp_path / "link", command.Options("int8"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]
+
+
+def test_out_in_a_directory_that_cannot_be_written_is_one_line(cnn_run, tmp_path, monkeypatch):
+    import pathlib
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(1, "Operation not permitted", str(self))
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    with pytest.raises(UserError, match=r"cannot create a directory in .* \(Operation not "):
+        command.compress(cnn_run, tmp_path / "out", command.Options("int8"))

@@ -241,9 +241,13 @@ def compress(workdir, out, options: Options, step: int | None = None) -> dict[st
     run = runs.load(workdir, step, with_data=True)
     config = out_config(run.config, options)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    before = measure(run)
-    partial.mkdir()
+    try:   # before the measuring: an OUT that cannot be written stops the command at once
+        partial.mkdir()
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create a directory in {out.parent} "
+                        f"({e.strerror})") from e
     try:
+        before = measure(run)
         write_run(partial, config, run, compressed_params(run, config, options))
         if options.method == "prune" and options.finetune_steps:
             finetune(config, partial)
