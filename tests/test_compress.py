@@ -57,10 +57,13 @@ def test_int8_writes_a_run_that_eval_reads_with_the_recorded_metrics(cnn_run, in
                - record["metrics_before"]["eval/accuracy"]) <= 0.01
 
 
-def test_prune_reports_sparsity_and_keeps_zeros_through_the_finetune(cnn_run, tmp_path):
+def test_prune_reports_sparsity_and_keeps_zeros_through_the_finetune(cnn_run, tmp_path, capsys):
     out = tmp_path / "pruned"
     options = command.Options("prune", sparsity=0.5, granularity="layer", finetune_steps=4)
     record = command.compress(cnn_run, out, options)
+    progress = capsys.readouterr()
+    assert progress.out == ""   # stdout is the command's one JSON line
+    assert "step 4/4" in progress.err
     assert record["out_step"] == 4
     assert record["options"] == {"sparsity": 0.5, "granularity": "layer", "finetune_steps": 4}
     layers = record["sparsity"]["layers"]
@@ -172,3 +175,28 @@ def test_compress_on_a_sharded_mesh_and_eval_on_one_device(tmp_path):
         evaluated.pop("step")
         for name, value in record["metrics_after"].items():
             assert evaluated[name] == pytest.approx(value, rel=1e-5), (method, name)
+
+
+@pytest.mark.parametrize("inside", ["sub", "checkpoints/999"])
+def test_out_inside_the_run_is_refused_and_the_run_left_as_it_is(cnn_run, inside):
+    before = sorted(p.relative_to(cnn_run) for p in cnn_run.rglob("*"))
+    with pytest.raises(UserError, match="is inside --workdir"):
+        command.compress(cnn_run, cnn_run / inside, command.Options("int8"))
+    assert sorted(p.relative_to(cnn_run) for p in cnn_run.rglob("*")) == before
+
+
+def test_out_a_dangling_link_is_refused_before_any_work(cnn_run, tmp_path):
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="already exists; compress writes a new run directory"):
+        command.compress(cnn_run, tmp_path / "link", command.Options("int8"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]
+
+
+def test_out_in_a_directory_that_cannot_be_written_is_one_line(cnn_run, tmp_path, monkeypatch):
+    import pathlib
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(1, "Operation not permitted", str(self))
+    monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    with pytest.raises(UserError, match=r"cannot create a directory in .* \(Operation not "):
+        command.compress(cnn_run, tmp_path / "out", command.Options("int8"))

@@ -257,7 +257,9 @@ def test_unsupported_model_and_unknown_method_are_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("calibration", ["rms", "absmax,x", "fixed,1", "max"])
+@pytest.mark.parametrize("calibration", ["rms", "absmax,x", "fixed,1", "max", "absmax,0",
+                                         "absmax,-1", "absmax,nan", "minmax,inf", "rms,0",
+                                         "fixed,1,0", "fixed,0.5,1"])
 def test_bad_calibration_is_one_line(small_config, calibration):
     from fmjax import configs
     from fmjax.errors import UserError
@@ -265,7 +267,8 @@ def test_bad_calibration_is_one_line(small_config, calibration):
     with pytest.raises(UserError) as error:
         configs.validate(small_config)
     assert str(error.value) == (f"config.quantization.calibration={calibration!r} is not one of "
-                                "absmax[,SCALE], minmax[,SCALE], rms,SCALE, fixed,MIN,MAX")
+                                "absmax[,SCALE], minmax[,SCALE], rms,SCALE (SCALE > 0), "
+                                "fixed,MIN,MAX (MIN <= 0 <= MAX, MIN < MAX)")
 
 
 SHARDED = """

@@ -12,12 +12,14 @@ interrupted or failed compression leaves no OUT, and two processes writing the s
 mix their files: the second rename fails with one line.
 """
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
 import os
 import pathlib
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -70,12 +72,18 @@ def check_options(options: Options) -> None:
             raise UserError(f"--group_size must be at least 1 (got {o.group_size})")
 
 
-def check_out(out) -> pathlib.Path:
-    """OUT as a local path that does not exist yet."""
+def check_out(out, workdir=None) -> pathlib.Path:
+    """OUT as a local path that does not exist yet, outside RUN (`workdir`): a directory in RUN
+    would change the run (under RUN/checkpoints it would be taken for a damaged checkpoint)."""
     if workdir_files.is_url(out) or "://" in str(out):
         raise UserError(f"--out {out}: compress writes to a local directory")
     path = pathlib.Path(out).absolute()
-    if path.exists():
+    if workdir is not None and not workdir_files.is_url(workdir) and str(workdir).strip():
+        run_dir = pathlib.Path(workdir).resolve()
+        if path.resolve() == run_dir or run_dir in path.resolve().parents:
+            raise UserError(f"--out {out} is inside --workdir {workdir}; compress leaves the run "
+                            "it reads as it is (give a path outside it)")
+    if path.exists() or path.is_symlink():   # a dangling link too: the rename would fail last
         raise UserError(f"--out {out} already exists; compress writes a new run directory "
                         "(give another path, or remove it)")
     if not path.parent.is_dir():
@@ -179,9 +187,11 @@ def compressed_params(run: runs.Run, config, options: Options):
 
 def finetune(config, directory: pathlib.Path) -> None:
     """The ordinary loop from OUT's step-0 checkpoint; a stop signal ends it without the loop's
-    'run the same command again' (a partial OUT is removed, not resumed)."""
+    'run the same command again' (a partial OUT is removed, not resumed). Its progress lines go
+    to stderr: stdout is the command's one JSON line."""
     try:
-        train.train_and_evaluate(config, directory, show_progress=False)
+        with contextlib.redirect_stdout(sys.stderr):
+            train.train_and_evaluate(config, directory, show_progress=False)
     except Preempted as e:
         raise Interrupted(e.exit_status - 128) from e
 
@@ -225,15 +235,19 @@ def compress(workdir, out, options: Options, step: int | None = None) -> dict[st
     if jax.process_count() > 1:   # OUT is renamed into place by one process
         raise UserError("fmjax compress runs in one process (a host with many devices is fine); "
                         "start it without launch_local or FMJAX_* process variables")
-    out = check_out(out)
+    out = check_out(out, workdir)
     checkpoint.check_workdir(workdir)
     note = check_source(workdir, runs.read_config(workdir_files.as_path(workdir)), options)
     run = runs.load(workdir, step, with_data=True)
     config = out_config(run.config, options)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    before = measure(run)
-    partial.mkdir()
+    try:   # before the measuring: an OUT that cannot be written stops the command at once
+        partial.mkdir()
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create a directory in {out.parent} "
+                        f"({e.strerror})") from e
     try:
+        before = measure(run)
         write_run(partial, config, run, compressed_params(run, config, options))
         if options.method == "prune" and options.finetune_steps:
             finetune(config, partial)

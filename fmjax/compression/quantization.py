@@ -15,6 +15,7 @@ stay float also under int8_dynamic).
 """
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -64,13 +65,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def _check_calibration(calibration: str) -> None:
     name, *numbers = calibration.split(",")
     try:
-        [float(n) for n in numbers]
-        valid = len(numbers) in CALIBRATIONS.get(name, ())
+        values = [float(n) for n in numbers]
+        valid = len(numbers) in CALIBRATIONS.get(name, ()) and all(map(math.isfinite, values))
     except ValueError:
         valid = False
+    if valid and name == "fixed":   # Qwix: the range must contain 0 and be non-empty
+        valid = values[0] <= 0 <= values[1] and values[0] < values[1]
+    elif valid and values:   # a scale of the absmax / minmax / rms value
+        valid = values[0] > 0
     if not valid:
         raise UserError(f"config.quantization.calibration={calibration!r} is not one of "
-                        "absmax[,SCALE], minmax[,SCALE], rms,SCALE, fixed,MIN,MAX")
+                        "absmax[,SCALE], minmax[,SCALE], rms,SCALE (SCALE > 0), "
+                        "fixed,MIN,MAX (MIN <= 0 <= MAX, MIN < MAX)")
 
 
 def check_supported(config: ml_collections.ConfigDict) -> None:
