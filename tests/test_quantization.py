@@ -104,6 +104,28 @@ def test_int4_tiles_fit_each_contraction_axis():
         None, None, 24, 25, 32, None]
 
 
+def test_qat_int4_with_small_groups_converts_exactly():
+    """A group size that tiles the head (125 inputs: groups of 5) but not the conv kernels, which
+    contract over window and channels and keep one scale per channel: QAT and the converted
+    model compute the same logits (QAT once tiled another axis than PTQ, and failed to build)."""
+    import qwix
+    from fmjax import models
+    module = models.build_model(ml_collections.ConfigDict(dict(name="cnn1d")), num_classes=10)
+    x_BT = jnp.asarray(_rng.randn(8, 40), jnp.float32)
+    config = ml_collections.ConfigDict(dict(quantization.defaults(), method="int4", group_size=8))
+    qat = quantization.wrap_model(module, config)
+    float_params = nn.unbox(qat.init(jax.random.key(0), x_BT)["params"])
+    config.converted = True
+    converted = quantization.wrap_model(module, config)
+    abstract = jax.eval_shape(lambda: converted.init(jax.random.key(0), x_BT))["params"]
+    qparams = qwix.quantize_params(float_params, abstract)
+    assert qparams["head"]["kernel"].array.scale.shape == (25, 10)
+    assert qparams["conv_1"]["kernel"].array.scale.shape == (1, 1, 25)
+    qat_BL = jax.jit(lambda p: qat.apply({"params": p}, x_BT))(float_params)
+    converted_BL = jax.jit(lambda p: converted.apply({"params": p}, x_BT))(qparams)
+    assert float(jnp.abs(converted_BL - qat_BL).max()) < 1e-5
+
+
 def test_int8_dynamic_keeps_attention_einsums_float():
     """Six int8 x int8 dots (q, k, v, out, up, down); q.k, probs.v and the tied head float."""
     from fmjax.models import MODELS

@@ -176,14 +176,17 @@ def _is_weight(x) -> bool:
 
 
 def _last_contraction_size(einsum_str: str, operands) -> int | None:
-    """Size of the weight operand's innermost contracted axis in `einsum_str` (2 operands)."""
+    """Size of the weight operand's contracted axis in `einsum_str` (2 operands); None when it
+    contracts over several (a conv kernel's window and channels, attention's heads and head
+    width): such weights get one scale per output channel, since Qwix's QAT einsum and its PTQ
+    einsum would tile different ones of those axes."""
     inputs, out = einsum_str.replace(" ", "").split("->")
     subs = inputs.split(",")
     for i, x in enumerate(operands):
         if _is_weight(x):
             other = set(subs[1 - i])
             axes = [a for a, ch in enumerate(subs[i]) if ch in other and ch not in out]
-            return x.shape[axes[-1]] if axes else None
+            return x.shape[axes[0]] if len(axes) == 1 else None
     return None
 
 
@@ -221,7 +224,7 @@ def _provider_class(base):
                 return jax.lax.dot_general(lhs, rhs, dimension_numbers, *args, **kwargs)
             (lhs_axes, rhs_axes), _ = dimension_numbers
             weight, axes = (rhs, rhs_axes) if _is_weight(rhs) else (lhs, lhs_axes)
-            size = weight.shape[axes[-1]] if len(axes) else None
+            size = weight.shape[axes[0]] if len(axes) == 1 else None   # as for einsum
             return self._with_axis(size, lambda: super(FittedProvider, self).dot_general(
                 lhs, rhs, dimension_numbers, *args, **kwargs))
 
