@@ -85,10 +85,19 @@ def test_prune_reports_sparsity_and_keeps_zeros_through_the_finetune(cnn_run, tm
      "zero (0 <= S < 1)"),
     (command.Options("prune", sparsity=1.0), "--sparsity must be in [0, 1) (got 1.0)"),
     (command.Options("prune", sparsity=-0.1), "--sparsity must be in [0, 1) (got -0.1)"),
-    (command.Options("int8", sparsity=0.5), "--sparsity is for --method prune (got --method "
-     "int8)"),
+    (command.Options("int8", sparsity=0.5), "--sparsity does not apply to --method int8 (it "
+     "takes --calibration)"),
+    (command.Options("prune", sparsity=0.5, group_size=8), "--group_size does not apply to "
+     "--method prune (it takes --sparsity --granularity --finetune_steps)"),
+    (command.Options("int8", granularity="layer"), "--granularity does not apply to --method "
+     "int8 (it takes --calibration)"),
     (command.Options("prune", sparsity=0.5, finetune_steps=-1),
-     "--finetune_steps must be >= 0 (got -1)"),
+     "--finetune_steps must be in [0, 2**31 - 1] (got -1)"),
+    (command.Options("prune", sparsity=0.5, finetune_steps=2**40),
+     f"--finetune_steps must be in [0, 2**31 - 1] (got {2**40})"),
+    (command.Options("int4", calibration="absmax,nan"), "--calibration='absmax,nan' is not one "
+     "of absmax[,SCALE], minmax[,SCALE], rms,SCALE (SCALE > 0), fixed,MIN,MAX (MIN <= 0 <= MAX, "
+     "MIN < MAX)"),
 ])
 def test_bad_options_are_refused_before_any_work(cnn_run, tmp_path, options, message):
     with pytest.raises(UserError) as e:
@@ -116,6 +125,20 @@ def test_bad_runs_are_refused_with_one_line_and_no_out(int8_out, tmp_path):
     assert_one_line_error(proc, message)
     assert proc.stderr == f"fmjax: error: {message}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config_only"]
+
+
+def test_a_qat_run_converts_with_its_own_settings_and_a_note_otherwise():
+    config = configs.experiment(model=dict(name="cnn1d"), data=dict(name="mnist1d"))
+    config.quantization.update(method="int4", group_size=16, calibration="absmax,0.9")
+    own, note = command.resolve(command.Options("int4"), config)
+    assert (own.group_size, own.calibration, note) == (16, "absmax,0.9", None)
+    other, note = command.resolve(command.Options("int4", group_size=32), config)
+    assert note == ("the run was trained with quantization-aware int4 (calibration absmax,0.9, "
+                    "group size 16); converting it to int4 with calibration absmax,0.9, group "
+                    "size 32 is not exact")
+    plain, note = command.resolve(command.Options("int8"), configs.experiment(
+        model=dict(name="cnn1d"), data=dict(name="mnist1d")))
+    assert (plain.calibration, plain.group_size, note) == ("absmax", 32, None)
 
 
 def test_existing_out_is_left_untouched(cnn_run, int8_out):

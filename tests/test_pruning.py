@@ -137,6 +137,8 @@ def test_global_pruning_reaches_its_target_overall(tmp_path):
      "config.pruning.frequency=0 is out of range: must be an integer in [1, 2**31 - 1]"),
     (dict(sparsity=0.5, initial_sparsity=0.6),
      "config.pruning.initial_sparsity=0.6 is above config.pruning.sparsity=0.5"),
+    (dict(initial_sparsity=0.5), "config.pruning.initial_sparsity is set but "
+     "config.pruning.sparsity is 0 (pruning off); set the final sparsity too"),
     (dict(sparsity=0.5, exclude=("conv_(",)),
      "config.pruning.exclude: bad regular expression 'conv_(': missing ), unterminated "
      "subpattern at position 5"),

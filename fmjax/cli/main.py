@@ -116,14 +116,16 @@ flags.DEFINE_string("method", None, "compress: the method: int8 (weight-only, pe
                     "activations) or prune (magnitude pruning).")
 flags.DEFINE_float("sparsity", None, "compress (prune): the fraction of prunable weights "
                    "set to zero, in [0, 1).")
-flags.DEFINE_string("granularity", "global", "compress (prune): 'global' (one magnitude "
-                    "threshold over all prunable weights) or 'layer' (the same sparsity in each).")
+flags.DEFINE_string("granularity", None, "compress (prune): 'global' (one magnitude "
+                    "threshold over all prunable weights; the default) or 'layer' (the same "
+                    "sparsity in each).")
 flags.DEFINE_integer("finetune_steps", None, "compress (prune): steps of fine-tuning with "
                      "the pruned weights held at zero (default 0).")
-flags.DEFINE_integer("group_size", 32, "compress (int4): weights per scale along the "
-                     "contraction axis.")
-flags.DEFINE_string("calibration", "absmax", "compress: how weight scales are chosen (qwix "
-                    "weight_calibration_method: absmax, 'absmax,0.9', 'rms,3', minmax).")
+flags.DEFINE_integer("group_size", None, "compress (int4): weights per scale along the "
+                     "contraction axis (default 32, or the QAT run's own).")
+flags.DEFINE_string("calibration", None, "compress (int8, int4, int8_dynamic): how weight scales "
+                    "are chosen (qwix weight_calibration_method: absmax, 'absmax,0.9', 'rms,3', "
+                    "minmax, 'fixed,MIN,MAX'; default absmax, or the QAT run's own).")
 flags.DEFINE_string("sweep", None, "sweep: the sweep file (get_sweep(): method, metric, "
                     "parameters, ...; experiments/mnist1d/sweep_mlp.py).")
 flags.DEFINE_integer("workers", 1, "sweep: trials run at once on this machine, each on its own "

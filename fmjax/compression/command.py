@@ -20,6 +20,7 @@ import os
 import pathlib
 import shutil
 import sys
+import sys
 from typing import Any
 
 import jax
@@ -39,13 +40,20 @@ FINETUNE_MAX_WARMUP_FRACTION = 0.1
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """The command's flags: what to do to RUN."""
+    """The command's flags: what to do to RUN (None: not given; `resolve` fills in defaults)."""
     method: str
     sparsity: float | None = None       # prune: the fraction of prunable weights set to zero
-    granularity: str = "global"         # prune: one magnitude threshold for all, or per layer
+    granularity: str | None = None      # prune: one magnitude threshold for all, or per layer
     finetune_steps: int | None = None   # prune: steps of the ordinary loop with the masks fixed
-    group_size: int = 32                # int4: scale groups along the contraction axis
-    calibration: str = "absmax"         # qwix weight_calibration_method
+    group_size: int | None = None       # int4: scale groups along the contraction axis
+    calibration: str | None = None      # int*: qwix weight_calibration_method
+
+
+# The flags each method takes (the others are refused, not silently ignored).
+METHOD_FLAGS = {"prune": ("sparsity", "granularity", "finetune_steps"),
+                "int4": ("group_size", "calibration"), "int8": ("calibration",),
+                "int8_dynamic": ("calibration",)}
+MAX_FINETUNE_STEPS = 2**31 - 1
 
 
 def check_options(options: Options) -> None:
@@ -53,23 +61,50 @@ def check_options(options: Options) -> None:
     o = options
     if o.method not in METHODS:
         raise UserError(f"unknown --method '{o.method}' (known: {', '.join(METHODS)})")
-    if o.method == "prune":
-        if o.sparsity is None:
-            raise UserError("--method prune needs --sparsity S, the fraction of weights to zero "
-                            "(0 <= S < 1)")
-        if not 0 <= o.sparsity < 1:
-            raise UserError(f"--sparsity must be in [0, 1) (got {o.sparsity})")
-        if o.granularity not in pruning.GRANULARITIES:
-            raise UserError(f"unknown --granularity '{o.granularity}' (known: "
-                            f"{', '.join(pruning.GRANULARITIES)})")
-        if o.finetune_steps is not None and o.finetune_steps < 0:
-            raise UserError(f"--finetune_steps must be >= 0 (got {o.finetune_steps})")
-    else:
-        for flag in ("sparsity", "finetune_steps"):
-            if getattr(o, flag) is not None:
-                raise UserError(f"--{flag} is for --method prune (got --method {o.method})")
-        if o.group_size < 1:
-            raise UserError(f"--group_size must be at least 1 (got {o.group_size})")
+    for field in dataclasses.fields(o)[1:]:
+        if getattr(o, field.name) is not None and field.name not in METHOD_FLAGS[o.method]:
+            takes = " ".join(f"--{name}" for name in METHOD_FLAGS[o.method])
+            raise UserError(f"--{field.name} does not apply to --method {o.method} (it takes "
+                            f"{takes})")
+    if o.method == "prune" and o.sparsity is None:
+        raise UserError("--method prune needs --sparsity S, the fraction of weights to zero "
+                        "(0 <= S < 1)")
+    if o.sparsity is not None and not 0 <= o.sparsity < 1:
+        raise UserError(f"--sparsity must be in [0, 1) (got {o.sparsity})")
+    if o.granularity is not None and o.granularity not in pruning.GRANULARITIES:
+        raise UserError(f"unknown --granularity '{o.granularity}' (known: "
+                        f"{', '.join(pruning.GRANULARITIES)})")
+    if o.finetune_steps is not None and not 0 <= o.finetune_steps <= MAX_FINETUNE_STEPS:
+        raise UserError(f"--finetune_steps must be in [0, 2**31 - 1] (got {o.finetune_steps})")
+    if o.group_size is not None and o.group_size < 1:
+        raise UserError(f"--group_size must be at least 1 (got {o.group_size})")
+    if o.calibration is not None:
+        quantization.check_calibration(o.calibration, "--calibration")
+
+
+def resolve(options: Options, config) -> tuple[Options, str | None]:
+    """`options` with defaults for the flags not given: a run trained with quantization-aware
+    training (QAT) is converted with its own group size and calibration, so exactly; and a note
+    when the conversion asked for is not the one the run trained with."""
+    q = config.quantization
+    own = q.method == options.method   # a QAT run, converted with its own method
+    filled = dataclasses.replace(
+        options, granularity=options.granularity or "global",
+        group_size=options.group_size or (q.group_size if own else 32),
+        calibration=options.calibration or (q.calibration if own else "absmax"))
+    if not q.method or options.method == "prune":
+        return filled, None
+    asked = (filled.method, filled.calibration) + ((filled.group_size,) if own and
+                                                    filled.method == "int4" else ())
+    trained = (q.method, q.calibration) + ((q.group_size,) if own and
+                                           q.method == "int4" else ())
+    if asked == trained:
+        return filled, None
+    return filled, (f"the run was trained with quantization-aware {q.method} (calibration "
+                    f"{q.calibration}, group size {q.group_size}); converting it to "
+                    f"{filled.method} with calibration {filled.calibration}"
+                    + (f", group size {filled.group_size}" if filled.method == "int4" else "")
+                    + " is not exact")
 
 
 def check_out(out, workdir=None) -> pathlib.Path:
@@ -108,26 +143,21 @@ def out_config(config, options: Options):
     else:
         c.quantization.update(method=options.method, group_size=options.group_size,
                               calibration=options.calibration, converted=True)
-        c.pruning.sparsity = 0.0   # a pruned RUN's zeros are kept by quantization itself
+        c.pruning.update(pruning.defaults())   # a pruned RUN's zeros stay zeros when quantized
     return c
 
 
-def check_source(workdir, config, options: Options) -> str | None:
-    """UserError for a RUN this method cannot compress; a note for a QAT run asked for another
-    method than it was trained with."""
-    q = config.quantization
-    if q.converted:
+def check_source(workdir, config, options: Options) -> None:
+    """UserError for a RUN this method cannot compress."""
+    if config.quantization.converted:
         raise UserError(f"{workdir} holds a run that fmjax compress already quantized; "
                         "compress its float source instead")
     if config.task in ("gan", "vae"):
-        raise UserError(f"{workdir} holds a '{config.task}' run: compress handles models "
-                        "measured by eval metrics (classifiers, language and translation models)")
+        raise UserError(f"{workdir} holds a '{config.task}' run: compress handles classifiers, "
+                        "language and translation models (a generator's eval measures samples, "
+                        "not the quality a compressed model must keep)")
     if options.method != "prune":
         quantization.check_supported(out_config(config, options))
-        if q.method and q.method != options.method:
-            return (f"the run was trained with quantization-aware {q.method}; converting it to "
-                    f"{options.method} is not exact")
-    return None
 
 
 @dataclasses.dataclass
@@ -198,10 +228,8 @@ def finetune(config, directory: pathlib.Path) -> None:
 
 def _method_options(options: Options) -> dict:
     """The flags that apply to the method (with their defaults filled in)."""
-    names = {"prune": ("sparsity", "granularity", "finetune_steps"),
-             "int4": ("group_size", "calibration")}.get(options.method, ("calibration",))
     return {name: getattr(options, name) or 0 if name == "finetune_steps"
-            else getattr(options, name) for name in names}
+            else getattr(options, name) for name in METHOD_FLAGS[options.method]}
 
 
 def _record(options: Options, run: runs.Run, before: Measured, after: Measured,
@@ -237,7 +265,11 @@ def compress(workdir, out, options: Options, step: int | None = None) -> dict[st
                         "start it without launch_local or FMJAX_* process variables")
     out = check_out(out, workdir)
     checkpoint.check_workdir(workdir)
-    note = check_source(workdir, runs.read_config(workdir_files.as_path(workdir)), options)
+    source_config = runs.read_config(workdir_files.as_path(workdir))
+    options, note = resolve(options, source_config)
+    check_source(workdir, source_config, options)
+    if note:
+        print(f"fmjax: note: {note}", file=sys.stderr)
     run = runs.load(workdir, step, with_data=True)
     config = out_config(run.config, options)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"

@@ -49,6 +49,11 @@ def defaults() -> dict:
 def validate(p, num_steps: int) -> None:
     """UserError for anything wrong in `config.pruning` that shows without the model."""
     ranges.check_dataclass(p, PruningOptions, "pruning")
+    if not p.sparsity:
+        changed = [k for k, v in defaults().items() if k != "sparsity" and p[k] != type(p[k])(v)]
+        if changed:
+            raise UserError(f"config.pruning.{changed[0]} is set but config.pruning.sparsity is "
+                            "0 (pruning off); set the final sparsity too")
     if p.granularity not in GRANULARITIES:
         raise UserError(f"unknown config.pruning.granularity '{p.granularity}' "
                         f"(known: {', '.join(GRANULARITIES)})")

@@ -56,13 +56,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if q.method not in ("",) + METHODS:
         raise UserError(f"unknown config.quantization.method '{q.method}' "
                         f"(known: {', '.join(METHODS)}; '' = off)")
-    _check_calibration(q.calibration)
+    check_calibration(q.calibration, "config.quantization.calibration")
     if q.converted and not q.method:
         raise UserError("config.quantization.converted=True needs config.quantization.method")
     check_supported(config)
 
 
-def _check_calibration(calibration: str) -> None:
+def check_calibration(calibration: str, key: str) -> None:
+    """UserError unless `calibration` is a Qwix weight calibration whose scales are usable
+    (`key`: the config key or flag it came from)."""
     name, *numbers = calibration.split(",")
     try:
         values = [float(n) for n in numbers]
@@ -74,7 +76,7 @@ def _check_calibration(calibration: str) -> None:
     elif valid and values:   # a scale of the absmax / minmax / rms value
         valid = values[0] > 0
     if not valid:
-        raise UserError(f"config.quantization.calibration={calibration!r} is not one of "
+        raise UserError(f"{key}={calibration!r} is not one of "
                         "absmax[,SCALE], minmax[,SCALE], rms,SCALE (SCALE > 0), "
                         "fixed,MIN,MAX (MIN <= 0 <= MAX, MIN < MAX)")
 
