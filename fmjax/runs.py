@@ -97,7 +97,7 @@ def load(workdir, step: int | None = None, with_data: bool = False,
         config.mesh.update(data=1, fsdp=1, tensor=1)
     _fit_mesh(config, len(devices))
     exp = prepare(config, workdir, data_info=None if with_data else read_data_info(workdir),
-                  devices=devices, selection=False)   # a trained run: its choice was made
+                  devices=devices, training=False)
     tokenizer = (exp.pipeline.tokenizer if exp.pipeline is not None
                  and hasattr(exp.pipeline, "tokenizer") else tokenizers.load_from_workdir(workdir))
     if tokenizer is not None:

@@ -50,16 +50,19 @@ class Experiment:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
-            devices=None, selection: bool = True) -> Experiment:
+            devices=None, training: bool = True) -> Experiment:
     """Build and check the whole experiment on `devices` (default: all); raises UserError and
     writes nothing. With `data_info` (a trained run's stored data shapes) the dataset is not
-    read and the experiment has no pipeline. `selection`: see `configs.validate`."""
+    read and the experiment has no pipeline. `training=False`: a trained run opened to evaluate,
+    sample or compress it, whose model-selection metrics (`configs.validate`) and training batch
+    are not checked (a batch of 12 trained on 1 device still evaluates on 8)."""
     if workdir is not None:
         checkpoint.check_workdir(workdir)
-    configs.validate(config, selection)
+    configs.validate(config, selection=training)
     mesh = sharding.make_mesh(config.mesh, devices)
-    sharding.check_batch_size(config.train.batch_size // config.train.grad_accum_steps, mesh,
-                              "config.train.batch_size / grad_accum_steps")
+    if training:
+        sharding.check_batch_size(config.train.batch_size // config.train.grad_accum_steps, mesh,
+                                  "config.train.batch_size / grad_accum_steps")
     sharding.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
     rules = sharding.logical_rules(config.sharding.rules)
     pipeline = None

@@ -188,10 +188,11 @@ def latencies(before: Measured, after: Measured) -> tuple[dict, dict]:
         return tuple(latency.median_latencies([before.timed, after.timed]))
 
 
-def write_run(directory: pathlib.Path, config, run: runs.Run, params) -> None:
-    """An ordinary run workdir holding `params` as its step-0 checkpoint (with the optimizer
-    state `config`'s optimizer starts from, and RUN's other collections)."""
-    exp = train.prepare(config, directory, data_info=run.exp.pipeline.info)
+def write_run(directory: pathlib.Path, exp: train.Experiment, run: runs.Run, params) -> None:
+    """An ordinary run workdir of experiment `exp` (OUT's) holding `params` as its step-0
+    checkpoint (with the optimizer state its optimizer starts from, and RUN's other
+    collections)."""
+    config = exp.config
     assets = {"config.json": configs.to_json(config).encode(), **run.exp.pipeline.assets(),
               **train.data_info_asset(run.exp.pipeline.info)}
     for name, content in assets.items():
@@ -206,13 +207,12 @@ def write_run(directory: pathlib.Path, config, run: runs.Run, params) -> None:
         checkpoint.close(manager)
 
 
-def compressed_params(run: runs.Run, config, options: Options):
-    """RUN's parameters compressed as `config` (OUT's) says."""
-    if options.method == "prune":
-        p = config.pruning
-        return pruning.prune(run.params, p.sparsity, p.granularity, tuple(p.exclude))
-    task = train.prepare(config, data_info=run.exp.pipeline.info).task
-    return quantization.convert(task, run.params)
+def compressed_params(run: runs.Run, exp: train.Experiment):
+    """RUN's parameters compressed as OUT's experiment `exp` says."""
+    if exp.config.quantization.converted:
+        return quantization.convert(exp.task, run.params)
+    p = exp.config.pruning
+    return pruning.prune(run.params, p.sparsity, p.granularity, tuple(p.exclude))
 
 
 def finetune(config, directory: pathlib.Path) -> None:
@@ -272,6 +272,8 @@ def compress(workdir, out, options: Options, step: int | None = None) -> dict[st
         print(f"fmjax: note: {note}", file=sys.stderr)
     run = runs.load(workdir, step, with_data=True)
     config = out_config(run.config, options)
+    finetunes = options.method == "prune" and bool(options.finetune_steps)
+    out_exp = train.prepare(config, data_info=run.exp.pipeline.info, training=finetunes)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:   # before the measuring: an OUT that cannot be written stops the command at once
         partial.mkdir()
@@ -280,8 +282,8 @@ def compress(workdir, out, options: Options, step: int | None = None) -> dict[st
                         f"({e.strerror})") from e
     try:
         before = measure(run)
-        write_run(partial, config, run, compressed_params(run, config, options))
-        if options.method == "prune" and options.finetune_steps:
+        write_run(partial, out_exp, run, compressed_params(run, out_exp))
+        if finetunes:
             finetune(config, partial)
         after_run = runs.load(partial, with_data=True)   # OUT as everyone will read it
         after = measure(after_run)
