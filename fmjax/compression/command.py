@@ -20,7 +20,6 @@ import os
 import pathlib
 import shutil
 import sys
-import sys
 from typing import Any
 
 import jax
