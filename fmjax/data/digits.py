@@ -5,7 +5,7 @@ from typing import Annotated
 
 import numpy as np
 
-from fmjax.data.augment import crop_and_flip
+from fmjax.data.augment import Degrees, image_augmentation
 from fmjax.data.arrays import Arrays, ArrayPipeline
 from fmjax.errors import UserError, first_line
 from fmjax.ranges import Fraction, NonNegativeInt, OpenFraction, Range, Seed
@@ -17,6 +17,7 @@ class Digits:
     test_fraction: OpenFraction = 0.2
     split_seed: Seed = 0
     crop_padding: NonNegativeInt = 0   # random-crop padding (0 = off); digits are never flipped
+    rotate_degrees: Degrees = 0.0      # random rotation in [-d, d] degrees (0 = off)
     binarize: bool = False     # pixels > 0.5 -> 1, else 0 (Bernoulli likelihood models)
     # Only the digits 0 .. num_classes - 1: a smaller task, e.g. a new head to transfer to.
     num_classes: Annotated[int, Range(2, 10, integer=True)] = 10
@@ -41,5 +42,5 @@ class Digits:
             raise UserError(f"config.data.test_fraction={self.test_fraction}: {first_line(e)}")
         arrays = Arrays(x_tr, y_tr, x_te, y_te, self.num_classes).hold_out(self.validation_fraction,
                                                               self.split_seed)
-        return ArrayPipeline(arrays, seed,
-                             crop_and_flip(self.crop_padding, flip=False))
+        return ArrayPipeline(arrays, seed, image_augmentation(self.crop_padding, flip=False,
+                                                              rotate_degrees=self.rotate_degrees))
