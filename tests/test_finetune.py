@@ -302,9 +302,10 @@ def digits_mlp(num_classes: int, init_from: str = "", reinit: tuple = ()):
 
 
 def test_reinit_gives_another_number_of_classes_a_fresh_head(tmp_path):
-    """A 10-class digits MLP fine-tuned into a 5-class one (digits 0-4): without
-    `init_from_reinit` one line that says how to ask for a fresh head; with it the head keeps its
-    fresh init and the hidden layers come from the 10-class run."""
+    """A 10-class digits MLP fine-tuned into a 5-class one (digits 0-4, tested on images of the
+    10-class run's test split only): without `init_from_reinit` one line that says how to ask
+    for a fresh head; with it the head keeps its fresh init and the hidden layers come from the
+    10-class run."""
     source = tmp_path / "ten"
     train_and_evaluate(digits_mlp(10), source, show_progress=False)
     with pytest.raises(UserError) as refused:
@@ -314,8 +315,10 @@ def test_reinit_gives_another_number_of_classes_a_fresh_head(tmp_path):
         "config's model; use the model config it was trained with, or start it afresh with "
         """--config.init_from_reinit='("^head/",)'""")
     exp = prepare(digits_mlp(5, str(source), ("^head/",)), tmp_path / "five")
-    assert sorted(np.unique(exp.pipeline.arrays.y_train)) == [0, 1, 2, 3, 4]
-    assert exp.pipeline.info.num_train + exp.pipeline.info.num_eval == 901   # of 1797 digits
+    five, ten = exp.pipeline.arrays, prepare(digits_mlp(10)).pipeline.arrays
+    assert sorted(np.unique(five.y_train)) == [0, 1, 2, 3, 4]   # 901 of the 1797 digits:
+    assert len(five.y_train) + len(five.y_eval) == 901         # the 10-class run's split, cut
+    np.testing.assert_array_equal(five.x_eval, ten.x_eval[ten.y_eval < 5])
     with jax.set_mesh(exp.mesh):
         state, _, note = restore_or_init(exp, tmp_path / "five")
     assert note == (f"initialised 4 of 6 model arrays from {source} (step 4); new: none; "

@@ -34,13 +34,15 @@ class Digits:
         if self.binarize:
             x = (x > 0.5).astype(np.float32)
         y = digits.target.astype(np.int32)
-        x, y = x[y < self.num_classes], y[y < self.num_classes]
         try:
             x_tr, x_te, y_tr, y_te = train_test_split(
                 x, y, test_size=self.test_fraction, random_state=self.split_seed, stratify=y)
         except ValueError as e:   # a split too small to hold every class
             raise UserError(f"config.data.test_fraction={self.test_fraction}: {first_line(e)}")
-        arrays = Arrays(x_tr, y_tr, x_te, y_te, self.num_classes).hold_out(self.validation_fraction,
-                                                              self.split_seed)
+        # Restricted after the split: a run on fewer digits tests only on the 10-digit run's test
+        # images, so transfer between the two never trains on the other's test set.
+        keep_tr, keep_te = y_tr < self.num_classes, y_te < self.num_classes
+        arrays = Arrays(x_tr[keep_tr], y_tr[keep_tr], x_te[keep_te], y_te[keep_te],
+                        self.num_classes).hold_out(self.validation_fraction, self.split_seed)
         return ArrayPipeline(arrays, seed, image_augmentation(self.crop_padding, flip=False,
                                                               rotate_degrees=self.rotate_degrees))
