@@ -170,11 +170,12 @@ def plan_init_from(workdir: str, step: int, abstract_state,
         elif any(re.search(pattern, _in_part(name)) for pattern in reinit):
             fresh.append(name)
         elif saved[name] != shape:
-            module = _in_part(name).rsplit("/", 1)[0]
+            module, _, leaf = _in_part(name).rpartition("/")   # a module's arrays, or one array
+            pattern = f"^{module}/" if module else f"^{leaf}$"
             raise UserError(f"config.init_from: {_in_part(name)} has shape {saved[name]} in "
                             f"{workdir} (step {step}) but {shape} in this config's model; use "
                             "the model config it was trained with, or start it afresh with "
-                            f"--config.init_from_reinit='(\"^{module}/\",)'")
+                            f"--config.init_from_reinit='(\"{pattern}\",)'")
         else:
             matched.append(name)
     if not matched:
