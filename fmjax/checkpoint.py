@@ -14,6 +14,8 @@ intact one, unless a step was asked for by name.
 Fine-tuning (`config.init_from`): `plan_init_from` matches a new model's arrays against another
 run's checkpoint by path and shape (from metadata, nothing read), and `restore_matching` reads
 only the matched arrays (Orbax partial restore) onto the new model's shardings, verified too.
+Arrays `config.init_from_reinit` names keep their fresh init whatever the source holds: a new
+head for another number of classes.
 """
 
 import contextlib
@@ -23,7 +25,7 @@ import pathlib
 import re
 import weakref
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import flax
 import jax
@@ -35,7 +37,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from fmjax import integrity
 from fmjax.errors import UserError, WorkdirError, first_line
 from fmjax.runtime import workdir_files
-from fmjax.tree_paths import path_name
+from fmjax.tree_paths import check_each_matches, path_name
 
 
 def check_workdir(workdir) -> None:
@@ -113,13 +115,22 @@ class InitSource:
     matched: tuple[str, ...]    # 'params/block_0/...' paths taken from the checkpoint
     new: tuple[str, ...]        # paths only the new model has: they keep their fresh init
     quantized: bool = False     # the source stores quantized weights (`fmjax compress`)
+    reinit: tuple[str, ...] = ()   # paths both have that `init_from_reinit` keeps fresh
 
     def message(self) -> str:
-        """One line for the log: what came from where, and what is new."""
-        total = len(self.matched) + len(self.new)
-        new = ", ".join(n.split("/", 1)[1] for n in self.new) or "none"
-        return (f"initialised {len(self.matched)} of {total} model arrays from "
+        """One line for the log: what came from where, what is new, what was re-initialised."""
+        total = len(self.matched) + len(self.new) + len(self.reinit)
+        new = ", ".join(_in_part(n) for n in self.new) or "none"
+        line = (f"initialised {len(self.matched)} of {total} model arrays from "
                 f"{self.workdir} (step {self.step}); new: {new}")
+        if self.reinit:
+            line += f"; re-initialised: {', '.join(_in_part(n) for n in self.reinit)}"
+        return line
+
+
+def _in_part(name: str) -> str:
+    """'head/kernel' of 'params/head/kernel': the path patterns and messages use."""
+    return name.split("/", 1)[1]
 
 
 # The parts of the train state a fine-tuning run takes from its source: the model's variables,
@@ -127,9 +138,11 @@ class InitSource:
 _MODEL_PARTS = ("params", "extra")
 
 
-def plan_init_from(workdir: str, step: int, abstract_state) -> InitSource:
+def plan_init_from(workdir: str, step: int, abstract_state,
+                   reinit: Sequence[str] = ()) -> InitSource:
     """Match `abstract_state`'s model arrays with the checkpoint of run `workdir` (step 0: its
-    latest) by path; UserError naming the first array whose shapes differ, or if none match."""
+    latest) by path, leaving those a regex of `reinit` finds fresh; UserError naming the first
+    other array whose shapes differ, if none match, or for a `reinit` pattern that finds none."""
     manager = read_only_manager(workdir)
     steps = sorted(manager.all_steps()) if manager is not None else []
     if not steps:
@@ -146,25 +159,30 @@ def plan_init_from(workdir: str, step: int, abstract_state) -> InitSource:
         manager.close()
     from fmjax.compression import quantization
     saved, quantized = quantization.float_shapes(saved)
-    matched, new = [], []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
-        name = path_name(path)
-        if name.split("/", 1)[0] not in _MODEL_PARTS:
-            continue
+    model = {path_name(path): tuple(leaf.shape) for path, leaf
+             in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+             if path_name(path).split("/", 1)[0] in _MODEL_PARTS}
+    check_each_matches("init_from_reinit", reinit, [_in_part(n) for n in model])
+    matched, new, fresh = [], [], []
+    for name, shape in model.items():
         if name not in saved:
             new.append(name)
-        elif saved[name] != tuple(leaf.shape):
-            raise UserError(f"config.init_from: {name.split('/', 1)[1]} has shape "
-                            f"{saved[name]} in {workdir} (step {step}) but "
-                            f"{tuple(leaf.shape)} in this config's model; use the model config "
-                            "the encoder was trained with")
+        elif any(re.search(pattern, _in_part(name)) for pattern in reinit):
+            fresh.append(name)
+        elif saved[name] != shape:
+            module, _, leaf = _in_part(name).rpartition("/")   # a module's arrays, or one array
+            pattern = f"^{module}/" if module else f"^{leaf}$"
+            raise UserError(f"config.init_from: {_in_part(name)} has shape {saved[name]} in "
+                            f"{workdir} (step {step}) but {shape} in this config's model; use "
+                            "the model config it was trained with, or start it afresh with "
+                            f"--config.init_from_reinit='(\"{pattern}\",)'")
         else:
             matched.append(name)
     if not matched:
         theirs = next((n.split("/", 1)[1] for n in saved if n.startswith("params/")), "none")
         raise UserError(f"config.init_from: {workdir} (step {step}) has no parameter in common "
                         f"with this config's model (its first: {theirs}); is it the right run?")
-    return InitSource(str(workdir), step, tuple(matched), tuple(new), quantized)
+    return InitSource(str(workdir), step, tuple(matched), tuple(new), quantized, tuple(fresh))
 
 
 def restore_matching(source: InitSource, state):

@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
     # it (same path, same shape), when this run's workdir has no checkpoint of its own.
     c.init_from = ""
     c.init_from_step = 0         # its checkpoint to use (0 = the latest)
+    # Regexes (re.search) over parameter paths, like optimizer.freeze, that keep their fresh init
+    # even where init_from has them, in another shape too: ("^head/",) for a new classifier head.
+    c.init_from_reinit = ()
     c.task_options = ml_collections.ConfigDict()   # the task's own keys (filled by `experiment`)
     c.model = ml_collections.ConfigDict({"name": "", "dtype": "float32"})
     c.data = ml_collections.ConfigDict({"name": ""})
@@ -345,9 +348,11 @@ def validate(config: ml_collections.ConfigDict, selection: bool = True) -> None:
     False skips the model-selection metrics (`fmjax eval` of a run trained before that rule)."""
     from fmjax import data, models, optim, tasks  # late: registries import jax/flax
     from fmjax.compression import pruning, quantization
+    from fmjax.tree_paths import check_patterns
 
     for key, hint in BASE_RANGES.items():   # first: the checks below divide by these
         ranges.check(key, value_at(config, key), hint)
+    check_patterns("init_from_reinit", config.init_from_reinit)
     optim.validate(config.optimizer)
     pruning.validate(config.pruning, config.train.num_steps)
     _check_divisibility(config)

@@ -17,7 +17,7 @@ import optax
 from fmjax import ranges
 from fmjax.errors import UserError
 from fmjax.ranges import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range
-from fmjax.tree_paths import map_params
+from fmjax.tree_paths import check_each_matches, check_patterns, map_params
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adafactor")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "step")
@@ -58,11 +58,7 @@ def validate(opt, key: str = "optimizer") -> None:
     if opt.schedule not in SCHEDULES:
         raise UserError(f"unknown schedule '{opt.schedule}' (known: {', '.join(SCHEDULES)})")
     ranges.check_dataclass(opt, OptimizerOptions, key)
-    for pattern in opt.freeze:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise UserError(f"config.{key}.freeze: bad regular expression {pattern!r}: {e}")
+    check_patterns(f"{key}.freeze", opt.freeze)
 
 
 def schedule(opt, num_steps: int) -> optax.Schedule:
@@ -115,11 +111,8 @@ def freeze_labels(patterns) -> Callable:
     def labels(params):
         tree = map_params(lambda p, _: "frozen" if any(re.search(r, p) for r in patterns)
                            else "train", params)
-        paths = jax.tree.leaves(map_params(lambda p, _: p, params))
-        for pattern in patterns:   # a misspelt pattern would otherwise freeze nothing, silently
-            if not any(re.search(pattern, p) for p in paths):
-                raise UserError(f"config.optimizer.freeze: {pattern!r} matches no parameter "
-                                f"(parameters look like {paths[0]!r})")
+        check_each_matches("optimizer.freeze", patterns,
+                           jax.tree.leaves(map_params(lambda p, _: p, params)))
         return tree
     return labels
 

@@ -82,7 +82,7 @@ def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
     init_source = None   # a resumed run restores its own checkpoint, never init_from again
     if config.init_from and latest_step is None:
         init_source = checkpoint.plan_init_from(config.init_from, config.init_from_step,
-                                                abstract_state)
+                                                abstract_state, config.init_from_reinit)
     return Experiment(config, mesh, rules, pipeline, task, tx, lr_schedule, abstract_state,
                       state_shardings, latest_step, init_source)
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import assert_one_line_error, generated_text, mock_tfds, run_cli
 from fmjax.data import pipeline as pipeline_lib
-from fmjax.data.augment import crop_and_flip
+from fmjax.data.augment import image_augmentation, random_rotate
 from fmjax.data.arrays import Arrays, ArrayPipeline
 from fmjax.errors import UserError
 
@@ -47,16 +47,40 @@ def test_eval_batches_cover_the_split_once_with_padding_masked(arrays):
     np.testing.assert_array_equal(kept, np.arange(23))
 
 
-def test_crop_and_flip_keep_shape_and_content_and_do_not_depend_on_the_host_count():
+@pytest.mark.parametrize("crop_padding, flip, rotate_degrees", [(2, True, 0.0), (0, False, 30.0),
+                                                           (2, True, 30.0)])
+def test_augmentation_keeps_shape_and_does_not_depend_on_the_host_count(crop_padding, flip,
+                                                                        rotate_degrees):
     x = np.random.default_rng(0).random((6, 8, 8, 1)).astype(np.float32)
-    augment = crop_and_flip(crop_padding=2, flip=True)
+    augment = image_augmentation(crop_padding, flip, rotate_degrees)
     out = augment(x, np.random.default_rng(1), slice(None), 6)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert not np.array_equal(out, x)
     halves = [augment(x[rows], np.random.default_rng(1), rows, 6)
               for rows in (slice(0, 3), slice(3, 6))]             # two hosts, three rows each
     np.testing.assert_array_equal(np.concatenate(halves), out)
-    assert crop_and_flip(0, False) is None
+    assert image_augmentation(0, False, 0.0) is None
+
+
+def test_rotation_by_0_and_90_degrees_is_exact_and_keeps_the_image_inside():
+    """A known 5x5 image (an off-centre 'L'): 0 degrees leaves it as it is, +-90 degrees is
+    np.rot90 (counter-clockwise) one way and the other; 45 degrees turns the corners of a white
+    square black (filled with 0, like the crop's padding) and keeps its centre."""
+    image_YX = np.zeros((5, 5), np.float32)
+    image_YX[1:4, 1] = 1.0
+    image_YX[3, 1:3] = 1.0
+    x_BYXC = np.stack([image_YX, image_YX, image_YX, 2 * image_YX])[..., None]
+    out = random_rotate(x_BYXC, np.array([0.0, 90.0, -90.0, 90.0]))
+    np.testing.assert_array_equal(out[0, ..., 0], image_YX)
+    np.testing.assert_allclose(out[1, ..., 0], np.rot90(image_YX, 1), atol=1e-6)
+    np.testing.assert_allclose(out[2, ..., 0], np.rot90(image_YX, -1), atol=1e-6)
+    np.testing.assert_allclose(out[3, ..., 0], 2 * np.rot90(image_YX, 1), atol=1e-6)
+    turned_YX = random_rotate(np.ones((1, 5, 5, 1), np.float32), np.array([45.0]))[0, ..., 0]
+    assert turned_YX[2, 2] == 1.0 and turned_YX[0, 0] == turned_YX[4, 4] == 0.0
+    rgb_BYXC = np.random.default_rng(0).random((2, 9, 9, 3)).astype(np.float32)
+    angles_B = np.array([17.0, -33.0])   # colour channels turn alike and never mix
+    np.testing.assert_array_equal(random_rotate(rgb_BYXC, angles_B), np.concatenate(
+        [random_rotate(rgb_BYXC[..., c:c + 1], angles_B) for c in range(3)], axis=-1))
 
 
 def test_synthetic_tokens_are_a_function_of_seed_and_step():
@@ -95,7 +119,7 @@ def _number_pairs(tmp_path, split, n):
 # make the 12 steps of batch 8 cross epoch boundaries.
 RESUMABLE_SOURCES = {
     "mnist1d": lambda tmp, text: dict(name="mnist1d"),
-    "digits": lambda tmp, text: dict(name="digits", crop_padding=1),
+    "digits": lambda tmp, text: dict(name="digits", crop_padding=1, rotate_degrees=15.0),
     "text": lambda tmp, text: dict(name="text", path=str(text), seq_len=16),
     "synthetic_tokens": lambda tmp, text: dict(name="synthetic_tokens", vocab_size=50, seq_len=8),
     "text_classification": lambda tmp, text: dict(
@@ -107,7 +131,8 @@ RESUMABLE_SOURCES = {
     "synthetic_translation": lambda tmp, text: dict(name="synthetic_translation", num_train=40,
                                                     num_eval=10, max_number=999,
                                                     vocab_size=60),
-    "tfds": lambda tmp, text: dict(name="tfds", dataset="mnist", download=False, crop_padding=2),
+    "tfds": lambda tmp, text: dict(name="tfds", dataset="mnist", download=False, crop_padding=2,
+                                   rotate_degrees=10.0),
     "tfds_text": lambda tmp, text: dict(name="tfds_text", download=False, vocab_size=64,
                                         seq_len=16, eval_windows=5),
 }

@@ -287,3 +287,57 @@ def test_init_from_a_run_with_nothing_in_common(pretrained, tmp_path):
     config.init_from = str(pretrained / "mlm")
     with pytest.raises(UserError, match="no parameter in common"):
         prepare(config, tmp_path)
+
+
+
+
+def digits_mlp(num_classes: int, init_from: str = "", reinit: tuple = ()):
+    """An MLP on the first `num_classes` digits, 4 steps."""
+    config = configs.experiment(
+        model=dict(name="mlp", hidden_size=32), data=dict(name="digits", num_classes=num_classes),
+        train=dict(num_steps=4, batch_size=8, eval_batch_size=400, log_every=4, eval_every=4),
+        checkpoint=dict(every=4, keep=1))
+    config.update(init_from=init_from, init_from_reinit=reinit)
+    return config
+
+
+def test_reinit_gives_another_number_of_classes_a_fresh_head(tmp_path):
+    """A 10-class digits MLP fine-tuned into a 5-class one (digits 0-4, tested on images of the
+    10-class run's test split only): without `init_from_reinit` one line that says how to ask
+    for a fresh head; with it the head keeps its fresh init and the hidden layers come from the
+    10-class run."""
+    source = tmp_path / "ten"
+    train_and_evaluate(digits_mlp(10), source, show_progress=False)
+    with pytest.raises(UserError) as refused:
+        prepare(digits_mlp(5, str(source)), tmp_path / "five")
+    assert str(refused.value) == (
+        f"config.init_from: head/bias has shape (10,) in {source} (step 4) but (5,) in this "
+        "config's model; use the model config it was trained with, or start it afresh with "
+        """--config.init_from_reinit='("^head/",)'""")
+    exp = prepare(digits_mlp(5, str(source), ("^head/",)), tmp_path / "five")
+    five, ten = exp.pipeline.arrays, prepare(digits_mlp(10)).pipeline.arrays
+    assert sorted(np.unique(five.y_train)) == [0, 1, 2, 3, 4]   # 901 of the 1797 digits:
+    assert len(five.y_train) + len(five.y_eval) == 901         # the 10-class run's split, cut
+    np.testing.assert_array_equal(five.x_eval, ten.x_eval[ten.y_eval < 5])
+    with jax.set_mesh(exp.mesh):
+        state, _, note = restore_or_init(exp, tmp_path / "five")
+    assert note == (f"initialised 4 of 6 model arrays from {source} (step 4); new: none; "
+                    "re-initialised: head/bias, head/kernel")
+    fresh = flat(restore_or_init(prepare(digits_mlp(5), tmp_path / "new"), tmp_path / "new")[0]
+                 .params)
+    before, after = flat(runs.load(source).params), flat(state.params)
+    assert after["head/kernel"].shape == (32, 5) and len(after) == 6
+    for name, value in after.items():
+        expected = fresh[name] if name.startswith("head/") else before[name]
+        np.testing.assert_array_equal(value, expected, err_msg=name)
+    with pytest.raises(UserError) as refused:
+        prepare(digits_mlp(5, str(source), ("^classifier/",)), tmp_path / "five")
+    assert str(refused.value) == ("config.init_from_reinit: '^classifier/' matches no "
+                                  "parameter (parameters look like 'head/bias')")
+
+
+def test_bad_reinit_pattern_is_a_user_error():
+    config = digits_mlp(5, "run", ("head(",))
+    with pytest.raises(UserError, match=re.escape(
+            "config.init_from_reinit: bad regular expression 'head('")):
+        configs.validate(config)

@@ -23,7 +23,7 @@ import optax
 from fmjax import ranges
 from fmjax.errors import UserError
 from fmjax.ranges import Fraction, NonNegativeInt, PositiveInt
-from fmjax.tree_paths import map_params, path_name
+from fmjax.tree_paths import check_each_matches, check_patterns, map_params, path_name
 
 GRANULARITIES = ("global", "layer")
 _TABLES = re.compile(r"(embed|embedding|cls_token)$")
@@ -66,11 +66,7 @@ def validate(p, num_steps: int) -> None:
     if p.sparsity and p.initial_sparsity > p.sparsity:
         raise UserError(f"config.pruning.initial_sparsity={p.initial_sparsity} is above "
                         f"config.pruning.sparsity={p.sparsity}")
-    for pattern in p.exclude:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            raise UserError(f"config.pruning.exclude: bad regular expression {pattern!r}: {e}")
+    check_patterns("pruning.exclude", p.exclude)
 
 
 def schedule(p) -> Callable:
@@ -115,11 +111,8 @@ def prunable(params, exclude: Sequence[str] = ()) -> dict[str, Any]:
 def _check_exclude(params, exclude: Sequence[str]) -> None:
     """A misspelt pattern would silently prune what it meant to keep; nothing to prune is a
     config that does nothing."""
-    paths = jax.tree.leaves(map_params(lambda p, _: p, params))
-    for pattern in exclude:
-        if not any(re.search(pattern, p) for p in paths):
-            raise UserError(f"config.pruning.exclude: {pattern!r} matches no parameter "
-                            f"(parameters look like {paths[0]!r})")
+    check_each_matches("pruning.exclude", exclude,
+                       jax.tree.leaves(map_params(lambda p, _: p, params)))
     if not prunable(params, exclude):
         raise UserError("config.pruning: this model has no prunable parameter (prunable: "
                         "ndim >= 2, not a bias, norm scale or embedding table, not excluded)")

@@ -20,7 +20,7 @@ import numpy as np
 
 from fmjax.data import tfds_loader, validation
 from fmjax.data.arrays import Arrays
-from fmjax.data.augment import crop_and_flip
+from fmjax.data.augment import Degrees, image_augmentation
 from fmjax.data.pipeline import DataInfo, StepPipeline, host_positions, host_slice
 from fmjax.data.record_order import RecordOrder
 from fmjax.ranges import Fraction, NonNegativeInt, Seed
@@ -36,6 +36,7 @@ class TFDSImages:
     download: bool = True
     crop_padding: NonNegativeInt = 0
     flip: bool = False
+    rotate_degrees: Degrees = 0.0   # random rotation in [-d, d] degrees (0 = off)
     binarize: bool = False      # pixels > 0.5 -> 1, else 0 (Bernoulli likelihood models)
     # Of the training records, held out as the validation split (val/*), chosen by
     # validation_seed; 0 keeps the whole training split, as the published protocols do.
@@ -88,7 +89,8 @@ class TFDSPipeline(StepPipeline):
         self.source, self.train, self.eval_arrays, self.info = source, train, eval_arrays, info
         self.train_index = train_index
         self.seed, self.order = seed, RecordOrder(len(train_index), seed)
-        self.augment = crop_and_flip(source.crop_padding, source.flip)
+        self.augment = image_augmentation(source.crop_padding, source.flip,
+                                          source.rotate_degrees)
 
     def train_batch(self, step: int, global_batch_size: int) -> dict:
         positions = host_positions(step, global_batch_size)
