@@ -1,4 +1,4 @@
-"""MNIST-1D LSTM: the GRU experiment's bidirectional recurrent classifier (hidden 6) with LSTM cells.
+"""MNIST-1D LSTM: the GRU experiment's bidirectional classifier (hidden 6) with LSTM cells.
 
 The paper (Greydanus & Kobak, 2020) has no LSTM; this is its GRUBase with the LSTM's four gates:
 5,242 parameters (432 recurrent + the 480 -> 10 head) against the GRU's 5,134.
