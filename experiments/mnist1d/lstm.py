@@ -4,7 +4,8 @@ The paper (Greydanus & Kobak, 2020) has no LSTM; this is its GRUBase with the LS
 5,242 parameters (432 recurrent + the 480 -> 10 head) against the GRU's 5,134.
 Command:  fmjax train --config experiments/mnist1d/lstm.py --workdir runs/lstm
 Variants: `:runlocal` (100 steps, fmjax/variants.py) for a smoke test.
-Hardware: the 2-core CPU CI machine. Time and result: see the README table.
+Hardware: the 2-core CPU CI machine. Result: test accuracy 89.9 / 85.7 / 88.3% (seeds 0 / 1 / 2,
+mean 88.0%), about 10 s a run (the GRU's time within 5%); README table.
 Recipe: the GRU's, unchanged: 6000 steps of Adam, lr 1e-2, batch 100, on the 4000/1000 split of
 `make_dataset(get_dataset_args())`.
 """
