@@ -13,7 +13,7 @@ dataset loading, compilation, evaluation and (for fmjax) checkpointing and metri
 Both read the dataset cached by fmjax ($FMJAX_CACHE_DIR or ~/.cache/fmjax/mnist1d.npz) when it
 exists. Runs are sequential; run it on an otherwise idle machine.
 
-    python benchmarks/mnist1d.py [--models cnn,gru,mlp,logreg] [--steps 6000] [--repeats 3]
+    python benchmarks/mnist1d.py [--models cnn,gru,lstm,mlp,logreg] [--steps 6000] [--repeats 3]
                                  [--out benchmarks/RESULTS.md]
 
 Prints a markdown table; with --out, replaces (or appends) this benchmark's section of that file.
@@ -70,7 +70,7 @@ def table(rows):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="cnn,gru,mlp,logreg")
+    parser.add_argument("--models", default="cnn,gru,lstm,mlp,logreg")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", help="markdown file whose benchmark section to replace or append")

@@ -5,7 +5,7 @@ Models are those of greydanus/mnist1d `notebooks/models.py`; the recipe is that 
 `make_dataset(get_dataset_args())`. Batches come from a seeded random permutation of the training
 set, redrawn every epoch. Test accuracy is evaluated every 1000 steps and at the end.
 
-    python benchmarks/mnist1d_torch.py --model {logreg,mlp,cnn,gru} [--steps 6000] [--threads 2] [--seed 0]
+    python benchmarks/mnist1d_torch.py --model {logreg,mlp,cnn,gru,lstm} [--steps 6000] [--threads 2] [--seed 0]
 
 Prints progress to stderr and exactly one JSON line to stdout at the end.
 """
@@ -59,18 +59,20 @@ class CNN(nn.Module):
         return self.linear(h.flatten(1))
 
 
-class GRU(nn.Module):
-    def __init__(self, hidden_size=6, time_steps=40):
+class Recurrent(nn.Module):
+    """The notebooks' GRUBase; `rnn=nn.LSTM` gives fmjax's `lstm` (the paper has no LSTM)."""
+    def __init__(self, rnn=nn.GRU, hidden_size=6, time_steps=40):
         super().__init__()
-        self.gru = nn.GRU(input_size=1, hidden_size=hidden_size, batch_first=True, bidirectional=True)
+        self.rnn = rnn(input_size=1, hidden_size=hidden_size, batch_first=True, bidirectional=True)
         self.linear = nn.Linear(2 * hidden_size * time_steps, 10)
 
     def forward(self, x):
-        out, _ = self.gru(x[:, :, None])  # [batch, time, 2 * hidden]; h0 = 0
+        out, _ = self.rnn(x[:, :, None])  # [batch, time, 2 * hidden]; h0 = 0 (and c0 = 0)
         return self.linear(out.flatten(1))
 
 
-MODELS = {"logreg": lambda: nn.Linear(40, 10), "mlp": MLP, "cnn": CNN, "gru": GRU}
+MODELS = {"logreg": lambda: nn.Linear(40, 10), "mlp": MLP, "cnn": CNN, "gru": Recurrent,
+          "lstm": lambda: Recurrent(nn.LSTM)}
 
 
 @torch.no_grad()

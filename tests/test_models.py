@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fmjax.models.layers import Conv1D
+from fmjax.models.lstm import LSTM
 
 
 def test_conv1d_equals_flax_conv_with_the_same_parameters():
@@ -35,3 +36,21 @@ def test_einsum_attention_equals_jax_dot_product_attention():
     keys_BS = jnp.arange(7)[None] < jnp.array([[7], [4]])     # the second row has 3 pad keys
     np.testing.assert_array_equal(attention_mask(7, 7, True, keys_BS)[1, 0, 6],
                                   [True] * 4 + [False] * 3)
+
+
+def test_lstm_equals_flax_lstm_cell_with_the_same_parameters():
+    """Projections hoisted out of the scan and fused gates, against nn.RNN(nn.LSTMCell), both
+    directions."""
+    x_BTC = jax.random.normal(jax.random.key(0), (3, 9, 2))
+    for reverse in (False, True):
+        ours = LSTM(5, reverse=reverse)
+        params = nn.unbox(ours.init(jax.random.key(1), x_BTC))["params"]
+        w_i, w_h, b = (jnp.split(params[k], 4, axis=-1) for k in ("w_i", "w_h", "b_i"))
+        b_h = jnp.split(params["b_h"], 4)
+        cell = {f"i{gate}": {"kernel": w_i[n]} for n, gate in enumerate("ifgo")}
+        cell |= {f"h{gate}": {"kernel": w_h[n], "bias": b[n] + b_h[n]}
+                 for n, gate in enumerate("ifgo")}
+        reference = nn.RNN(nn.LSTMCell(5), reverse=reverse, keep_order=True)
+        np.testing.assert_allclose(ours.apply({"params": params}, x_BTC),
+                                   reference.apply({"params": {"cell": cell}}, x_BTC),
+                                   rtol=1e-5, atol=1e-6)

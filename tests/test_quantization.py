@@ -33,6 +33,7 @@ FAMILIES = {
     "cnn2d": (dict(num_classes=10, features=(8, 16), hidden_size=32),
               (_rng.randn(4, 8, 8, 1),), 2, 4),
     "gru": (dict(num_classes=10), (_rng.randn(4, 40),), 3, 3),   # w_h (in lax.scan) stays float
+    "lstm": (dict(num_classes=10), (_rng.randn(4, 40),), 3, 3),  # so does the LSTM's
     "resnet": (dict(num_classes=10, stage_sizes=(1,), features=(8,)),
                (_rng.randn(4, 8, 8, 3),), 1, 4),
     "gpt": (dict(vocab_size=64, max_len=16, num_layers=1, num_heads=2, embed_dim=64),
@@ -269,8 +270,8 @@ def test_unsupported_model_and_unknown_method_are_one_line(tmp_path):
                    "--config.quantization.method=int8", "--workdir", tmp_path / "run",
                    check=False)
     assert_one_line_error(proc, "config.quantization: the 'vae' model cannot be quantized by "
-                                "qwix (supported: logreg, mlp, cnn1d, cnn2d, gru, resnet, gpt, "
-                                "vit, bert, seq2seq)")
+                                "qwix (supported: logreg, mlp, cnn1d, cnn2d, gru, lstm, resnet, "
+                                "gpt, vit, bert, seq2seq)")
     proc = run_cli("train", "--config", "experiments/mnist1d/cnn.py:runlocal",
                    "--config.quantization.method=int3", "--workdir", tmp_path / "run",
                    check=False)

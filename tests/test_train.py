@@ -41,6 +41,7 @@ def call_lengths(monkeypatch):
     (dict(name="cnn1d"), dict(name="mnist1d"), 400, 0.6, 0.5),
     (dict(name="mlp", dropout_rate=0.1), dict(name="mnist1d"), 400, 0.3, 0.7),
     (dict(name="gru"), dict(name="mnist1d"), 400, 0.3, 0.7),
+    (dict(name="lstm"), dict(name="mnist1d"), 400, 0.3, 0.7),
     (dict(name="logreg"), dict(name="mnist1d"), 400, 0.2, 0.9),
     (dict(name="cnn2d", features=(16, 32), hidden_size=64), dict(name="digits"), 200, 0.85, 0.3),
     (dict(name="resnet", stage_sizes=(1, 1), features=(16, 32)), dict(name="digits", crop_padding=1),

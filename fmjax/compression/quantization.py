@@ -28,11 +28,11 @@ from fmjax.ranges import PositiveInt
 METHODS = ("int8", "int4", "int8_dynamic")
 # Qwix's weight_calibration_method names -> how many numbers may follow them ("rms,3").
 CALIBRATIONS = {"absmax": (0, 1), "minmax": (0, 1), "rms": (1,), "fixed": (2,)}
-# Model families Qwix handles here (the GRU's recurrent kernel, used inside `lax.scan`, stays
-# float: Qwix does not see it as a weight there); the generative families are not compression
-# targets.
-SUPPORTED_MODELS = ("logreg", "mlp", "cnn1d", "cnn2d", "gru", "resnet", "gpt", "vit", "bert",
-                    "seq2seq")
+# Model families Qwix handles here (the GRU's and LSTM's recurrent kernels, used inside
+# `lax.scan`, stay float: Qwix does not see them as weights there); the generative families are
+# not compression targets.
+SUPPORTED_MODELS = ("logreg", "mlp", "cnn1d", "cnn2d", "gru", "lstm", "resnet", "gpt", "vit",
+                    "bert", "seq2seq")
 EMBED_MODULES = r"(.*/)?token_embed"   # nn.Embed modules: lookup tables stay float
 _QTYPES = {"int8": jnp.int8, "int4": jnp.int4, "int8_dynamic": jnp.int8}
 

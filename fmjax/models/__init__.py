@@ -10,6 +10,7 @@ from fmjax.models.cnn import CNN1D, CNN2D
 from fmjax.models.dcgan import DCGAN
 from fmjax.models.gpt import GPT
 from fmjax.models.gru import GRUClassifier
+from fmjax.models.lstm import LSTMClassifier
 from fmjax.models.mlp import MLP, LogisticRegression
 from fmjax.models.resnet import ResNet
 from fmjax.models.seq2seq import EncoderDecoder
@@ -22,6 +23,7 @@ MODELS = {
     "cnn1d": CNN1D,
     "cnn2d": CNN2D,
     "gru": GRUClassifier,
+    "lstm": LSTMClassifier,
     "resnet": ResNet,
     "gpt": GPT,
     "vae": VAE,

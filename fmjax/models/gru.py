@@ -1,6 +1,6 @@
 """A GRU (PyTorch's gate equations) unrolled with `lax.scan`, and the MNIST-1D GRU classifier."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -10,8 +10,8 @@ from fmjax.models.layers import dense, partitioned
 from fmjax.ranges import PositiveInt
 
 
-def _symmetric_uniform(limit: float):
-    """U(-limit, limit): PyTorch's GRU initialisation with limit = 1/sqrt(hidden_size)."""
+def symmetric_uniform(limit: float):
+    """U(-limit, limit): PyTorch's GRU and LSTM initialisation with limit = 1/sqrt(hidden_size)."""
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -limit, limit)
     return init
@@ -26,7 +26,7 @@ class GRU(nn.Module):
     @nn.compact
     def __call__(self, x_BTC):
         F, C = self.hidden_size, x_BTC.shape[-1]
-        init = _symmetric_uniform(F ** -0.5)
+        init = symmetric_uniform(F ** -0.5)
         w_i = self.param("w_i", partitioned(init, ("embed", "mlp")), (C, 3 * F))
         w_h = self.param("w_h", partitioned(init, (None, "mlp")), (F, 3 * F))
         b_i = self.param("b_i", partitioned(init, ("mlp",)), (3 * F,))
@@ -53,7 +53,9 @@ class GRUClassifier(nn.Module):
     """(Bi)directional GRU over a sequence, all hidden states flattened into a linear head.
 
     Defaults are the MNIST-1D paper's GRUBase: hidden 6, bidirectional, 40 steps -> 480 features.
+    Subclasses swap the recurrent `layer` (fmjax/models/lstm.py).
     """
+    layer: ClassVar[type[nn.Module]] = GRU
     num_classes: int
     hidden_size: PositiveInt = 6
     bidirectional: bool = True
@@ -62,9 +64,10 @@ class GRUClassifier(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         x_BTC = x.reshape(x.shape[0], x.shape[1], -1)
-        h_BTF = GRU(self.hidden_size, dtype=self.dtype, name="forward")(x_BTC)
+        h_BTF = self.layer(self.hidden_size, dtype=self.dtype, name="forward")(x_BTC)
         if self.bidirectional:
-            back_BTF = GRU(self.hidden_size, reverse=True, dtype=self.dtype, name="backward")(x_BTC)
+            back_BTF = self.layer(self.hidden_size, reverse=True, dtype=self.dtype,
+                                  name="backward")(x_BTC)
             h_BTF = jnp.concatenate([h_BTF, back_BTF], axis=-1)
         flat = h_BTF.reshape(h_BTF.shape[0], -1)   # [B, T * F] (T * 2F when bidirectional)
         return dense(self.num_classes, ("embed", "classes"), self.dtype, name="head")(flat)
