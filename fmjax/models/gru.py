@@ -17,6 +17,17 @@ def symmetric_uniform(limit: float):
     return init
 
 
+def gate_params(module: nn.Module, C: int, F: int, gates: int) -> tuple:
+    """(w_i [C, gates F], w_h [F, gates F], b_i, b_h) of a recurrent layer, PyTorch's
+    U(+-1/sqrt(F)) init, in the module's compute dtype (Qwix sees them as weights)."""
+    init = symmetric_uniform(F ** -0.5)
+    w_i = module.param("w_i", partitioned(init, ("embed", "mlp")), (C, gates * F))
+    w_h = module.param("w_h", partitioned(init, (None, "mlp")), (F, gates * F))
+    b_i = module.param("b_i", partitioned(init, ("mlp",)), (gates * F,))
+    b_h = module.param("b_h", partitioned(init, ("mlp",)), (gates * F,))
+    return nn.dtypes.promote_dtype(w_i, w_h, b_i, b_h, dtype=module.dtype)
+
+
 class GRU(nn.Module):
     """One direction of a GRU layer: x_BTC -> h_BTF (all hidden states, in input time order)."""
     hidden_size: int
@@ -25,13 +36,8 @@ class GRU(nn.Module):
 
     @nn.compact
     def __call__(self, x_BTC):
-        F, C = self.hidden_size, x_BTC.shape[-1]
-        init = symmetric_uniform(F ** -0.5)
-        w_i = self.param("w_i", partitioned(init, ("embed", "mlp")), (C, 3 * F))
-        w_h = self.param("w_h", partitioned(init, (None, "mlp")), (F, 3 * F))
-        b_i = self.param("b_i", partitioned(init, ("mlp",)), (3 * F,))
-        b_h = self.param("b_h", partitioned(init, ("mlp",)), (3 * F,))
-        w_i, w_h, b_i, b_h = nn.dtypes.promote_dtype(w_i, w_h, b_i, b_h, dtype=self.dtype)
+        F = self.hidden_size
+        w_i, w_h, b_i, b_h = gate_params(self, x_BTC.shape[-1], F, 3)
         # Input projections for every step at once; only the recurrence is sequential.
         xi_TBG = jnp.einsum("btc,cg->tbg", x_BTC.astype(self.dtype), w_i) + b_i
 

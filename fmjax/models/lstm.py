@@ -6,8 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fmjax.models.gru import GRUClassifier, symmetric_uniform
-from fmjax.models.layers import partitioned
+from fmjax.models.gru import GRUClassifier, gate_params
 
 
 class LSTM(nn.Module):
@@ -22,13 +21,8 @@ class LSTM(nn.Module):
 
     @nn.compact
     def __call__(self, x_BTC):
-        F, C = self.hidden_size, x_BTC.shape[-1]
-        init = symmetric_uniform(F ** -0.5)
-        w_i = self.param("w_i", partitioned(init, ("embed", "mlp")), (C, 4 * F))
-        w_h = self.param("w_h", partitioned(init, (None, "mlp")), (F, 4 * F))
-        b_i = self.param("b_i", partitioned(init, ("mlp",)), (4 * F,))
-        b_h = self.param("b_h", partitioned(init, ("mlp",)), (4 * F,))
-        w_i, w_h, b_i, b_h = nn.dtypes.promote_dtype(w_i, w_h, b_i, b_h, dtype=self.dtype)
+        F = self.hidden_size
+        w_i, w_h, b_i, b_h = gate_params(self, x_BTC.shape[-1], F, 4)
         # Input projections (and both biases) for every step at once; only h @ w_h is sequential.
         xi_TBG = jnp.einsum("btc,cg->tbg", x_BTC.astype(self.dtype), w_i) + (b_i + b_h)
 
