@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from fmjax import integrity
+from fmjax.compression import quantization
 from fmjax.errors import UserError, WorkdirError, first_line
 from fmjax.runtime import workdir_files
 from fmjax.tree_paths import check_each_matches, path_name
@@ -157,7 +158,6 @@ def plan_init_from(workdir: str, step: int, abstract_state,
         raise UserError(f"config.init_from: {e} in {workdir}") from e
     finally:
         manager.close()
-    from fmjax.compression import quantization
     saved, quantized = quantization.float_shapes(saved)
     model = {path_name(path): tuple(leaf.shape) for path, leaf
              in jax.tree_util.tree_flatten_with_path(abstract_state)[0]
@@ -216,16 +216,12 @@ def restore_matching(source: InitSource, state):
     finally:
         manager.close()
     for name, arrays in stored.items():
-        from fmjax.compression import quantization
         value = quantization.dequantize_stored(
             **{key.rsplit("/", 1)[1]: restored.pop(key) for key in arrays})
         restored[name] = jax.device_put(value.astype(flat[name].dtype), flat[name].sharding)
     flat.update(restored)
     parts = flax.traverse_util.unflatten_dict(flat, sep="/")
     return state.replace(**{part: parts.get(part, {}) for part in _MODEL_PARTS})
-
-
-_QUANTIZED_PARTS = ("qvalue", "scale", "zero_point")   # of a weight stored as Qwix's QArray
 
 
 def _quantized_arrays(manager, source: InitSource, flat: dict) -> dict[str, dict]:
@@ -237,7 +233,7 @@ def _quantized_arrays(manager, source: InitSource, flat: dict) -> dict[str, dict
     saved = {path_name(p): x for p, x in jax.tree_util.tree_flatten_with_path(metadata)[0]}
     out = {}
     for name in source.matched:
-        keys = [f"{name}/array/{part}" for part in _QUANTIZED_PARTS
+        keys = [f"{name}/array/{part}" for part in quantization.STORED_PARTS
                 if f"{name}/array/{part}" in saved]
         if keys:
             replicated = jax.sharding.NamedSharding(flat[name].sharding.mesh,

@@ -86,18 +86,17 @@ def resolve(options: Options, config) -> tuple[Options, str | None]:
     training (QAT) is converted with its own group size and calibration, so exactly; and a note
     when the conversion asked for is not the one the run trained with."""
     q = config.quantization
-    own = q.method == options.method   # a QAT run, converted with its own method
+    own = q if q.method == options.method else quantization.defaults()   # a QAT run's own
     filled = dataclasses.replace(
         options, granularity=options.granularity or "global",
-        group_size=options.group_size or (q.group_size if own else 32),
-        calibration=options.calibration or (q.calibration if own else "absmax"))
-    if not q.method or options.method == "prune":
-        return filled, None
-    asked = (filled.method, filled.calibration) + ((filled.group_size,) if own and
-                                                    filled.method == "int4" else ())
-    trained = (q.method, q.calibration) + ((q.group_size,) if own and
-                                           q.method == "int4" else ())
-    if asked == trained:
+        group_size=options.group_size or own["group_size"],
+        calibration=options.calibration or own["calibration"])
+
+    def settings(method, calibration, group_size):   # what decides the stored values
+        return method, calibration, group_size if method == "int4" else None
+    if (not q.method or options.method == "prune" or settings(
+            filled.method, filled.calibration, filled.group_size)
+            == settings(q.method, q.calibration, q.group_size)):
         return filled, None
     return filled, (f"the run was trained with quantization-aware {q.method} (calibration "
                     f"{q.calibration}, group size {q.group_size}); converting it to "

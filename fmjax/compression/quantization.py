@@ -156,7 +156,9 @@ def dequantize_stored(qvalue, scale, zero_point=None) -> jax.Array:
     return qwix.dequantize(qwix.QArray(qvalue, scale, zero_point, qtype=qvalue.dtype))
 
 
-_STORED = ("/array/qvalue", "/array/scale", "/array/zero_point")   # a WithAux(QArray) leaf's
+# The arrays a weight stored as Qwix's WithAux(QArray) is saved as, under its path + "/array/".
+STORED_PARTS = ("qvalue", "scale", "zero_point")
+_STORED = tuple(f"/array/{part}" for part in STORED_PARTS)
 
 
 def float_shapes(saved: dict[str, tuple]) -> tuple[dict[str, tuple], bool]:
