@@ -2,14 +2,19 @@
 
 Command:  fmjax train --config experiments/regression/diabetes.py --workdir runs/diabetes
 Variants:
-  ""          MLP 10 -> 32 -> 1, tanh, Adam 1e-3 with weight decay, batch 32.
+  ""          MLP 10 -> 32 -> 1, tanh, AdamW 1e-3 (weight decay 1e-2), batch 32, 1000 steps.
+              Test R² 0.479 / 0.509 / 0.462 for seeds 0 / 1 / 2 (MSE 2759 / 2602 / 2849; 0.451 /
+              0.491 / 0.454 at step 500), about 12 s per run.
   :linear     no hidden layer: linear regression fitted by gradient descent, to compare with
-              scikit-learn's LinearRegression (the closed-form least-squares fit).
+              scikit-learn's LinearRegression (the closed-form least-squares fit: R² 0.453,
+              MSE 2900 on this split). Test R² 0.463 / 0.454 / 0.465 for seeds 0 / 1 / 2
+              (MSE 2843 / 2894 / 2836), about 9 s per run.
   :runlocal   100 steps (fmjax/variants.py), a smoke test.
-Hardware: the 2-core CPU machine (shared with other jobs). Results: below (measured).
+Hardware: the 2-core CPU machine, shared with other jobs; wall time of the whole command.
 Data: 442 patients, 10 features standardised with training statistics; the test split is 20%
-(89 patients) drawn with split_seed=42, the split of the usual tutorials, on which LinearRegression
-reaches R² 0.453 (MSE 2900); over split seeds 0-19 it averages 0.46 (0.33 to 0.59).
+(89 patients) drawn with split_seed=42, the split of the usual tutorials. Over split seeds 0-19
+LinearRegression averages R² 0.46 (0.33 to 0.59), so compare runs on one split. Predicting the
+training mean scores R² -0.01 (MSE 5362). tests/test_regression.py runs this file as shipped.
 """
 
 from fmjax import configs
