@@ -5,6 +5,7 @@ task are refused with one line."""
 import json
 import re
 
+import jax
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -12,8 +13,10 @@ from sklearn.linear_model import LinearRegression
 
 from conftest import experiment_config, read_metrics, run_cli
 from fmjax import checkpoint, configs, data
+from fmjax.data import DataInfo
 from fmjax.errors import UserError
 from fmjax.metrics.regression import regression_metrics
+from fmjax.tasks import Regression
 from fmjax.train import prepare, train_and_evaluate
 
 DIABETES = "experiments/regression/diabetes.py"
@@ -38,6 +41,30 @@ def test_a_constant_output_scores_like_sklearn():
     preds = targets + np.array([0.0, 0.5, 1.0])
     assert regression_metrics(preds, targets)["r2"] == pytest.approx(
         skm.r2_score(targets, preds)) == pytest.approx((1.0 + 1 - 1.25 / 10 + 0.0) / 3)
+
+
+def test_vector_targets_train_standardised_and_report_their_own_units():
+    """Two outputs of different scales: the gradient's loss is the MSE of standardised targets,
+    train/loss and eval the MSE in the targets' units (each output's error times its std)."""
+    info = DataInfo(0, (3,), 8, 8, target_mean=(1.0, -50.0), target_std=(2.0, 10.0))
+    config = configs.experiment(task="regression", model=dict(name="mlp", num_layers=0),
+                                data=dict(name="diabetes"))
+    task = Regression(config, info)
+    params = task.init(jax.random.key(0))["params"]
+    rng = np.random.default_rng(0)
+    batch = {"inputs": rng.normal(size=(8, 3)).astype(np.float32),
+             "labels": (rng.normal(size=(8, 2)) * [2, 10] + [1, -50]).astype(np.float32)}
+    raw_BO = np.asarray(task.model.apply({"params": params}, batch["inputs"]))
+    preds_BO = raw_BO * [2, 10] + [1, -50]
+    loss, (metrics, _) = task.loss_fn(params, {}, batch, jax.random.key(1))
+    standardised_BO = (batch["labels"] - [1, -50]) / [2, 10]
+    assert float(loss) == pytest.approx(((raw_BO - standardised_BO) ** 2).mean(), rel=1e-5)
+    assert float(metrics["loss"]) == pytest.approx(
+        skm.mean_squared_error(batch["labels"], preds_BO), rel=1e-5)
+    outputs = {k: np.asarray(v) for k, v in task.eval_outputs(params, {}, batch).items()}
+    np.testing.assert_allclose(outputs["preds"], preds_BO, rtol=1e-5, atol=1e-4)
+    assert task.eval_metrics(outputs)["r2"] == pytest.approx(
+        skm.r2_score(batch["labels"], preds_BO), abs=1e-5)
 
 
 def test_features_are_standardised_with_the_training_split_only():
