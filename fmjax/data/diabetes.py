@@ -34,7 +34,8 @@ class Diabetes:
                 x_NF, y_N.astype(np.float32), test_size=self.test_fraction,
                 random_state=self.split_seed)
         except ValueError as e:   # a split left empty
-            raise UserError(f"config.data.test_fraction={self.test_fraction}: {first_line(e)}")
+            raise UserError(f"config.data.test_fraction={self.test_fraction}: "
+                            f"{first_line(e)}") from e
         arrays = Arrays(x_tr, y_tr, x_te, y_te, num_classes=0).hold_out(
             self.validation_fraction, self.split_seed)
         # Statistics of the training split after the hold-out: none from val or test examples.

@@ -39,8 +39,9 @@ class DataInfo:
     vocab_size: int = 0            # token inputs: ids are < vocab_size (0: inputs are not tokens)
     input_dtype: str = "float32"
     num_val: int = 0               # examples held out of the training data (0: no val split)
-    # Regression targets: each output's mean and standard deviation over the training split,
-    # which the task standardises with and reports eval metrics in the original units by.
+    # Regression targets: each output's mean and standard deviation over the training split; the
+    # task trains on targets standardised with them and maps its predictions back, so that eval
+    # metrics stay in the targets' units (stored in data_info.json for `fmjax eval`).
     target_mean: tuple[float, ...] = ()
     target_std: tuple[float, ...] = ()
 
