@@ -84,6 +84,7 @@ def _fake_eval_outputs(task_name: str) -> dict:
     images = {"sample": rng.uniform(size=(n, 8, 8, 1)), "real": rng.uniform(size=(n, 8, 8, 1))}
     return {
         "classification": {"logits": rng.normal(size=(n, 3)), "labels": np.arange(n) % 3},
+        "regression": {"preds": rng.normal(size=(n, 1)), "targets": rng.normal(size=(n, 1))},
         "lm": {"nll_sum": rng.uniform(1, 2, n), "tokens": np.full(n, 8)},
         "mlm": sums,
         "translation": {**sums, "translation": np.ones((n, 5), np.int32),

@@ -35,6 +35,9 @@ class Classification(Task):
 
     def __init__(self, config, info):
         super().__init__(config, info)
+        if not info.num_classes:
+            raise UserError(f"task 'classification' needs class labels, but data "
+                            f"'{config.data.name}' has real-valued targets; use task='regression'")
         tokens = {"vocab_size": info.vocab_size} if info.vocab_size else {}
         self.model = build_model(config.model, num_classes=info.num_classes, **tokens)
         if self.options.mixup_alpha and info.vocab_size:
