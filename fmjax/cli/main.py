@@ -98,8 +98,8 @@ FLAGS["config"].parser = _ExperimentFileParser()
 flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, metrics and "
                     "logs; compress: the trained run to compress (only read).")
 flags.DEFINE_integer("step", None, "The checkpoint step to load (default: the latest); "
-                     "compress: the step of RUN to compress (default: its newest intact checkpoint); "
-                     "plot: the evaluated step for roc, pr and confusion, the checkpoint for "
+                     "compress: the step of RUN to compress (default: its newest intact "
+                     "checkpoint); plot: the evaluated step for roc, pr and confusion, the checkpoint for "
                      "attention and latent (default: the latest).")
 flags.DEFINE_bool("progress", True, "train: a progress bar on a terminal or in a notebook; "
                   "elsewhere (a log file), and with --noprogress, one line per train.log_every "
@@ -339,13 +339,7 @@ def cmd_translate():
 
 def cmd_plot(workdirs: list[str]):
     from fmjax import plots
-    if not workdirs:
-        fail("give the run directories to plot: fmjax plot WORKDIR [WORKDIR ...] --out FILE.png")
-    out = _require("out")
-    if not out.lower().endswith(".png"):
-        fail(f"--out {out} must name a .png file")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        fail(f"--out {out}: its directory {os.path.dirname(os.path.abspath(out))} does not exist")
+    out = plots.check_out(_require("out"))   # before the runs are read
     metrics = FLAGS.metrics and tuple(m.strip() for m in FLAGS.metrics.split(",") if m.strip())
     options = plots.PlotOptions(metrics=metrics or None, step=FLAGS.step, split=FLAGS.split,
                                 input=FLAGS.input, example=FLAGS.example)

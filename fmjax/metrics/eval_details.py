@@ -44,6 +44,9 @@ def read(workdir, split: str = "eval", step: int | None = None) -> dict:
     """The details of `split` at `step` (None: the latest eval); UserError naming the run when
     it has none (a run that predates them, or not a classifier) or not that step."""
     evaluated = steps(workdir, split)
+    if not evaluated and split == "val" and steps(workdir, "eval"):
+        raise UserError(f"{workdir} has no val details: the run holds out no validation split "
+                        "(data.validation_fraction)")
     if not evaluated:
         raise UserError(f"{workdir} has no {split} details ({DIRECTORY}/{split}_*.json): the run "
                         "is not a classifier, predates them, or has not evaluated yet")

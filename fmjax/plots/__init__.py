@@ -52,9 +52,20 @@ def figure(kind: str, workdirs: Sequence[str | os.PathLike],
     return module.figure(paths, options)
 
 
+def check_out(out: str | os.PathLike) -> pathlib.Path:
+    """`out` as a path a PNG can be written to (an existing file there is replaced); UserError
+    if it does not end in .png or its directory does not exist."""
+    out = pathlib.Path(out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out} must name a .png file")
+    if not out.absolute().parent.is_dir():
+        raise UserError(f"--out {out}: its directory {out.absolute().parent} does not exist")
+    return out
+
+
 def save(fig, out: str | os.PathLike) -> pathlib.Path:
     """`fig` as a PNG at `out` (dpi 100), written whole or not at all; returns the path."""
-    out = pathlib.Path(out)
+    out = check_out(out)
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     workdir_files.write_atomic(out, png.getvalue())
