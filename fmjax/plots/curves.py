@@ -51,9 +51,20 @@ def panel_name(key: str) -> str:
     return name if split in SPLIT_STYLES else key
 
 
+def _log_scale(ax) -> None:
+    """A log y axis labelled in plain numbers (0.3, not 3x10^-1), its minor ticks too where the
+    curves span less than a decade (else the labels would overlap)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    low, high = ax.dataLim.intervaly
+    plain = FuncFormatter(lambda y, _: f"{y:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain if high < 10 * low else NullFormatter())
+
+
 def figure(paths: list[pathlib.Path], options: PlotOptions):
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter
 
     records = read_runs(paths)
     keys = chosen_metrics(records, options.metrics)
@@ -81,9 +92,7 @@ def figure(paths: list[pathlib.Path], options: PlotOptions):
                         marker="o" if split in ("eval", "val") else None, markersize=3,
                         label=f"{run} {split}" if len(records) > 1 else key)
         if "loss" in title and positive:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+            _log_scale(ax)
         ax.set(title=title, xlabel="step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
