@@ -101,6 +101,18 @@ def test_curves_of_two_runs_share_panels(run, tmp_path):
     assert list(losses) == [r["train/loss"] for r in read_metrics(run) if "train/loss" in r]
 
 
+def test_a_sweep_stands_for_its_trials(run, tmp_path):
+    sweep = tmp_path / "sweep"
+    for trial in ("0000", "0001"):
+        shutil.copytree(run, sweep / "trials" / trial)
+    (sweep / "sweep.json").write_text("{}")
+    fig = plots.figure("curves", [sweep], plots.PlotOptions(metrics=("eval/accuracy",)))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "sweep/0000 eval", "sweep/0001 eval"]
+    with pytest.raises(UserError, match="holds a sweep, not a run: give one of its trials"):
+        plots.figure("roc", [sweep])
+
+
 def test_bad_input_is_one_readable_error(run, tmp_path):
     (tmp_path / "empty").mkdir()
     cases = [
