@@ -1,8 +1,8 @@
 """Dependencies point down: a low layer (models, optimizers, data, sharding, checkpoints, and the
 runtime/, metrics/ and decoding/ folders) never imports a higher one (tasks, configs, the train
 loop, the command line), directly or through another module, at import time or late inside a
-function; the train loop never reaches matplotlib. Read from the source (no imports), so a new upward import fails here with the chain
-that makes it."""
+function; the train loop never reaches matplotlib. Read from the source (no imports), so a new
+upward import fails here with the chain that makes it."""
 
 import ast
 import pathlib

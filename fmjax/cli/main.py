@@ -99,8 +99,8 @@ flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, 
                     "logs; compress: the trained run to compress (only read).")
 flags.DEFINE_integer("step", None, "The checkpoint step to load (default: the latest); "
                      "compress: the step of RUN to compress (default: its newest intact "
-                     "checkpoint); plot: the evaluated step for roc, pr and confusion, the checkpoint for "
-                     "attention and latent (default: the latest).")
+                     "checkpoint); plot: the evaluated step for roc, pr and confusion, the "
+                     "checkpoint for attention and latent (default: the latest).")
 flags.DEFINE_bool("progress", True, "train: a progress bar on a terminal or in a notebook; "
                   "elsewhere (a log file), and with --noprogress, one line per train.log_every "
                   "steps and per eval.")

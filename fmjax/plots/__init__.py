@@ -11,10 +11,13 @@ import importlib
 import io
 import os
 import pathlib
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from fmjax.errors import UserError
 from fmjax.runtime import workdir_files
+
+if TYPE_CHECKING:
+    import matplotlib.figure
 
 KINDS = ("curves", "roc", "pr", "confusion", "attention", "latent")
 # The module of fmjax.plots that draws each kind.

@@ -64,6 +64,7 @@ def _log_scale(ax) -> None:
 
 
 def figure(paths: list[pathlib.Path], options: PlotOptions):
+    """The curves of the runs in `paths` (a sweep directory: its trials), a panel per metric."""
     from matplotlib.figure import Figure
 
     records = read_runs(paths)
