@@ -115,7 +115,11 @@ def test_a_sweep_stands_for_its_trials(run, tmp_path):
 
 def test_bad_input_is_one_readable_error(run, tmp_path):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "unlogged").mkdir()
+    shutil.copy(run / "config.json", tmp_path / "unlogged")
     cases = [
+        ("curves", [run, tmp_path / "unlogged"], {}, f"{tmp_path / 'unlogged'} has no "
+         "metrics.jsonl: the run has logged nothing yet"),
         ("roc", [tmp_path / "missing"], {}, f"{tmp_path / 'missing'} does not exist"),
         ("roc", [tmp_path / "empty"], {}, f"{tmp_path / 'empty'} holds no fmjax run (no "
          "config.json)"),
