@@ -18,12 +18,13 @@ reconstructions and prior samples in workdir/images and TensorBoard.
 from fmjax import configs
 
 
-def get_config(digits: bool = False, conv: bool = False, runlocal: bool = False):
+def get_config(digits: bool = False, conv: bool = False, latent2: bool = False,
+               runlocal: bool = False):
     digits = digits or runlocal   # offline
     return configs.experiment(
         task="vae",
         task_options=dict(iw_samples=100),
-        model=dict(name="vae", latent_dim=20, hidden_size=500,
+        model=dict(name="vae", latent_dim=2 if latent2 else 20, hidden_size=500,
                    network="conv" if conv else "mlp"),
         data=(dict(name="digits", binarize=True) if digits else
               dict(name="tfds", dataset="mnist", binarize=True)),
