@@ -31,27 +31,37 @@ def _tiny_run(workdir, path: str, variant: str, model: dict, steps: int = 2, **s
     return workdir
 
 
+ONE_LAYER = dict(num_layers=1, num_heads=2, embed_dim=16)
+FAST = dict(optimizer=dict(warmup_steps=1))
+# family -> (experiment, variant, model overrides, other overrides given the text file's path)
+RUNS = {
+    "gpt": ("experiments/shakespeare/gpt_char.py", "runlocal", {**ONE_LAYER, "max_len": 32},
+            lambda text: dict(data=dict(path=text, eval_windows=4, seq_len=32), **FAST)),
+    "bert": ("experiments/text/bert_mlm.py", "runlocal", {**ONE_LAYER, "max_len": 32},
+             lambda text: dict(data=dict(path=text, eval_windows=4, seq_len=32), **FAST)),
+    "vit": ("experiments/vision/vit_cifar10.py", "runlocal", ONE_LAYER, lambda text: FAST),
+    "seq2seq": ("experiments/translate/synthetic.py", "runlocal",
+                {**ONE_LAYER, "num_decoder_layers": 1},
+                lambda text: dict(data=dict(num_train=1000, num_eval=4),
+                                  task_options=dict(beam_size=1), **FAST)),
+    "vae": ("experiments/mnist/vae.py", "digits,latent2", dict(hidden_size=32),
+            lambda text: dict(task_options=dict(iw_samples=2))),
+}
+
+
 @pytest.fixture(scope="module")
 def run_dirs(tmp_path_factory, text_file):
-    """Tiny trained runs of each family the plots read (a few seconds each)."""
-    root = tmp_path_factory.mktemp("plots")
-    text = dict(path=str(text_file), eval_windows=4)
-    return {
-        "gpt": _tiny_run(root / "gpt", "experiments/shakespeare/gpt_char.py", "runlocal",
-                         {**TINY_TRANSFORMER, "max_len": 32}, data={**text, "seq_len": 32},
-                         optimizer=dict(warmup_steps=1)),
-        "bert": _tiny_run(root / "bert", "experiments/text/bert_mlm.py", "runlocal",
-                          {**TINY_TRANSFORMER, "max_len": 32}, data={**text, "seq_len": 32},
-                          optimizer=dict(warmup_steps=1)),
-        "vit": _tiny_run(root / "vit", "experiments/vision/vit_cifar10.py", "runlocal",
-                         TINY_TRANSFORMER, optimizer=dict(warmup_steps=1)),
-        "seq2seq": _tiny_run(root / "seq2seq", "experiments/translate/synthetic.py", "runlocal",
-                             {**TINY_TRANSFORMER, "num_decoder_layers": 1},
-                             data=dict(num_train=1000, num_eval=4),
-                             task_options=dict(beam_size=1), optimizer=dict(warmup_steps=1)),
-        "vae": _tiny_run(root / "vae", "experiments/mnist/vae.py", "digits,latent2",
-                         dict(hidden_size=32), task_options=dict(iw_samples=2)),
-    }
+    """family -> the workdir of a tiny trained run, trained when a test first asks (seconds)."""
+    root, trained = tmp_path_factory.mktemp("plots"), {}
+
+    def get(family: str):
+        if family not in trained:
+            path, variant, model, sections = RUNS[family]
+            trained[family] = _tiny_run(root / family, path, variant, model,
+                                        **sections(str(text_file)))
+        return trained[family]
+
+    return get
 
 
 def _assert_picture(fig, min_side: int = 300) -> None:
@@ -132,17 +142,20 @@ def test_weights_are_computed_only_when_asked(monkeypatch):
 
 # ---- Pictures from trained runs. ----------------------------------------------------------------
 
+SLOW = pytest.mark.slow   # each trains a run of its own: ~2-4 s on an idle 2-core machine
+
+
 @pytest.mark.parametrize("family, options", [
     ("gpt", PlotOptions(input="the quick cat")),
-    ("gpt", PlotOptions(example=1)),
-    ("bert", PlotOptions(input="my old dog")),
-    ("vit", PlotOptions(example=3)),
-    ("seq2seq", PlotOptions(input="forty two")),
-    ("seq2seq", PlotOptions(example=2)),
+    pytest.param("gpt", PlotOptions(example=1), marks=SLOW),
+    pytest.param("bert", PlotOptions(example=2), marks=SLOW),
+    pytest.param("vit", PlotOptions(example=3), marks=SLOW),
+    pytest.param("seq2seq", PlotOptions(input="forty two"), marks=SLOW),
+    pytest.param("seq2seq", PlotOptions(example=2), marks=SLOW),
 ])
 def test_attention_figure(run_dirs, family, options):
-    fig = attention.figure([run_dirs[family]], options)
-    rows = {"gpt": 2, "bert": 2, "vit": 2, "seq2seq": 4}[family]   # seq2seq: 2 enc, 1 self, 1 cross
+    fig = attention.figure([run_dirs(family)], options)
+    rows = 3 if family == "seq2seq" else 1   # seq2seq: encoder, decoder self, cross
     columns = 2 + (family == "vit")                                  # heads (+ the ViT's image)
     assert len(fig.axes) == rows * columns
     _assert_picture(fig)
@@ -151,7 +164,7 @@ def test_attention_figure(run_dirs, family, options):
 
 
 def test_latent_figure(run_dirs):
-    fig = latent.figure([run_dirs["vae"]], PlotOptions())
+    fig = latent.figure([run_dirs("vae")], PlotOptions())
     assert fig.axes[0].get_xlabel() == "z1" and len(fig.axes[0].collections[0].get_offsets()) \
         == 360   # every digits test image
     _assert_picture(fig)
@@ -166,18 +179,18 @@ def test_latent_figure(run_dirs):
      "characters not in the model's vocabulary: 'Z'"),
     (attention, "gpt", PlotOptions(example=4),
      "example 4 is out of range: the eval split holds 4 examples (0 to 3)"),
-    (attention, "vit", PlotOptions(input="a cat"), "a ViT reads images, not text: choose an eval "
-     "image with --example instead of --input"),
+    pytest.param(attention, "vit", PlotOptions(input="a cat"), "a ViT reads images, not text: "
+                 "choose an eval image with --example instead of --input", marks=SLOW),
     (latent, "vae", PlotOptions(split="val"), "{vae} holds no val split "
      "(config.data.validation_fraction)"),
 ])
 def test_bad_requests_are_one_line_user_errors(run_dirs, plot, family, options, message):
     with pytest.raises(UserError) as error:
-        plot.figure([run_dirs[family]], options)
-    assert str(error.value) == message.format(**{k: str(v) for k, v in run_dirs.items()})
+        plot.figure([run_dirs(family)], options)
+    assert str(error.value) == message.format(**{family: str(run_dirs(family))})
 
 
 def test_one_run_per_attention_or_latent_plot(run_dirs):
     for plot in (attention, latent):
         with pytest.raises(UserError, match=r"^a \w+ plot shows one run; got 2 workdirs$"):
-            plot.figure([run_dirs["gpt"], run_dirs["vae"]], PlotOptions())
+            plot.figure([run_dirs("gpt"), run_dirs("vae")], PlotOptions())

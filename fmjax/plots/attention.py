@@ -166,7 +166,7 @@ def _draw(run: runs.Run, maps: list[Maps], what: str, image_YXC=None):
     heads = maps[0].probs_NTS.shape[0]
     first = 1 if image_YXC is not None else 0
     panel = 1.6 if image_YXC is not None else 2.4
-    fig = Figure(figsize=(panel * (heads + first) + 0.6, panel * len(maps) + 0.8),
+    fig = Figure(figsize=(panel * (heads + first) + 0.6, max(panel * len(maps) + 0.8, 3.2)),
                  layout="constrained")
     axes = fig.subplots(len(maps), heads + first, squeeze=False)
     for row, m in zip(axes, maps):
@@ -182,7 +182,8 @@ def _draw(run: runs.Run, maps: list[Maps], what: str, image_YXC=None):
     if image_YXC is not None:
         axes[0, 0].imshow(_display(image_YXC), cmap="gray")
         axes[0, 0].set_title("input", fontsize=8)
-    shown = what if len(what) <= 80 else what[:77] + "..."
+    shown = what.replace("\n", " ⏎ ")
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
     fig.suptitle(f"{run.workdir.name}: {run.config.model.name} attention at step {run.step}\n"
                  f"{shown}", fontsize=9)
     return fig
@@ -190,7 +191,9 @@ def _draw(run: runs.Run, maps: list[Maps], what: str, image_YXC=None):
 
 def _heatmap(ax, probs_TS, queries, keys):
     t, s = probs_TS.shape
-    ax.imshow(probs_TS, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    # Scaled per panel: over many keys the weights are small, and a 0-1 scale hides them.
+    ax.imshow(probs_TS, cmap="viridis", vmin=0.0, vmax=float(probs_TS.max()),
+              interpolation="nearest")
     size = 6 if max(t, s) <= 24 else 4
     for labels, n, set_ticks, set_labels, rotation in (
             (keys, s, ax.set_xticks, ax.set_xticklabels, 90),
