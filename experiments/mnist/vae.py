@@ -8,7 +8,11 @@ Variants:
   ""            TFDS mnist, pixels binarized at 0.5 (needs a download; not measured here).
   :conv         the same with the small conv encoder / transposed-conv decoder.
   :digits       offline: scikit-learn's 8x8 digits, binarized at 0.5, 3000 steps, batch 128.
-  Combine with a comma: `:digits,conv` (offline, conv networks).
+  :latent2      2 latents instead of 20, so the latent space can be drawn as it is
+                (`fmjax plot WORKDIR --kind latent --out latent.png`, Kingma & Welling fig. 4).
+                `:digits,latent2` (seed 0, 3000 steps, 13 s on a busy 2-core CPU): test
+                eval/neg_elbo 19.70 nats (20 latents: 18.41), eval/iw_nll 19.00, eval/kl 3.47.
+  Combine with a comma: `:digits,conv` (offline, conv networks), `:digits,latent2`.
   :runlocal     :digits for 100 steps (fmjax/variants.py), a smoke test.
 Eval (every `train.eval_every` steps, whole test split): eval/neg_elbo and eval/iw_nll (k=100
 importance samples) in nats per image, eval/kl, eval/feature_distance; PNG grids of

@@ -44,7 +44,10 @@ def figure(workdirs: list[pathlib.Path], options: PlotOptions = PlotOptions()):
     run = runs.load(workdir, options.step, with_data=options.input is None, one_device=True)
     if config.model.name == "vit":
         image_YXC, maps = _vit_maps(run, options)
-        return _draw(run, maps, f"eval image {options.example}", image_YXC)
+        reader = ("the class token" if run.task.model.pool == "cls"
+                  else "every patch (mean)")
+        return _draw(run, maps, f"{options.split} image {options.example}: what {reader} "
+                     "attends to", image_YXC)
     if config.task == "translation":
         maps, text = _translation_maps(run, options)
     else:
@@ -154,9 +157,9 @@ def _vit_maps(run: runs.Run, options: PlotOptions) -> tuple[np.ndarray, list[Map
     as [N, 1, patches]."""
     image_YXC = one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
     maps = _layer_maps(_apply(run, image_YXC[None]), {})
-    cls = run.task.model.pool == "cls"
     for m in maps:
-        m.probs_NTS = (m.probs_NTS[:, :1, 1:] if cls else m.probs_NTS.mean(1, keepdims=True))
+        m.probs_NTS = (m.probs_NTS[:, :1, 1:] if run.task.model.pool == "cls"
+                       else m.probs_NTS.mean(1, keepdims=True))
     return image_YXC, maps
 
 
@@ -191,10 +194,12 @@ def _draw(run: runs.Run, maps: list[Maps], what: str, image_YXC=None):
 
 def _heatmap(ax, probs_TS, queries, keys):
     t, s = probs_TS.shape
-    # Scaled per panel: over many keys the weights are small, and a 0-1 scale hides them.
-    ax.imshow(probs_TS, cmap="viridis", vmin=0.0, vmax=float(probs_TS.max()),
+    from matplotlib.colors import PowerNorm
+    # Scaled per panel, square-root colours: over many keys the weights are small, and a linear
+    # 0-1 scale shows only the largest.
+    ax.imshow(probs_TS, cmap="viridis", norm=PowerNorm(0.5, 0.0, float(probs_TS.max())),
               interpolation="nearest")
-    size = 6 if max(t, s) <= 24 else 4
+    size = min(7.0, max(3.0, 140 / max(t, s)))   # points: about 2 inches of labels
     for labels, n, set_ticks, set_labels, rotation in (
             (keys, s, ax.set_xticks, ax.set_xticklabels, 90),
             (queries, t, ax.set_yticks, ax.set_yticklabels, 0)):
