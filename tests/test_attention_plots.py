@@ -82,9 +82,15 @@ def _sown(model, *inputs):
     return [leaf for leaf in jax.tree.leaves(state["intermediates"])]
 
 
-def test_gpt_weights_are_causal_distributions():
+@pytest.mark.parametrize("method", ["", "int8"])
+def test_gpt_weights_are_causal_distributions(method):
+    """Also through Qwix's int8 quantization (which wraps the model)."""
+    import ml_collections
+    from fmjax.compression import quantization
+    qconfig = ml_collections.ConfigDict({**quantization.defaults(), "method": method})
+    model = quantization.wrap_model(GPT(vocab_size=11, max_len=8, **TINY_TRANSFORMER), qconfig)
     tokens_BT = jax.random.randint(jax.random.key(1), (2, 7), 0, 11)
-    probs = _sown(GPT(vocab_size=11, max_len=8, **TINY_TRANSFORMER), tokens_BT)
+    probs = _sown(model, tokens_BT)
     assert len(probs) == 2 and all(p.shape == (2, 2, 7, 7) and p.dtype == jnp.float32
                                    for p in probs)
     for p in probs:

@@ -79,7 +79,7 @@ def _layer_maps(weights: dict, labels: dict[str, tuple]) -> list[Maps]:
 
 
 def _token_labels(run: runs.Run, ids_T, specials: dict[int, str]) -> list[str]:
-    shown = {" ": "␣", "\n": "\\n", "": "∅"}
+    shown = {" ": "␣", "\n": "\\n", "": "▁"}   # a SentencePiece word start decodes to ""
     labels = []
     for i in np.asarray(ids_T).tolist():
         text = specials[i] if i in specials else run.tokenizer.decode([i])
@@ -200,12 +200,13 @@ def _heatmap(ax, probs_TS, queries, keys):
     ax.imshow(probs_TS, cmap="viridis", norm=PowerNorm(0.5, 0.0, float(probs_TS.max())),
               interpolation="nearest")
     size = min(7.0, max(3.0, 140 / max(t, s)))   # points: about 2 inches of labels
-    for labels, n, set_ticks, set_labels, rotation in (
-            (keys, s, ax.set_xticks, ax.set_xticklabels, 90),
+    rotation = 90 if keys and max(map(len, keys)) > 1 else 0   # words stand up; chars don't
+    for labels, n, set_ticks, set_labels, turn in (
+            (keys, s, ax.set_xticks, ax.set_xticklabels, rotation),
             (queries, t, ax.set_yticks, ax.set_yticklabels, 0)):
         set_ticks(range(n) if labels and n <= MAX_TOKENS else [])
         if labels and n <= MAX_TOKENS:
-            set_labels(labels, fontsize=size, rotation=rotation)
+            set_labels(labels, fontsize=size, rotation=turn)
 
 
 def _display(image_YXC) -> np.ndarray:
