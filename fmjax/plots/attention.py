@@ -104,8 +104,7 @@ def _text_maps(run: runs.Run, options: PlotOptions) -> tuple[list[Maps], str]:
     else:
         tokens_T = one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
         tokens_T = tokens_T[tokens_T != PAD_ID][:MAX_TOKENS]
-    if len(tokens_T) > getattr(run.task.model, "max_len", len(tokens_T)):
-        tokens_T = tokens_T[:run.task.model.max_len]
+    tokens_T = tokens_T[:run.task.model.max_len]
     specials = {run.task.mask_id: "[MASK]"} if hasattr(run.task, "mask_id") else {}
     labels = _token_labels(run, tokens_T, specials)
     maps = _layer_maps(_apply(run, tokens_T[None]), {"": (labels, labels)})
