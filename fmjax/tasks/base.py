@@ -36,6 +36,8 @@ class Task:
     # The keys of `eval_metrics` (logged as eval/<name>), known without running an eval, so that
     # config keys naming a metric (checkpoint.best_metric) are checked before training starts.
     EVAL_METRICS: tuple[str, ...] = ()
+    # Those of EVAL_METRICS where higher is better (the rest: lower), for selection modes "auto".
+    MAXIMISED: tuple[str, ...] = ()
 
     def __init__(self, config, info: DataInfo):
         self.config = config

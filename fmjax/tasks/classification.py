@@ -32,6 +32,7 @@ class Classification(Task):
     Options = ClassificationOptions
     EVAL_METRICS = ("loss", "accuracy", "precision_macro", "recall_macro", "f1_macro",
                     "roc_auc_ovr")
+    MAXIMISED = EVAL_METRICS[1:]
 
     def __init__(self, config, info):
         super().__init__(config, info)

@@ -19,6 +19,7 @@ from fmjax.tasks.base import Task
 
 class Regression(Task):
     EVAL_METRICS = ("loss", "mse", "mae", "r2")
+    MAXIMISED = ("r2",)
 
     def __init__(self, config, info):
         super().__init__(config, info)
