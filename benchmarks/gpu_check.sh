@@ -5,7 +5,10 @@
 # then GPT-2 small's MFU at batch 8/16/32 with remat none and save_dots (benchmarks/mfu.py) and
 # nanoGPT's baby GPT on Tiny Shakespeare (benchmarks/baby_gpt.py). Every part has its own time
 # limit inside one budget (the baby GPT's share is kept for it); a failed part does not stop the
-# rest; the exit status is 1 if any part failed or was skipped.
+# rest; the exit status is 1 if any part failed or was skipped. The budget (470 s; not measured
+# on a GPU yet): wheels and machine ~15 s, tests at most 150 s, each MFU run (start-up, ~1 min of
+# compilation, 50 steps, an eval, a checkpoint) at most 75 s while 200 s are left for the baby GPT
+# (5000 steps): MFU runs that do not fit are skipped, in the order batch 16, 32, 8.
 #
 #   bash benchmarks/gpu_check.sh [--dry_run] [--text FILE] [--out DIR] [--budget SECONDS]
 #
@@ -13,7 +16,7 @@
 # RESULTS.md: benchmarks/RESULTS.md with the new sections (on the GPU machine the repo is a copy:
 # only $OUT comes back). --dry_run runs the same commands on CPU with tiny sizes (tests only
 # collected, a 1-layer GPT-2 for 4 steps, the baby GPT for 20 steps of a tiny model) and writes
-# its sections to DIR/RESULTS.md alone: the plumbing, checked in about 2 minutes.
+# its sections to DIR/RESULTS.md alone: the plumbing, checked in about a minute.
 #
 # How to run, from a session whose task is lent a GPU (device tool, /work/.library/device/):
 #   1. here (the registry answers):  bash benchmarks/gpu_wheels.sh
