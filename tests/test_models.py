@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from fmjax.models.layers import Conv1D
 from fmjax.models.lstm import LSTM
@@ -54,3 +55,48 @@ def test_lstm_equals_flax_lstm_cell_with_the_same_parameters():
         np.testing.assert_allclose(ours.apply({"params": params}, x_BTC),
                                    reference.apply({"params": {"cell": cell}}, x_BTC),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_fused_kernel_is_cudnn_only_where_cudnn_takes_the_inputs():
+    """cuDNN on an NVIDIA GPU of compute capability >= 8.0 for unmasked bf16/fp16 attention with a
+    head dim a multiple of 8 up to 128 (256 on Hopper); XLA for everything else."""
+    from types import SimpleNamespace
+
+    from fmjax.models.transformer import fused_kernel
+    hopper, ampere, turing = (SimpleNamespace(platform="gpu", compute_capability=c)
+                              for c in ("9.0", "8.0", "7.5"))
+    rocm = SimpleNamespace(platform="gpu", compute_capability="gfx942")
+    bf16, fp16, fp32 = jnp.bfloat16, jnp.float16, jnp.float32
+    assert fused_kernel(bf16, 64, False, hopper) == "cudnn"
+    assert fused_kernel(fp16, 128, False, ampere) == "cudnn"
+    assert fused_kernel(bf16, 256, False, hopper) == "cudnn"
+    for args in [(bf16, 256, False, ampere), (bf16, 264, False, hopper), (bf16, 60, False, hopper),
+                 (fp32, 64, False, hopper), (bf16, 64, True, hopper), (bf16, 64, False, turing),
+                 (bf16, 64, False, rocm), (bf16, 64, False, jax.devices("cpu")[0])]:
+        assert fused_kernel(*args) == "xla", args
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs a GPU")
+def test_cudnn_attention_equals_xla_in_value_and_gradient():
+    """GPT-2 small's attention shape in bf16: the cuDNN kernel against XLA's, causal and not."""
+    from fmjax.models.transformer import attention, fused_kernel
+    assert fused_kernel(jnp.bfloat16, 64, False) == "cudnn"
+    q, k, v = (jax.random.normal(jax.random.key(i), (2, 256, 12, 64), jnp.bfloat16)
+               for i in range(3))
+    fused = jax.jit(lambda q, k, v: attention(q, k, v, causal=True, implementation="fused"))
+    assert "__cudnn$fmha" in fused.lower(q, k, v).as_text()   # no silent fallback to XLA
+    for causal in (False, True):
+        def loss(q, k, v, impl):
+            if impl == "xla":
+                out = jax.nn.dot_product_attention(q, k, v, is_causal=causal,
+                                                   implementation="xla")
+            else:
+                out = attention(q, k, v, causal=causal, implementation="fused")
+            return jnp.sum(out.astype(jnp.float32) ** 2)
+        (cudnn, grads), (xla, ref_grads) = (
+            jax.jit(jax.value_and_grad(loss, (0, 1, 2)), static_argnums=3)(q, k, v, impl)
+            for impl in ("cudnn", "xla"))
+        np.testing.assert_allclose(cudnn, xla, rtol=2e-2)
+        for g, ref in zip(grads, ref_grads):
+            np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(ref, np.float32),
+                                       rtol=5e-2, atol=5e-2)

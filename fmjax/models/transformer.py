@@ -108,23 +108,56 @@ def default_implementation() -> str:
     return "einsum" if jax.default_backend() == "cpu" else "fused"
 
 
+def fused_kernel(dtype, head_dim: int, masked: bool, device=None) -> str:
+    """`jax.nn.dot_product_attention`'s `implementation` for these inputs: "cudnn" (flash
+    attention: the T x S logits never reach memory, and causal attention skips the masked half)
+    where cuDNN takes them, else "xla". cuDNN's limits (jax/_src/cudnn/fused_attention_stablehlo.py
+    `check_layout`, `check_is_flash_attention`): an NVIDIA GPU of compute capability >= 8.0, fp16
+    or bf16, head dim a multiple of 8 up to 128 (256 from Hopper, 9.0, on). A boolean mask (padded
+    keys, the KV cache) stays on XLA: cuDNN would take it as a materialised bias."""
+    device = device or jax.devices()[0]
+    try:
+        capability = float(getattr(device, "compute_capability", ""))   # ROCm: "gfx90a"
+    except ValueError:
+        return "xla"
+    max_head_dim = 256 if capability >= 9.0 else 128
+    fits = (device.platform == "gpu" and capability >= 8.0 and not masked
+            and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and head_dim % 8 == 0 and head_dim <= max_head_dim)
+    return "cudnn" if fits else "xla"
+
+
+def _fused_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS, causal: bool):
+    """cuDNN's kernel where `fused_kernel` picks it, else XLA's; a refusal that JAX raises while
+    tracing (a cuDNN version or shape the check above does not know) falls back to XLA."""
+    kernel = fused_kernel(q_BTNH.dtype, q_BTNH.shape[-1], mask_B1TS is not None)
+    if kernel == "cudnn":
+        try:
+            return jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, is_causal=causal,
+                                                implementation="cudnn")
+        except (NotImplementedError, ValueError, RuntimeError):
+            pass
+    return jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS,
+                                        is_causal=causal, implementation="xla")
+
+
 def attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None, causal: bool = False,
               implementation: str | None = None, with_probs: bool = False):
-    """`jax.nn.dot_product_attention`, which uses a fused kernel where the backend has one. CPUs
-    have none, and there the plain einsums are faster (the :cpu char GPT trains 10% faster:
-    benchmarks/RESULTS.md); tests/test_lm.py checks the two agree. `mask_B1TS` (True = attend)
-    and `causal` combine. `implementation` (einsum | fused; None: `default_implementation()`)
-    lets tests take either branch. With `with_probs` -> (out_BTNH, probs_BNTS float32): the
-    einsum path returns the weights it used; the fused kernel keeps its own, so they are
-    recomputed, at a cost paid only by whoever asks (attention maps)."""
+    """`jax.nn.dot_product_attention`, through cuDNN's fused kernel where it applies
+    (`fused_kernel`: a GPU, bf16). CPUs have no fused kernel, and there the plain einsums are
+    faster (the :cpu char GPT trains 10% faster: benchmarks/RESULTS.md); tests/test_models.py and
+    tests/test_lm.py check the paths agree. `mask_B1TS` (True = attend) and `causal` combine.
+    `implementation` (einsum | fused; None: `default_implementation()`) lets tests take either
+    branch. With `with_probs` -> (out_BTNH, probs_BNTS float32): the einsum path returns the
+    weights it used; the fused kernel keeps its own, so they are recomputed, at a cost paid only
+    by whoever asks (attention maps)."""
     implementation = implementation or default_implementation()
     t, s = q_BTNH.shape[1], k_BSNH.shape[1]
     if implementation == "einsum":
         probs_BNTS = attention_probs(q_BTNH, k_BSNH, _with_causal(mask_B1TS, t, s, causal))
         out_BTNH = _weighted_values(probs_BNTS, v_BSNH)
     elif implementation == "fused":
-        out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS,
-                                                is_causal=causal)
+        out_BTNH = _fused_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS, causal)
         probs_BNTS = (attention_probs(q_BTNH, k_BSNH, _with_causal(mask_B1TS, t, s, causal))
                       if with_probs else None)
     else:
