@@ -135,6 +135,25 @@ def tensorboard_events(directory) -> list:
     return events
 
 
+def cell_text(cell) -> str:
+    """The stream and text/plain output of one executed notebook code cell."""
+    parts = []
+    for out in cell.get("outputs", []):
+        parts.append(out.get("text", ""))
+        parts.append(out.get("data", {}).get("text/plain", ""))
+    return "".join(parts)
+
+
+def notebook_kernelspec(root, python) -> None:
+    """A `python3` kernelspec under `root`/kernels that runs `python`: put first on JUPYTER_PATH,
+    it shadows any user-level python3 spec that points at another Python."""
+    spec_dir = root / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (fmjax tests)", "language": "python"}))
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
     """The CLI refused with exit status 2 and exactly one stderr line that contains `fragment`."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-4000:])
