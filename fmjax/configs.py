@@ -67,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
         # Stop once `metric` (a selection metric, e.g. "val/loss"; "" = off) has not improved
         # by more than min_delta for `patience` evals in a row (fmjax/early_stopping.py).
         early_stopping=ml_collections.ConfigDict(dict(
-            metric="", mode="min", patience=5, min_delta=0.0)),
+            metric="", mode="auto", patience=5, min_delta=0.0)),
     ))
     c.optimizer = ml_collections.ConfigDict(optim.defaults())   # keys: optim.OptimizerOptions
     # Magnitude pruning, gradual (Zhu & Gupta 2017) or one-shot: fmjax/compression/pruning.py
@@ -79,7 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
         every=1000,
         keep=3,                  # the last N checkpoints ...
         best_metric="",          # ... plus the best by this selection metric ("" = none)
-        best_mode="max",
+        best_mode="auto",        # "max", "min", or "auto": the metric's direction (Task.MAXIMISED)
         async_save=True,
     ))
     # Experiment tracking beside metrics.jsonl and TensorBoard: a Weights & Biases project turns
@@ -123,6 +123,7 @@ BASE_RANGES = {
 
 # Keys that name the metric model selection reads: each must be a selection metric.
 METRIC_KEYS = ("checkpoint.best_metric", "train.early_stopping.metric")
+# ... and the direction each is read in, paired with it.
 MODE_KEYS = ("checkpoint.best_mode", "train.early_stopping.mode")
 
 
@@ -343,6 +344,29 @@ def check_metric_names(config: ml_collections.ConfigDict) -> None:
             check_selection_metric(config, f"config.{key}", name)
 
 
+def metric_direction(task_class, name: str) -> str:
+    """"max" if higher `name` ("val/r2") is better for the task, else "min" (losses, errors)."""
+    return "max" if name.partition("/")[2] in task_class.MAXIMISED else "min"
+
+
+def check_modes(config: ml_collections.ConfigDict, task_class) -> None:
+    """Each mode of MODE_KEYS is its metric's direction: "auto" becomes it (so config.json,
+    the checkpoint policy and early stopping read "max" or "min"), and the opposite stops here,
+    since it would keep the worst checkpoint (best_mode="max" on val/loss was the default once)."""
+    for metric_key, mode_key in zip(METRIC_KEYS, MODE_KEYS):
+        name, mode = value_at(config, metric_key), value_at(config, mode_key)
+        if not name:
+            continue
+        direction = metric_direction(task_class, name)
+        if mode == "auto":
+            section, _, key = mode_key.rpartition(".")
+            value_at(config, section)[key] = direction
+        elif mode != direction:
+            better = "higher" if direction == "max" else "lower"
+            raise UserError(f"config.{mode_key}={mode!r} would select the worst {name}: "
+                            f"{better} is better; set '{direction}' or leave it 'auto'")
+
+
 def validate(config: ml_collections.ConfigDict, selection: bool = True) -> None:
     """Raise UserError for any problem that can be seen without devices or data. `selection`
     False skips the model-selection metrics (`fmjax eval` of a run trained before that rule)."""
@@ -378,8 +402,11 @@ def validate(config: ml_collections.ConfigDict, selection: bool = True) -> None:
         raise UserError(f"unknown config.train.nan_policy '{config.train.nan_policy}' "
                         "(known: stop, skip)")
     for key in MODE_KEYS:
-        if value_at(config, key) not in ("max", "min"):
-            raise UserError(f"config.{key} must be 'max' or 'min' (got {value_at(config, key)!r})")
+        if value_at(config, key) not in ("auto", "max", "min"):
+            raise UserError(f"config.{key} must be 'auto', 'max' or 'min' "
+                            f"(got {value_at(config, key)!r})")
+    if selection:
+        check_modes(config, task_class)
     _check_profile_steps(config.train.profile_steps)
 
 

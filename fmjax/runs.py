@@ -40,7 +40,7 @@ def read_data_info(workdir: pathlib.Path) -> DataInfo:
     path = workdir / DATA_INFO_FILE
     d = _read_object(path, "the run's data shapes")
     try:
-        return DataInfo(**{**d, "input_shape": tuple(d["input_shape"])})
+        return DataInfo(**{**d, **{k: tuple(v) for k, v in d.items() if isinstance(v, list)}})
     except (KeyError, TypeError) as e:
         raise workdir_files.damaged(path, "the run's data shapes", f"{type(e).__name__}: {e}") \
             from e

@@ -87,12 +87,13 @@ def prepare(config: ml_collections.ConfigDict, workdir=None, data_info=None,
                       state_shardings, latest_step, init_source)
 
 
-def evaluate(exp: Experiment, state, eval_step) -> dict[str, float]:
+def evaluate(exp: Experiment, state, eval_step, details: dict | None = None) -> dict[str, float]:
     """The task's eval metrics over the whole eval split ('eval/...') and, when the data holds
-    one out, the validation split ('val/...')."""
-    metrics = evaluate_split(exp, state, eval_step, "eval")
+    one out, the validation split ('val/...'). `details`, if given, receives each split's
+    `Task.eval_details` where the task has them ({"eval": {...}, "val": {...}})."""
+    metrics = evaluate_split(exp, state, eval_step, "eval", details)
     if exp.pipeline.info.num_val:
-        metrics.update(evaluate_split(exp, state, eval_step, "val"))
+        metrics.update(evaluate_split(exp, state, eval_step, "val", details))
     return metrics
 
 
@@ -102,8 +103,10 @@ def metric_names(task, info: data.DataInfo) -> list[str]:
     return [f"{split}/{name}" for split in splits for name in task.EVAL_METRICS]
 
 
-def evaluate_split(exp: Experiment, state, eval_step, split: str) -> dict[str, float]:
-    """Run the task's eval over the whole `split` ("eval" or "val"); metrics keyed by it."""
+def evaluate_split(exp: Experiment, state, eval_step, split: str,
+                   details: dict | None = None) -> dict[str, float]:
+    """Run the task's eval over the whole `split` ("eval" or "val"); metrics keyed by it, and
+    its `Task.eval_details` into `details[split]` if `details` is given and the task has them."""
     outputs, masks = [], []
     for batch in exp.pipeline.eval_batches(exp.config.train.eval_batch_size, split):
         mask = batch.pop("mask")
@@ -112,6 +115,9 @@ def evaluate_split(exp: Experiment, state, eval_step, split: str) -> dict[str, f
         masks.append(multihost_utils.process_allgather(mask, tiled=True))
     keep = np.concatenate(masks)
     merged = {k: np.concatenate([o[k] for o in outputs])[keep] for k in outputs[0]}
+    split_details = exp.task.eval_details(merged) if details is not None else None
+    if split_details is not None:
+        details[split] = split_details
     return {f"{split}/{k}": v for k, v in exp.task.eval_metrics(merged).items()}
 
 
@@ -313,8 +319,9 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
             if save_first:
                 checkpoint.save(manager, step, state, config_dict, None,
                                 {"early_stopping": stopping.to_dict()})
+            details: dict[str, dict] = {}
             if do_eval:
-                eval_metrics = evaluate(exp, state, eval_step)
+                eval_metrics = evaluate(exp, state, eval_step, details)
                 records[step] = {**records.get(step, {}), **eval_metrics}
                 if counts_for_early_stopping(tc, step):
                     stopping = stopping.update(tc.early_stopping, step,
@@ -323,6 +330,7 @@ def _train(exp: Experiment, workdir: pathlib.Path, show_progress: bool) -> dict[
             write(records)   # before the images: W&B drops a record logged below its last step
             if do_eval:
                 writers.write_images(step, exp.task.eval_images(state.params, state.extra))
+                writers.write_eval_details(step, details)
             if (do_save or stopped) and not save_first:
                 checkpoint.save(manager, step, state, config_dict,
                                 eval_metrics if do_eval else None,

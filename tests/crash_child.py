@@ -47,12 +47,12 @@ def main(events_path: str, pause: str, argv: list[str]) -> None:
             return out
         return noting_call
 
-    def noting_evaluate(exp, state, eval_step):
+    def noting_evaluate(exp, state, eval_step, *details):
         step = int(state.step)
         note(f"eval {step}")
         if pause == f"eval:{step}":
             time.sleep(PAUSE_SECONDS)
-        metrics = evaluate(exp, state, eval_step)
+        metrics = evaluate(exp, state, eval_step, *details)
         note(f"eval_end {step}")
         return metrics
 

@@ -84,6 +84,7 @@ def _fake_eval_outputs(task_name: str) -> dict:
     images = {"sample": rng.uniform(size=(n, 8, 8, 1)), "real": rng.uniform(size=(n, 8, 8, 1))}
     return {
         "classification": {"logits": rng.normal(size=(n, 3)), "labels": np.arange(n) % 3},
+        "regression": {"preds": rng.normal(size=(n, 1)), "targets": rng.normal(size=(n, 1))},
         "lm": {"nll_sum": rng.uniform(1, 2, n), "tokens": np.full(n, 8)},
         "mlm": sums,
         "translation": {**sums, "translation": np.ones((n, 5), np.int32),
@@ -322,3 +323,24 @@ def test_broken_experiment_file_is_one_user_error_naming_it(tmp_path, body, frag
 def test_train_without_config_is_one_line(tmp_path):
     proc = run_cli("train", "--workdir", tmp_path / "w", check=False)
     _assert_clean_failure(proc, tmp_path / "w", "--config is required for this command")
+
+
+@pytest.mark.parametrize("task_name, metric, direction", [
+    ("classification", "val/accuracy", "max"), ("classification", "val/loss", "min"),
+    ("regression", "val/r2", "max"), ("regression", "val/mse", "min"),
+    ("translation", "eval/bleu", "max"), ("lm", "eval/perplexity", "min")])
+def test_auto_modes_read_the_metric_direction(task_name, metric, direction):
+    config = configs.base_config()
+    config.checkpoint.best_metric = config.train.early_stopping.metric = metric
+    configs.check_modes(config, tasks.TASKS[task_name])
+    assert (config.checkpoint.best_mode, config.train.early_stopping.mode) == (direction,) * 2
+
+
+def test_a_mode_against_the_metric_direction_stops():
+    """The default was best_mode="max": with val/loss it silently kept the worst checkpoint."""
+    config = configs.base_config()
+    config.checkpoint.update(best_metric="val/mse", best_mode="max")
+    with pytest.raises(UserError) as e:
+        configs.check_modes(config, tasks.TASKS["regression"])
+    assert str(e.value) == ("config.checkpoint.best_mode='max' would select the worst val/mse: "
+                            "lower is better; set 'min' or leave it 'auto'")

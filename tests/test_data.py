@@ -120,6 +120,7 @@ def _number_pairs(tmp_path, split, n):
 RESUMABLE_SOURCES = {
     "mnist1d": lambda tmp, text: dict(name="mnist1d"),
     "digits": lambda tmp, text: dict(name="digits", crop_padding=1, rotate_degrees=15.0),
+    "diabetes": lambda tmp, text: dict(name="diabetes", validation_fraction=0.2),
     "text": lambda tmp, text: dict(name="text", path=str(text), seq_len=16),
     "synthetic_tokens": lambda tmp, text: dict(name="synthetic_tokens", vocab_size=50, seq_len=8),
     "text_classification": lambda tmp, text: dict(

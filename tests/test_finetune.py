@@ -17,6 +17,7 @@ from conftest import read_metrics, run_cli
 from fmjax import configs, optim, runs
 from fmjax.data import word_groups
 from fmjax.errors import UserError
+from fmjax.metrics import eval_details
 from fmjax.train import prepare, restore_or_init, train_and_evaluate
 from fmjax.tree_paths import path_name
 
@@ -90,6 +91,8 @@ def test_pretrained_encoder_beats_random_init(pretrained, tmp_path):
     print(f"word-group task, eval accuracy: {scores}")
     assert scores["pretrained"] >= 0.9, scores
     assert scores["pretrained"] >= scores["scratch"] + 0.3, scores
+    # `fmjax plot` names the classes by the labels of train.tsv
+    assert eval_details.read(tmp_path / "pretrained")["class_names"] == ["A", "B"]
 
 
 def test_init_from_copies_the_encoder_and_keeps_a_fresh_head(pretrained, tmp_path):

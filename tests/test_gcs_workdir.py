@@ -12,7 +12,7 @@ from etils.epath import backend as epath_backend, gpath
 from orbax.checkpoint._src.path import gcs_utils
 
 from conftest import read_metrics
-from fmjax import checkpoint, configs, runs
+from fmjax import checkpoint, configs, plots, runs
 from fmjax.errors import UserError
 from fmjax.metrics.writers import PERF_PREFIX, read_jsonl
 from fmjax.runtime import workdir_files
@@ -129,6 +129,10 @@ def test_gs_workdir_trains_resumes_and_evaluates(bucket, tmp_path):
     train_and_evaluate(_config(30), tmp_path / "local", show_progress=False)
     assert (_model_metrics(read_jsonl(f"{URL}/metrics.jsonl"))
             == _model_metrics(read_metrics(tmp_path / "local")))
+    assert [p.name for p in sorted((bucket / "eval_details").iterdir())] == [
+        f"eval_{step:08d}.json" for step in (10, 20, 30)]
+    auc = read_jsonl(f"{URL}/metrics.jsonl")[-1]["eval/roc_auc_ovr"]   # fmjax plot reads gs://
+    assert plots.figure("roc", [URL]).axes[0].get_title().endswith(f"ROC, macro AUC {auc:.4f}")
     run = runs.load(URL)
     assert run.step == 30
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, run.params),

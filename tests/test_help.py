@@ -11,7 +11,7 @@ from conftest import REPO, assert_one_line_error, run_cli
 from fmjax.cli import main
 from fmjax.runtime import launch
 
-COMMANDS = ("train", "eval", "inspect", "sample", "translate", "compress", "sweep",
+COMMANDS = ("train", "eval", "inspect", "sample", "translate", "compress", "sweep", "plot",
             "launch_local")
 
 
@@ -46,7 +46,7 @@ def test_train_help_shows_its_flags(args):
 
 
 @pytest.mark.parametrize("command", ["eval", "inspect", "sample", "translate", "compress",
-                                     "sweep"])
+                                     "sweep", "plot"])
 def test_each_command_help_shows_the_flags_it_reads(command):
     stdout = _help(command, "--help")
     flags = [line.split()[0].replace("[no]", "") for line in stdout.splitlines()
@@ -73,7 +73,7 @@ def test_launch_local_help():
      "unknown flag --workdri for fmjax train; did you mean --workdir? `fmjax train --help` lists "
      "them"),
     (["eval", "--noprogres"], "unknown flag --noprogres for fmjax eval;"),
-    ([], "usage: fmjax {train|eval|inspect|sample|translate|compress|sweep|launch_local} "
+    ([], "usage: fmjax {train|eval|inspect|sample|translate|compress|sweep|plot|launch_local} "
          "[flags]; "
          "`fmjax --help` lists the commands"),
     (["trian"], "unknown command 'trian'; usage: fmjax {train|"),

@@ -125,6 +125,10 @@ def test_spec_reads_the_wandb_shape(tmp_path, mlp_config):
     ('method="grid", metric=dict(name="val/accuracy", goal="up"), '
      'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
      "metric.goal='up': must be maximize or minimize"),
+    ('method="grid", metric=dict(name="val/accuracy", goal="minimize"), '
+     'parameters={"optimizer.learning_rate": dict(values=[1e-3])}',
+     "metric.goal='minimize' would search for the worst val/accuracy: higher is better; set "
+     "goal='maximize'"),
     ('method="grid", metric=dict(name="val/accuracy", goal="maximize"), '
      'parameters={"data.validation_fraction": dict(values=[0.1, 0.0])}',
      "parameters['data.validation_fraction']=0.0: the sweep's metric.name='val/accuracy' needs "

@@ -147,7 +147,7 @@ def test_plots_wait_for_two_completed_trials_and_for_matplotlib(tmp_path, monkey
     _add(study, TrialState.COMPLETE, [0.02, 2], 0.8, seconds=10)
     monkeypatch.setattr(optuna.visualization.matplotlib, "is_available", lambda: False)
     assert plots.write(study, tmp_path / "plots", "val/accuracy", PARAMS) == [
-        "plots skipped: they need matplotlib: pip install 'fmjax[sweep]'"]
+        "plots skipped: they need matplotlib (an fmjax dependency): pip install matplotlib"]
     assert not (tmp_path / "plots").exists()
 
 

@@ -144,8 +144,8 @@ def test_selection_metrics_name_the_validation_splits():
      "eval/perplexity"),
     (["--config", GPT, "--config.data.validation_fraction=0.1"],
      "unknown config key --config.data.validation_fraction: config.data.validation_fraction "
-     "holds out a validation split for mnist1d, digits, tfds and text_classification only; a "
-     "text source's eval split already is one (its size: config.data.val_fraction)"),
+     "holds out a validation split for mnist1d, digits, diabetes, tfds and text_classification "
+     "only; a text source's eval split already is one (its size: config.data.val_fraction)"),
     (["--config", MLP, "--config.data.validation_fraction=1.0"],
      "config.data.validation_fraction=1.0 is out of range: must be in [0, 1)"),
 ])

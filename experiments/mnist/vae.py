@@ -8,7 +8,11 @@ Variants:
   ""            TFDS mnist, pixels binarized at 0.5 (needs a download; not measured here).
   :conv         the same with the small conv encoder / transposed-conv decoder.
   :digits       offline: scikit-learn's 8x8 digits, binarized at 0.5, 3000 steps, batch 128.
-  Combine with a comma: `:digits,conv` (offline, conv networks).
+  :latent2      2 latents instead of 20, so the latent space can be drawn as it is
+                (`fmjax plot WORKDIR --kind latent --out latent.png`, Kingma & Welling fig. 4).
+                `:digits,latent2` (seed 0, 3000 steps, 13 s on a busy 2-core CPU): test
+                eval/neg_elbo 19.70 nats (20 latents: 18.41), eval/iw_nll 19.00, eval/kl 3.47.
+  Combine with a comma: `:digits,conv` (offline, conv networks), `:digits,latent2`.
   :runlocal     :digits for 100 steps (fmjax/variants.py), a smoke test.
 Eval (every `train.eval_every` steps, whole test split): eval/neg_elbo and eval/iw_nll (k=100
 importance samples) in nats per image, eval/kl, eval/feature_distance; PNG grids of
@@ -18,12 +22,13 @@ reconstructions and prior samples in workdir/images and TensorBoard.
 from fmjax import configs
 
 
-def get_config(digits: bool = False, conv: bool = False, runlocal: bool = False):
+def get_config(digits: bool = False, conv: bool = False, latent2: bool = False,
+               runlocal: bool = False):
     digits = digits or runlocal   # offline
     return configs.experiment(
         task="vae",
         task_options=dict(iw_samples=100),
-        model=dict(name="vae", latent_dim=20, hidden_size=500,
+        model=dict(name="vae", latent_dim=2 if latent2 else 20, hidden_size=500,
                    network="conv" if conv else "mlp"),
         data=(dict(name="digits", binarize=True) if digits else
               dict(name="tfds", dataset="mnist", binarize=True)),

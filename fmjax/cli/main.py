@@ -1,4 +1,4 @@
-"""The `fmjax` command line: train | eval | inspect | sample | translate | compress | sweep.
+"""The `fmjax` command line: train | eval | inspect | sample | translate | compress | sweep | plot.
 
     fmjax train   --config experiments/mnist1d/cnn.py[:variant] --workdir runs/cnn [--config.a.b=v]
     fmjax eval    --workdir runs/cnn [--step N]
@@ -12,6 +12,9 @@
     fmjax sweep   --config experiments/mnist1d/mlp.py --sweep experiments/mnist1d/sweep_mlp.py
                   --workdir sweeps/mlp [--workers N] [--storage URL] [--vectorize]
     fmjax sweep   --workdir sweeps/mlp --report
+    fmjax plot    runs/cnn [runs/mlp sweeps/mlp ...] --out curves.png [--kind curves|roc|pr|
+                  confusion|attention|latent --metrics eval/loss,eval/accuracy --step N
+                  --split eval|val --input TEXT --example N]
     fmjax launch_local --num_processes=2 --devices_per_process=4 -- train --config ... --workdir ...
     fmjax --help; fmjax COMMAND --help       the commands; a command's flags (fmjax/cli/usage.py)
 
@@ -66,6 +69,10 @@ COMMANDS = {
                      "--config FILE[:variant] --sweep SWEEP.py --workdir DIR [--workers N] "
                      "[--storage URL] [--config.KEY=VALUE ...] | --workdir DIR --report",
                      ("config", "sweep", "workdir", "workers", "storage", "report", "vectorize")),
+    "plot": Command("Draw runs into a PNG: train and eval curves (of several runs or a "
+                    "sweep), ROC, PR, confusion, attention maps or VAE latents.",
+                    "WORKDIR [WORKDIR ...] --out FILE.png [--kind KIND] [flags]",
+                    ("out", "kind", "metrics", "step", "split", "input", "example")),
 }
 USAGE = (f"usage: fmjax {{{'|'.join(COMMANDS)}|launch_local}} [flags]; `fmjax --help` lists the "
          "commands")
@@ -91,7 +98,9 @@ FLAGS["config"].parser = _ExperimentFileParser()
 flags.DEFINE_string("workdir", None, "Directory (or gs:// URL) for checkpoints, metrics and "
                     "logs; compress: the trained run to compress (only read).")
 flags.DEFINE_integer("step", None, "The checkpoint step to load (default: the latest); "
-                     "compress: the step of RUN to compress (default: its newest intact checkpoint).")
+                     "compress: the step of RUN to compress (default: its newest intact "
+                     "checkpoint); plot: the evaluated step for roc, pr and confusion, the "
+                     "checkpoint for attention and latent (default: the latest).")
 flags.DEFINE_bool("progress", True, "train: a progress bar on a terminal or in a notebook; "
                   "elsewhere (a log file), and with --noprogress, one line per train.log_every "
                   "steps and per eval.")
@@ -106,9 +115,11 @@ flags.DEFINE_integer("num_samples", 1, "sample: independent continuations of the
                      "first is shown as it is generated, the others at the end).")
 flags.DEFINE_integer("num", 64, f"sample (images): how many images (at most {MAX_IMAGES}).")
 flags.DEFINE_string("out", None, "sample (images): the PNG file to write; compress: the new "
-                    "run directory to write (must not exist).")
+                    "run directory to write (must not exist); plot: the PNG file to write "
+                    "(replaced if it exists; its directory must exist).")
 flags.DEFINE_bool("interpolate", False, "sample (images): a latent interpolation strip.")
-flags.DEFINE_string("input", None, "translate: the text, one sentence per line.")
+flags.DEFINE_string("input", None, "translate: the text, one sentence per line; plot "
+                    "(attention): the text whose attention is drawn (default: an eval example).")
 flags.DEFINE_integer("beam_size", None, "translate: beams (1 = greedy; default: the run's).")
 flags.DEFINE_float("length_penalty", None, "translate: GNMT alpha (default: the run's).")
 flags.DEFINE_string("method", None, "compress: the method: int8 (weight-only, per-channel "
@@ -133,6 +144,13 @@ flags.DEFINE_integer("workers", 1, "sweep: trials run at once on this machine, e
 flags.DEFINE_string("storage", None, "sweep: a database URL (postgresql://, mysql://, sqlite:///) "
                     "shared by hosts that run the same sweep (default: a journal file in DIR).")
 flags.DEFINE_bool("report", False, "sweep: print the trials of --workdir sorted by objective.")
+flags.DEFINE_string("kind", "curves", "plot: what to draw: curves, roc, pr, confusion, "
+                    "attention or latent.")
+flags.DEFINE_string("metrics", None, "plot (curves): the metric keys to draw, comma-separated "
+                    "(default: train/loss and every eval/ and val/ metric).")
+flags.DEFINE_string("split", "eval", "plot: the split whose eval is drawn: eval or val.")
+flags.DEFINE_integer("example", 0, "plot (attention, latent): the index of the eval example "
+                     "drawn.")
 flags.DEFINE_bool("vectorize", False, "sweep: train the trials of a grid or random sweep over "
                   "seeds and optimizer numbers as members of one process per worker.")
 
@@ -169,17 +187,18 @@ def _config_error(error: BaseException, argv: list[str]) -> str:
     return lines[0] if lines else type(chain[0]).__name__
 
 
-def _parse(argv: list[str]) -> str:
-    """Parse flags and load the config file now, so every config error is reported here."""
+def _parse(argv: list[str]) -> tuple[str, list[str]]:
+    """Parse flags and load the config file now, so every config error is reported here;
+    (the command, its positional arguments)."""
     if len(argv) < 2 or argv[1].startswith("-"):
         fail(USAGE)
     if argv[1] not in COMMANDS:
         fail(f"unknown command '{argv[1]}'; {USAGE}")
     try:
-        FLAGS([argv[0]] + argv[2:])
+        positional = FLAGS([argv[0]] + argv[2:])[1:]
     except Exception as e:  # flag errors, and experiment files that raise while building
         fail(_config_error(e, argv))
-    return argv[1]
+    return argv[1], positional
 
 
 # Flags naming a path: an empty or blank one would mean the current directory.
@@ -318,6 +337,16 @@ def cmd_translate():
     print("\n".join(run.task.translate(run.params, lines, beam_size, length_penalty)))
 
 
+def cmd_plot(workdirs: list[str]):
+    from fmjax import plots
+    out = plots.check_out(_require("out"))   # before the runs are read
+    metrics = FLAGS.metrics and tuple(m.strip() for m in FLAGS.metrics.split(",") if m.strip())
+    options = plots.PlotOptions(metrics=metrics or None, step=FLAGS.step, split=FLAGS.split,
+                                input=FLAGS.input, example=FLAGS.example)
+    plots.save(plots.figure(FLAGS.kind, workdirs, options), out)
+    print(f"wrote {out}: {FLAGS.kind} of {' '.join(workdirs)}")
+
+
 def run(argv: list[str] | None = None) -> None:
     """Entry point of the `fmjax` script."""
     from fmjax.errors import Interrupted
@@ -376,9 +405,11 @@ def _run(argv: list[str]) -> None:
         fail(str(e))
     with distributed.failures_exit_at_once():
         try:
-            command = _parse(argv)
+            command, positional = _parse(argv)
             if command == "sweep":
                 cmd_sweep(argv)
+            elif command == "plot":
+                cmd_plot(positional)
             else:
                 {"train": cmd_train, "eval": cmd_eval, "inspect": cmd_inspect,
                  "sample": cmd_sample, "translate": cmd_translate,

@@ -14,7 +14,8 @@ WIDTH = 100
 FLAG_COLUMN = 28   # where a flag's description starts
 # How a flag's value is shown where its name alone says too little.
 METAVARS = {"config": "FILE[:variant]", "workdir": "DIR", "out": "FILE.png", "input": "TEXT",
-            "prompt": "TEXT", "step": "N", "sweep": "SWEEP.py", "workers": "N", "storage": "URL"}
+            "prompt": "TEXT", "step": "N", "sweep": "SWEEP.py", "workers": "N", "storage": "URL",
+            "kind": "KIND", "metrics": "KEY,...", "split": "eval|val", "example": "N"}
 # ... and where one flag names different things for different commands.
 COMMAND_METAVARS = {("compress", "workdir"): "RUN", ("compress", "out"): "OUT"}
 OVERRIDE = ("--config.KEY=VALUE", "Set any key of the experiment's config, e.g. "

@@ -4,6 +4,7 @@ Each source's `pipeline(seed, workdir)` returns a `Pipeline` (fmjax/data/pipelin
 interface, what resume, per-host slicing and eval padding mean).
 """
 
+from fmjax.data.diabetes import Diabetes
 from fmjax.data.digits import Digits
 from fmjax.data.mnist1d import MNIST1D
 from fmjax.data.pipeline import DataInfo, Pipeline
@@ -17,6 +18,7 @@ from fmjax.data.translation import SyntheticTranslation, Translation
 SOURCES = {
     "mnist1d": MNIST1D,
     "digits": Digits,
+    "diabetes": Diabetes,
     "tfds": TFDSImages,
     "text": Text,
     "text_classification": TextClassification,

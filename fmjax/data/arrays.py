@@ -1,4 +1,5 @@
-"""Classification datasets held in host memory, as a `StepPipeline` of shuffled epochs."""
+"""Datasets held in host memory (class labels, or regression targets), as a `StepPipeline` of
+shuffled epochs."""
 
 import dataclasses
 from typing import Callable
@@ -11,8 +12,9 @@ from fmjax.data.pipeline import DataInfo, StepPipeline, host_positions, host_sli
 
 @dataclasses.dataclass
 class Arrays:
-    """A classification dataset held in host memory; the validation split is empty unless
-    `hold_out` made one."""
+    """A dataset held in host memory; the validation split is empty unless `hold_out` made one.
+    `y_*` are class labels, or with `num_classes` 0 real-valued targets ([N] or [N, outputs]),
+    still batched as "labels"."""
     x_train: np.ndarray
     y_train: np.ndarray
     x_eval: np.ndarray
@@ -31,12 +33,23 @@ class Arrays:
     def val_examples(self, index: np.ndarray) -> dict:
         return {"inputs": self.x_val[index], "labels": self.y_val[index]}
 
+    def target_stats(self) -> dict[str, tuple[float, ...]]:
+        """DataInfo's target_mean and target_std: per output, over the training split; none for
+        class labels."""
+        if self.num_classes:
+            return {}
+        y_NO = self.y_train.reshape(len(self.y_train), -1).astype(np.float64)
+        return {"target_mean": tuple(map(float, y_NO.mean(0))),
+                "target_std": tuple(map(float, y_NO.std(0)))}
+
     def hold_out(self, fraction: float, seed: int) -> "Arrays":
-        """These arrays with `fraction` of the training examples moved, stratified by label and
-        chosen by `seed`, to the validation split (`fraction` 0: unchanged)."""
+        """These arrays with `fraction` of the training examples moved, stratified by label (not
+        for regression targets) and chosen by `seed`, to the validation split (`fraction` 0:
+        unchanged)."""
         if fraction <= 0:
             return self
-        train, val = validation.holdout_index(self.y_train, len(self.y_train), fraction, seed)
+        labels_N = self.y_train if self.num_classes else None
+        train, val = validation.holdout_index(labels_N, len(self.y_train), fraction, seed)
         return dataclasses.replace(self, x_train=self.x_train[train], y_train=self.y_train[train],
                                    x_val=self.x_train[val], y_val=self.y_train[val])
 
@@ -50,7 +63,8 @@ class ArrayPipeline(StepPipeline):
         self.seed = seed
         self.augment = augment
         self.info = DataInfo(arrays.num_classes, tuple(arrays.x_train.shape[1:]),
-                             len(arrays.x_train), len(arrays.x_eval), num_val=len(arrays.x_val))
+                             len(arrays.x_train), len(arrays.x_eval), num_val=len(arrays.x_val),
+                             **arrays.target_stats())
         self._perm_cache: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:

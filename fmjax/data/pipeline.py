@@ -32,13 +32,18 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
     """What the task and model need to know about a dataset."""
-    num_classes: int
+    num_classes: int               # 0: real-valued regression targets, not class labels
     input_shape: tuple[int, ...]   # one example, no batch dimension
     num_train: int
     num_eval: int
     vocab_size: int = 0            # token inputs: ids are < vocab_size (0: inputs are not tokens)
     input_dtype: str = "float32"
     num_val: int = 0               # examples held out of the training data (0: no val split)
+    # Regression targets: each output's mean and standard deviation over the training split; the
+    # task trains on targets standardised with them and maps its predictions back, so that eval
+    # metrics stay in the targets' units (stored in data_info.json for `fmjax eval`).
+    target_mean: tuple[float, ...] = ()
+    target_std: tuple[float, ...] = ()
 
 
 def host_slice(global_size: int) -> slice:

@@ -1,10 +1,10 @@
 """The validation split: examples held out of the training data for model selection.
 
-`config.data.validation_fraction` (mnist1d, digits, tfds, text_classification) moves that
-fraction of the training split into a validation split, chosen by the *data* seed (dataset_seed,
-split_seed, validation_seed: never train.seed, so a sweep over train.seed sees one validation set)
-and stratified by label where the labels are in memory. Its metrics are logged as `val/*`; `eval/*`
-stays the configured eval split, which for these sources is the test split.
+`config.data.validation_fraction` (mnist1d, digits, diabetes, tfds, text_classification) moves
+that fraction of the training split into a validation split, chosen by the *data* seed
+(dataset_seed, split_seed, validation_seed: never train.seed, so a sweep over train.seed sees one
+validation set) and stratified by label where class labels are in memory. Its metrics are logged
+as `val/*`; `eval/*` stays the configured eval split, which for these sources is the test split.
 
 Text sources differ: their eval split is already held out of the training text
 (`config.data.val_fraction`, nanoGPT's 10%), so they declare it a validation split
@@ -17,8 +17,8 @@ from fmjax.errors import UserError, first_line
 
 # Why a source may lack `validation_fraction`: said wherever that key is refused.
 NO_VALIDATION_FRACTION = ("config.data.validation_fraction holds out a validation split for "
-                          "mnist1d, digits, tfds and text_classification only; a text source's "
-                          "eval split already is one (its size: config.data.val_fraction)")
+                          "mnist1d, digits, diabetes, tfds and text_classification only; a text "
+                          "source's eval split already is one (its size: config.data.val_fraction)")
 
 # Split names (before any `[...]` slice) that name a validation split, not a test split.
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "dev")

@@ -73,3 +73,64 @@ def classification_metrics(logits_EL: np.ndarray, labels_E: np.ndarray) -> dict[
         "f1_macro": f1,
         "roc_auc_ovr": roc_auc_ovr(labels_E, np.exp(logp_EL)),
     }
+
+
+# Points kept per drawn curve: enough for a smooth line, few enough for a small JSON file.
+MAX_CURVE_POINTS = 200
+
+
+def _thin(*curves_N: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> list[list[float]]:
+    """The curves at most `max_points` evenly spaced indices, first and last kept."""
+    n = len(curves_N[0])
+    keep = np.unique(np.linspace(0, n - 1, min(n, max_points)).round().astype(int))
+    return [[round(float(v), 6) for v in c[keep]] for c in curves_N]
+
+
+def _cumulative_counts(positive_E: np.ndarray, scores_E: np.ndarray):
+    """(true positives_T, false positives_T) above each distinct score threshold, highest first
+    (sklearn's `_binary_clf_curve`)."""
+    order = np.argsort(-scores_E, kind="stable")
+    scores, positive = scores_E[order], positive_E[order]
+    last_of_tie = np.r_[scores[1:] != scores[:-1], True]
+    tp = np.cumsum(positive)[last_of_tie]
+    fp = np.cumsum(~positive)[last_of_tie]
+    return tp, fp
+
+
+def roc_curve(positive_E: np.ndarray, scores_E: np.ndarray) -> dict:
+    """{"fpr", "tpr" (thinned, from (0, 0) to (1, 1)), "auc" (of the whole curve)}; None where
+    the class lacks a positive or a negative example."""
+    tp, fp = _cumulative_counts(positive_E, scores_E)
+    if tp[-1] == 0 or fp[-1] == 0:
+        return None
+    fpr, tpr = np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
+    auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))   # trapezoids: ties count half
+    fpr_thin, tpr_thin = _thin(fpr, tpr)
+    return {"fpr": fpr_thin, "tpr": tpr_thin, "auc": auc}
+
+
+def pr_curve(positive_E: np.ndarray, scores_E: np.ndarray) -> dict:
+    """{"recall", "precision" (thinned, recall rising from 0), "average_precision"
+    (sklearn's: the sum of precision x recall step)}; None where the class has no positive."""
+    tp, fp = _cumulative_counts(positive_E, scores_E)
+    if tp[-1] == 0:
+        return None
+    recall, precision = np.r_[0.0, tp / tp[-1]], np.r_[1.0, tp / (tp + fp)]
+    average_precision = float(np.sum(np.diff(recall) * precision[1:]))
+    recall_thin, precision_thin = _thin(recall, precision)
+    return {"recall": recall_thin, "precision": precision_thin,
+            "average_precision": average_precision}
+
+
+def classification_details(logits_EL: np.ndarray, labels_E: np.ndarray) -> dict:
+    """What `fmjax plot` draws of a classifier's eval, JSON-able: the confusion matrix (true x
+    predicted) and one-vs-rest ROC and precision-recall curves per class (None for a class
+    the eval split cannot score)."""
+    num_classes = logits_EL.shape[-1]
+    probs_EL = np.exp(log_softmax(logits_EL.astype(np.float64)))
+    counts_LL = confusion_matrix(labels_E, probs_EL.argmax(axis=-1), num_classes)
+    positive_LE = labels_E[None, :] == np.arange(num_classes)[:, None]
+    return {"num_classes": num_classes,
+            "confusion": counts_LL.tolist(),
+            "roc": [roc_curve(positive_LE[c], probs_EL[:, c]) for c in range(num_classes)],
+            "pr": [pr_curve(positive_LE[c], probs_EL[:, c]) for c in range(num_classes)]}

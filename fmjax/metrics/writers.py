@@ -24,7 +24,8 @@ from tqdm.auto import tqdm   # first: it imports autonotebook without its notebo
 from tqdm import autonotebook, std
 
 from fmjax.errors import WorkdirError
-from fmjax.metrics import image_grid, tensorboard_config, tensorboard_files
+from fmjax.metrics import (classifier_images, eval_details, image_grid, tensorboard_config,
+                           tensorboard_files)
 from fmjax.metrics.jsonl_file import JsonlFile
 from fmjax.runtime import workdir_files
 
@@ -158,6 +159,16 @@ class MetricWriters:
             self.tensorboard.add_image(name, grids[name], step, dataformats="HWC")
         for sink in self.sinks:
             sink.write_images(step, grids)
+
+    def write_eval_details(self, step: int, details_by_split: dict[str, dict]) -> None:
+        """Each split's `Task.eval_details` as `eval_details/{split}_{step:08d}.json`
+        (fmjax/metrics/eval_details.py), and a classifier's confusion matrix and ROC curves of
+        the eval split to TensorBoard as images."""
+        if not self.active or not details_by_split:
+            return
+        eval_details.write(self.workdir, step, details_by_split)
+        for name, image in classifier_images.images(details_by_split.get("eval", {})).items():
+            self.tensorboard.add_image(name, image, step, dataformats="HWC")
 
     def write_config(self, step: int, config_dict: dict, metric_tags: list[str]) -> None:
         """The resolved config to TensorBoard, as text and hparams (with `metric_tags`)."""

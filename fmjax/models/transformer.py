@@ -75,27 +75,61 @@ def attention_mask(t: int, s: int, causal: bool, key_mask_BS=None):
     return mask_B1TS
 
 
-def einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None):
-    """softmax(q k^T / sqrt(H)) v as two einsums: what `jax.nn.dot_product_attention` computes."""
+def attention_probs(q_BTNH, k_BSNH, mask_B1TS=None):
+    """softmax(q k^T / sqrt(H)) over the keys, float32 [B, N, T, S]; masked keys get 0."""
     scale = 1.0 / math.sqrt(q_BTNH.shape[-1])
     logits_BNTS = jnp.einsum("btnh,bsnh->bnts", q_BTNH, k_BSNH).astype(jnp.float32) * scale
     if mask_B1TS is not None:
         logits_BNTS = jnp.where(mask_B1TS, logits_BNTS, jnp.finfo(jnp.float32).min)
-    probs_BNTS = jax.nn.softmax(logits_BNTS, axis=-1).astype(v_BSNH.dtype)
-    return jnp.einsum("bnts,bsnh->btnh", probs_BNTS, v_BSNH)
+    return jax.nn.softmax(logits_BNTS, axis=-1)
 
 
-def attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None, causal: bool = False):
+def einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None):
+    """softmax(q k^T / sqrt(H)) v as two einsums: what `jax.nn.dot_product_attention` computes."""
+    return _weighted_values(attention_probs(q_BTNH, k_BSNH, mask_B1TS), v_BSNH)
+
+
+def _weighted_values(probs_BNTS, v_BSNH):
+    return jnp.einsum("bnts,bsnh->btnh", probs_BNTS.astype(v_BSNH.dtype), v_BSNH)
+
+
+def _with_causal(mask_B1TS, t: int, s: int, causal: bool):
+    if not causal:
+        return mask_B1TS
+    causal_11TS = attention_mask(t, s, True)
+    return causal_11TS if mask_B1TS is None else mask_B1TS & causal_11TS
+
+
+IMPLEMENTATIONS = ("einsum", "fused")
+
+
+def default_implementation() -> str:
+    """'einsum' on CPUs (no fused kernel there, and the einsums are faster), else 'fused'."""
+    return "einsum" if jax.default_backend() == "cpu" else "fused"
+
+
+def attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS=None, causal: bool = False,
+              implementation: str | None = None, with_probs: bool = False):
     """`jax.nn.dot_product_attention`, which uses a fused kernel where the backend has one. CPUs
     have none, and there the plain einsums are faster (the :cpu char GPT trains 10% faster:
     benchmarks/RESULTS.md); tests/test_lm.py checks the two agree. `mask_B1TS` (True = attend)
-    and `causal` combine."""
-    if jax.default_backend() == "cpu":
-        if causal:
-            causal_11TS = attention_mask(q_BTNH.shape[1], k_BSNH.shape[1], True)
-            mask_B1TS = causal_11TS if mask_B1TS is None else mask_B1TS & causal_11TS
-        return einsum_attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS)
-    return jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS, is_causal=causal)
+    and `causal` combine. `implementation` (einsum | fused; None: `default_implementation()`)
+    lets tests take either branch. With `with_probs` -> (out_BTNH, probs_BNTS float32): the
+    einsum path returns the weights it used; the fused kernel keeps its own, so they are
+    recomputed, at a cost paid only by whoever asks (attention maps)."""
+    implementation = implementation or default_implementation()
+    t, s = q_BTNH.shape[1], k_BSNH.shape[1]
+    if implementation == "einsum":
+        probs_BNTS = attention_probs(q_BTNH, k_BSNH, _with_causal(mask_B1TS, t, s, causal))
+        out_BTNH = _weighted_values(probs_BNTS, v_BSNH)
+    elif implementation == "fused":
+        out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BSNH, v_BSNH, mask=mask_B1TS,
+                                                is_causal=causal)
+        probs_BNTS = (attention_probs(q_BTNH, k_BSNH, _with_causal(mask_B1TS, t, s, causal))
+                      if with_probs else None)
+    else:
+        raise ValueError(f"attention implementation: {' | '.join(IMPLEMENTATIONS)}")
+    return (out_BTNH, probs_BNTS) if with_probs else out_BTNH
 
 
 class Attention(nn.Module):
@@ -104,7 +138,9 @@ class Attention(nn.Module):
     cross-attention: queries from `x_BTD`, keys and values from `kv_BSD`. `key_mask_BS` marks
     real (not padding) keys. With `decode`, self-attention keys and values are appended to a
     'cache' collection of length `max_len`, so a prompt can be fed at once and then one token per
-    call."""
+    call. When the 'intermediates' collection is mutable (attention maps:
+    `apply(..., mutable=["intermediates"])`), the weights `probs_BNTS` (float32) are sown there as
+    'attention_weights'; otherwise nothing more is computed."""
     num_heads: int
     head_dim: int
     max_len: int
@@ -139,13 +175,16 @@ class Attention(nn.Module):
         if self.use_rotary and not cross:
             q_BTNH, k_BSNH = rotary(q_BTNH, positions_BT), rotary(k_BSNH, positions_BT)
         mask_B1TS = attention_mask(x_BTD.shape[1], k_BSNH.shape[1], False, key_mask_BS)
+        causal = self.causal and not cross
         if decode and not cross:
-            k_BSNH, v_BSNH, cache_mask_B1TS = self._update_cache(k_BSNH, v_BSNH, positions_BT)
-            out_BTNH = attention(q_BTNH, k_BSNH, v_BSNH, cache_mask_B1TS)
-        else:
-            out_BTNH = attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS,
-                                 causal=self.causal and not cross)
-        out_BTNH = constrain(out_BTNH, BTNH_AXES)
+            k_BSNH, v_BSNH, mask_B1TS = self._update_cache(k_BSNH, v_BSNH, positions_BT)
+            causal = False   # the cache mask hides future keys
+        capture = self.is_mutable_collection("intermediates")
+        out = attention(q_BTNH, k_BSNH, v_BSNH, mask_B1TS, causal, with_probs=capture)
+        if capture:
+            out, probs_BNTS = out
+            self.sow("intermediates", "attention_weights", probs_BNTS)
+        out_BTNH = constrain(out, BTNH_AXES)
         d = x_BTD.shape[-1]
         kernel_NHD = self._param("out_kernel", (self.num_heads, self.head_dim, d),
                                  ("heads", "kv", "embed"), nn.initializers.normal(self.out_init_std))

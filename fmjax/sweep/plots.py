@@ -12,7 +12,7 @@ import warnings
 from fmjax.runtime import workdir_files
 
 MIN_COMPLETE_TRIALS = 2   # one point makes no history, no slice, no line between axes
-INSTALL_NOTE = "plots skipped: they need matplotlib: pip install 'fmjax[sweep]'"
+INSTALL_NOTE = "plots skipped: they need matplotlib (an fmjax dependency): pip install matplotlib"
 
 
 def _save_png(axes, path) -> None:

@@ -135,6 +135,7 @@ def _parse(raw: dict, config) -> SweepSpec:
                       _with_values(config, {param.key: value}, f"parameters['{param.key}']"))
                      for param in params for value in param.values or (param.low, param.high)]
     _check_metric(config, name)
+    _check_goal(config, name, goal)
     for where, trial_config in trial_configs:   # a value may take the objective away
         try:                                     # (data.validation_fraction=0)
             _check_metric(trial_config, name)
@@ -223,6 +224,17 @@ def _with_values(config, values: dict, where: str):
 def _check_metric(config, name: str) -> None:
     """The objective must be a metric that model selection may read (no test split)."""
     configs.check_selection_metric(config, "the sweep's metric.name", name)
+
+
+def _check_goal(config, name: str, goal: str) -> None:
+    """A goal against the metric's direction would search for the worst trial."""
+    from fmjax import tasks
+    direction = configs.metric_direction(tasks.TASKS[config.task], name)
+    if GOALS[goal] != direction:
+        better = "higher" if direction == "max" else "lower"
+        wanted = {v: k for k, v in GOALS.items()}[direction]
+        raise UserError(f"metric.goal={goal!r} would search for the worst {name}: {better} is "
+                        f"better; set goal='{wanted}'")
 
 
 def _budget(method: str, num_trials, params: list[Param]) -> int:

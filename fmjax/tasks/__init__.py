@@ -5,11 +5,12 @@ from fmjax.tasks.classification import Classification
 from fmjax.tasks.gan import GAN
 from fmjax.tasks.lm import LanguageModel
 from fmjax.tasks.mlm import MaskedLanguageModel
+from fmjax.tasks.regression import Regression
 from fmjax.tasks.translation import Translation
 from fmjax.tasks.vae import VAE
 
 TASKS = {"classification": Classification, "lm": LanguageModel, "vae": VAE, "gan": GAN,
-         "mlm": MaskedLanguageModel, "translation": Translation}
+         "mlm": MaskedLanguageModel, "translation": Translation, "regression": Regression}
 
 
 def build_task(config, info) -> Task:

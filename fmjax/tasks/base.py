@@ -3,8 +3,8 @@
 The loop never branches on the family: it asks the task to init variables, build its optimizer,
 take one update (by default the gradient of `loss_fn`, with metrics and updated non-parameter
 collections such as batch statistics; a GAN steps two parameter trees in turn), produce
-per-example eval outputs on the device, reduce those on the host to eval metrics, and render any
-eval images.
+per-example eval outputs on the device, reduce those on the host to eval metrics (and to the
+details that plots draw), and render any eval images.
 """
 
 import dataclasses
@@ -36,6 +36,8 @@ class Task:
     # The keys of `eval_metrics` (logged as eval/<name>), known without running an eval, so that
     # config keys naming a metric (checkpoint.best_metric) are checked before training starts.
     EVAL_METRICS: tuple[str, ...] = ()
+    # Those of EVAL_METRICS where higher is better (the rest: lower), for selection modes "auto".
+    MAXIMISED: tuple[str, ...] = ()
 
     def __init__(self, config, info: DataInfo):
         self.config = config
@@ -111,6 +113,12 @@ class Task:
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         """Host-side reduction of the concatenated, unpadded eval outputs."""
         raise NotImplementedError
+
+    def eval_details(self, outputs: dict[str, np.ndarray]) -> dict | None:
+        """What plots of an eval need beyond its scalars (a classifier's confusion matrix, ROC
+        and precision-recall points), JSON-able, from the same outputs as `eval_metrics`;
+        None (nothing to write) by default."""
+        return None
 
     def tokens_per_step(self) -> int | None:
         """Tokens in one global batch, for tokens/s (None: not a token model)."""

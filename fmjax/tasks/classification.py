@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from fmjax.errors import UserError
-from fmjax.metrics.classification import classification_metrics
+from fmjax.metrics.classification import classification_details, classification_metrics
 from fmjax.models import build_model
 from fmjax.ranges import NonNegativeFloat
 from fmjax.tasks.base import Task
@@ -32,14 +32,22 @@ class Classification(Task):
     Options = ClassificationOptions
     EVAL_METRICS = ("loss", "accuracy", "precision_macro", "recall_macro", "f1_macro",
                     "roc_auc_ovr")
+    MAXIMISED = EVAL_METRICS[1:]
 
     def __init__(self, config, info):
         super().__init__(config, info)
+        if not info.num_classes:
+            raise UserError(f"task 'classification' needs class labels, but data "
+                            f"'{config.data.name}' has real-valued targets; use task='regression'")
+        self.class_names = None   # the dataset's label names, where it has them (text)
         tokens = {"vocab_size": info.vocab_size} if info.vocab_size else {}
         self.model = build_model(config.model, num_classes=info.num_classes, **tokens)
         if self.options.mixup_alpha and info.vocab_size:
             raise UserError("config.task_options.mixup_alpha must be 0 for token inputs (ids "
                             "cannot be blended)")
+
+    def bind_data(self, pipeline):
+        self.class_names = getattr(pipeline, "label_names", None)
 
     def mixup_loss(self, params, extra, inputs, labels_B, rng):
         """(mean cross-entropy against blended one-hot labels, logits_BL, the label with the
@@ -77,3 +85,7 @@ class Classification(Task):
 
     def eval_metrics(self, outputs):
         return classification_metrics(outputs["logits"], outputs["labels"])
+
+    def eval_details(self, outputs):
+        return {**classification_details(outputs["logits"], outputs["labels"]),
+                "class_names": self.class_names}

@@ -29,6 +29,7 @@ class MLMOptions:
 class MaskedLanguageModel(Task):
     Options = MLMOptions
     EVAL_METRICS = ("loss", "accuracy", "perplexity")
+    MAXIMISED = ("accuracy",)
 
     def __init__(self, config, info):
         super().__init__(config, info)

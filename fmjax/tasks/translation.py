@@ -36,6 +36,7 @@ class TranslationOptions:
 class Translation(Task):
     Options = TranslationOptions
     EVAL_METRICS = ("loss", "accuracy", "perplexity", "bleu")
+    MAXIMISED = ("accuracy", "bleu")
 
     def __init__(self, config, info):
         super().__init__(config, info)

@@ -1,0 +1,75 @@
+"""`fmjax plot`: pictures of what runs did, as matplotlib Figures (a notebook shows one as its
+last value) or PNG files.
+
+Figures are made with `matplotlib.figure.Figure()`, which needs neither pyplot nor a backend, so
+a notebook's backend is left alone and a script never opens a window. matplotlib is imported only
+inside the kind's module, when a figure is made: never at train time.
+"""
+
+import dataclasses
+import importlib
+import io
+import os
+import pathlib
+from typing import TYPE_CHECKING, Sequence
+
+from fmjax.errors import UserError
+from fmjax.runtime import workdir_files
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+
+KINDS = ("curves", "roc", "pr", "confusion", "attention", "latent")
+# The module of fmjax.plots that draws each kind.
+_MODULES = {"curves": "curves", "roc": "classification", "pr": "classification",
+            "confusion": "classification", "attention": "attention", "latent": "latent"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PlotOptions:
+    """What to draw, beyond the kind and the runs."""
+    # curves: the metric keys (None: train/loss and every eval/ and val/ key)
+    metrics: tuple[str, ...] | None = None
+    # roc/pr/confusion: the evaluated step (None: the latest); attention/latent: the checkpoint
+    step: int | None = None
+    split: str = "eval"            # "eval" or "val"
+    # attention: the text input (GPT, BERT, seq2seq source); None: an eval example
+    input: str | None = None
+    example: int = 0               # attention/latent: the index of the eval example used
+
+
+def figure(kind: str, workdirs: Sequence[str | os.PathLike],
+           options: PlotOptions = PlotOptions()) -> "matplotlib.figure.Figure":
+    """The figure of `kind` for `workdirs` (run directories; for curves also sweep
+    directories); UserError for an unknown kind or input the kind cannot draw."""
+    if kind not in KINDS:
+        raise UserError(f"unknown plot kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if not workdirs:
+        raise UserError("give at least one run directory to plot")
+    if options.split not in ("eval", "val"):
+        raise UserError(f"unknown split {options.split!r}; choose eval or val")
+    paths = [workdir_files.as_path(w) for w in workdirs]
+    module = importlib.import_module(f"fmjax.plots.{_MODULES[kind]}")
+    if module.__name__ == "fmjax.plots.classification":
+        return module.figure(kind, paths, options)
+    return module.figure(paths, options)
+
+
+def check_out(out: str | os.PathLike) -> pathlib.Path:
+    """`out` as a path a PNG can be written to (an existing file there is replaced); UserError
+    if it does not end in .png or its directory does not exist."""
+    out = pathlib.Path(out)
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out} must name a .png file")
+    if not out.absolute().parent.is_dir():
+        raise UserError(f"--out {out}: its directory {out.absolute().parent} does not exist")
+    return out
+
+
+def save(fig, out: str | os.PathLike) -> pathlib.Path:
+    """`fig` as a PNG at `out` (dpi 100), written whole or not at all; returns the path."""
+    out = check_out(out)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    workdir_files.write_atomic(out, png.getvalue())
+    return out

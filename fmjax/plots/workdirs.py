@@ -1,0 +1,45 @@
+"""The runs a plot is asked for: run directories checked before anything is drawn, and a sweep
+directory (`sweep.json`) expanded into its trials (`DIR/trials/NNNN`)."""
+
+import pathlib
+
+from fmjax.errors import UserError
+
+SWEEP_SPEC = "sweep.json"   # fmjax/sweep: what marks a sweep directory
+
+
+def run_dir(path: pathlib.Path) -> pathlib.Path:
+    """`path`, if it holds an fmjax run (its `config.json`); UserError otherwise."""
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    if not path.is_dir():
+        raise UserError(f"{path} is not a directory (give a run's workdir)")
+    if (path / SWEEP_SPEC).exists():
+        raise UserError(f"{path} holds a sweep, not a run: give one of its trials "
+                        f"({path / 'trials'}/NNNN)")
+    if not (path / "config.json").exists():
+        raise UserError(f"{path} holds no fmjax run (no config.json)")
+    return path
+
+
+def one_run(paths: list[pathlib.Path], kind: str) -> pathlib.Path:
+    """The only run of a kind that draws one run at a time."""
+    if len(paths) != 1:
+        raise UserError(f"--kind {kind} draws one run; got {len(paths)} directories")
+    return run_dir(paths[0])
+
+
+def named_runs(paths: list[pathlib.Path]) -> dict[str, pathlib.Path]:
+    """{legend name: run directory}: a run is named by its directory, a sweep's trial by the
+    sweep's and its own (`sweep/0003`)."""
+    runs = {}
+    for path in paths:
+        if (path / SWEEP_SPEC).exists():
+            trials = sorted(p for p in (path / "trials").glob("*") if (p / "config.json").exists())
+            if not trials:
+                raise UserError(f"{path} is a sweep with no trials started yet")
+            runs.update({f"{path.name}/{t.name}": t for t in trials})
+        else:
+            name = path.name if path.name and path.name not in runs else str(path)
+            runs[name] = run_dir(path)
+    return runs
