@@ -7,35 +7,48 @@ import pytest
 
 from conftest import read_metrics, run_cli
 
-VAE_STEPS = ["--config.train.num_steps=600", "--config.train.eval_every=300",
-             "--config.checkpoint.every=300", "--config.train.log_every=100",
+VAE_STEPS = ["--config.train.num_steps=400", "--config.train.eval_every=200",
+             "--config.checkpoint.every=200", "--config.train.log_every=100",
              "--config.task_options.iw_samples=20", "--noprogress"]
 
 
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """`vae_run(variant)`: the workdir of a 400-step VAE run, trained once per module (the
+    learning test checks it, `fmjax sample` reads its checkpoint)."""
+    workdirs = {}
+
+    def run(variant: str):
+        if variant not in workdirs:
+            workdirs[variant] = tmp_path_factory.mktemp("vae") / variant.replace(",", "_")
+            run_cli("train", "--config", f"experiments/mnist/vae.py:{variant}", "--workdir",
+                    workdirs[variant], *VAE_STEPS)
+        return workdirs[variant]
+    return run
+
+
 @pytest.mark.parametrize("variant", ["digits", "digits,conv"])
-def test_vae_learns_digits_and_its_bounds_are_ordered(tmp_path, variant):
+def test_vae_learns_digits_and_its_bounds_are_ordered(vae_run, variant):
     """Untrained, the decoder predicts p = 0.5 for every pixel: about 64 ln 2 = 44.4 nats per
-    8x8 image. 600 steps must bring the negative ELBO below 60% of that; the importance-weighted
-    NLL never exceeds it (same samples: Jensen), and sample quality improves between evals."""
-    run_cli("train", "--config", f"experiments/mnist/vae.py:{variant}", "--workdir", tmp_path,
-            *VAE_STEPS)
-    evals = [r for r in read_metrics(tmp_path) if "eval/neg_elbo" in r]
-    assert [r["step"] for r in evals] == [300, 600]
+    8x8 image. 400 steps must bring the negative ELBO below 60% of that (26.6; measured 19.6 /
+    19.6 / 19.7 for seeds 0 / 1 / 2, the conv VAE 20.6 / 21.2 / 20.3); the importance-weighted
+    NLL never exceeds it (same samples: Jensen), and sample quality improves between evals
+    (feature distance 3.3-4.5 -> 2.3-3.2, conv 6.1-6.5 -> 2.5-3.3)."""
+    workdir = vae_run(variant)
+    evals = [r for r in read_metrics(workdir) if "eval/neg_elbo" in r]
+    assert [r["step"] for r in evals] == [200, 400]
     assert evals[-1]["eval/neg_elbo"] < 0.6 * 64 * math.log(2), evals[-1]
     for r in evals:
         assert r["eval/iw_nll"] <= r["eval/neg_elbo"] and r["eval/kl"] > 0, r
     assert evals[-1]["eval/feature_distance"] < evals[0]["eval/feature_distance"], evals
-    images = sorted(p.name for p in (tmp_path / "images").iterdir())
-    assert images == ["prior_samples_00000300.png", "prior_samples_00000600.png",
-                      "reconstructions_00000300.png", "reconstructions_00000600.png"]
+    images = sorted(p.name for p in (workdir / "images").iterdir())
+    assert images == ["prior_samples_00000200.png", "prior_samples_00000400.png",
+                      "reconstructions_00000200.png", "reconstructions_00000400.png"]
 
 
-def test_vae_sample_writes_a_grid_and_an_interpolation(tmp_path):
+def test_vae_sample_writes_a_grid_and_an_interpolation(tmp_path, vae_run):
     from PIL import Image
-    workdir = tmp_path / "vae"
-    run_cli("train", "--config", "experiments/mnist/vae.py:digits", "--workdir", workdir,
-            "--config.train.num_steps=200", "--config.train.eval_every=200",
-            "--config.checkpoint.every=200", "--config.task_options.iw_samples=5", "--noprogress")
+    workdir = vae_run("digits")
     grid, strip = tmp_path / "grid.png", tmp_path / "strip.png"
     run_cli("sample", "--workdir", workdir, "--num", "16", "--out", grid, "--seed", "1")
     run_cli("sample", "--workdir", workdir, "--num", "8", "--interpolate", "--out", strip)

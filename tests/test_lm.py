@@ -19,9 +19,10 @@ from fmjax.models.gpt import GPT
 
 def test_gpt_learns_generated_text(tmp_path, text_file):
     """200 steps take the char model from ln(vocab) (~3.3 nats) to under 1.0 nats/char on
-    held-out text; the grammar's true entropy is about 0.5 nats/char."""
+    held-out text; the grammar's true entropy is about 0.5 nats/char. With 2 of its 4 layers
+    (13 CPU s): eval/loss 0.572 / 0.583 / 0.593 for seeds 0 / 1 / 2."""
     run_cli("train", "--workdir", tmp_path, *gpt_flags(text_file, num_steps=200),
-            "--config.train.eval_every=100")
+            "--config.train.eval_every=100", "--config.model.num_layers=2")
     evals = [r["eval/loss"] for r in read_metrics(tmp_path) if "eval/loss" in r]
     assert len(evals) == 2 and evals[-1] < 1.0, evals
     record = read_metrics(tmp_path)[-1]
@@ -92,8 +93,10 @@ def test_top_k_and_top_p_keep_the_right_tokens():
 
 def dropout_gpt_flags(text_file) -> list[str]:
     """10 steps of the small character GPT with dropout on (its randomness must not depend on
-    the mesh)."""
-    return [*gpt_flags(text_file, num_steps=10), "--config.model.dropout_rate=0.1"]
+    the mesh), 2 of its 4 layers: every layer is the same code, and an 8-device run of 2 layers
+    takes 13 CPU s instead of 21."""
+    return [*gpt_flags(text_file, num_steps=10), "--config.model.dropout_rate=0.1",
+            "--config.model.num_layers=2"]
 
 
 @pytest.fixture(scope="module")
@@ -192,10 +195,11 @@ def test_loss_agrees_across_meshes(tmp_path, text_file, gpt_workdir):
 
 def test_fsdp_divides_gpt_state_bytes_per_device_as_the_compiler_sees_it(text_file):
     """`fmjax inspect`: parameter + optimizer bytes per device = replicated + sharded / N, and
-    XLA's compiled train step takes exactly those bytes plus this device's batch as arguments."""
+    XLA's compiled train step takes exactly those bytes plus this device's batch as arguments.
+    (2 of the model's 4 layers: the same layers, compiled in less time.)"""
     from test_sharding import _compiled_argument_bytes, _state_bytes_per_device
     batch_size, seq_len = 16, 64
-    outputs = {n: run_cli("inspect", *gpt_flags(text_file)[:3],
+    outputs = {n: run_cli("inspect", *gpt_flags(text_file)[:3], "--config.model.num_layers=2",
                           f"--config.train.batch_size={batch_size}",
                           f"--config.mesh.data={8 // n}", f"--config.mesh.fsdp={n}",
                           devices=8).stdout for n in (1, 2, 4)}

@@ -26,9 +26,13 @@ def test_masking_follows_the_80_10_10_rule():
 
 def test_bert_learns_masked_characters(tmp_path, text_file):
     """600 steps: accuracy on the chosen characters above 0.5; always predicting the most
-    frequent character (the space) scores about 0.2 on this text."""
+    frequent character (the space) scores about 0.2 on this text. Two layers on 32-character
+    windows (a third of the CPU time of :runlocal's four on 64) learn more in those steps:
+    eval/accuracy 0.867 / 0.862 / 0.868 for seeds 0 / 1 / 2 (:runlocal's model: 0.68)."""
     run_cli("train", "--config", "experiments/text/bert_mlm.py:runlocal",
             f"--config.data.path={text_file}", "--workdir", tmp_path,
+            "--config.model.num_layers=2", "--config.model.max_len=32",
+            "--config.data.seq_len=32",
             "--config.train.num_steps=600", "--config.train.eval_every=600",
             "--config.checkpoint.every=600", "--config.model.dropout_rate=0",
             "--config.train.steps_per_call=50", "--config.train.log_every=100",

@@ -14,10 +14,12 @@ def _steps(n: int, every: int) -> list[str]:
             f"--config.train.steps_per_call={every}", f"--config.optimizer.warmup_steps={every}"]
 
 
-@pytest.mark.parametrize("pool, mixup", [("cls", 0.0), ("mean", 0.0), ("cls", 0.2)])
+@pytest.mark.parametrize("pool, mixup", [("cls", 0.0), ("mean", 0.2)])
 def test_vit_learns_digits(tmp_path, pool, mixup):
-    """500 steps: test accuracy above 0.65 (chance: 0.1; measured 0.78 with cls, 0.79 mean,
-    0.75 with cls and mixup 0.2)."""
+    """500 steps: test accuracy above 0.65 (chance: 0.1; measured 0.78 with cls; mean pooling
+    with mixup 0.2: 0.781 / 0.714 / 0.761 for seeds 0 / 1 / 2). Each pooling and mixup learn;
+    one run proves mean pooling and mixup together (mean alone measured 0.79, cls with mixup
+    0.75)."""
     run_cli("train", "--workdir", tmp_path, *VIT, *_steps(500, 50), f"--config.model.pool={pool}",
             f"--config.task_options.mixup_alpha={mixup}")
     assert read_metrics(tmp_path)[-1]["eval/accuracy"] > 0.65
