@@ -48,6 +48,7 @@ def run_notebook(monkeypatch, tmp_path, text_file):
     monkeypatch.setenv("FMJAX_NOTEBOOK_TEXT", str(text_file))
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")   # as conftest's
     monkeypatch.delenv("XLA_FLAGS", raising=False)   # one CPU device, as on Colab
 
     def run(name: str) -> list:
