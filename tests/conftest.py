@@ -48,6 +48,9 @@ def pytest_configure(config):
 LONGEST_MODULES_FIRST = ("test_lm", "test_sweep", "test_sharding", "test_generative",
                          "test_translation", "test_mlm", "test_cli", "test_finetune",
                          "test_preemption", "test_vit", "test_quantization", "test_train")
+# test_notebooks (a minute) stays out of the list: in collection order it starts after these, whose
+# short runs (test_lm, test_generative, test_translation, test_finetune, test_sweep) compile what
+# its notebooks' fast mode runs, so it loads their programs from the compilation cache.
 
 
 def pytest_collection_modifyitems(items):
@@ -142,6 +145,25 @@ def tensorboard_events(directory) -> list:
             events.append(Event.FromString(record))
             offset += 16 + length
     return events
+
+
+def cell_text(cell) -> str:
+    """The stream and text/plain output of one executed notebook code cell."""
+    parts = []
+    for out in cell.get("outputs", []):
+        parts.append(out.get("text", ""))
+        parts.append(out.get("data", {}).get("text/plain", ""))
+    return "".join(parts)
+
+
+def notebook_kernelspec(root, python) -> None:
+    """A `python3` kernelspec under `root`/kernels that runs `python`: put first on JUPYTER_PATH,
+    it shadows any user-level python3 spec that points at another Python."""
+    spec_dir = root / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (fmjax tests)", "language": "python"}))
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:

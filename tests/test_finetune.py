@@ -1,12 +1,9 @@
 """Fine-tuning a pre-trained encoder: `config.init_from` (partial restore), freezing, layer-wise
 learning-rate decay, and text classification data.
 
-The offline task: two hidden groups of 30 one-character "words". Unlabelled sentences use the
-words of one group; the labelled task is "which group is this sentence from", with 40 training
-sentences that use only 6 words of each group and eval sentences that use only the other 24. The
-labels alone say nothing about the eval words; masked-LM pre-training on the unlabelled sentences
-learns which words go together, so only a pre-trained encoder can classify the eval sentences.
-(One character per word makes the char-level masked LM a word-level one.)
+The offline task (fmjax/data/word_groups.py): sentences of two hidden groups of one-character
+words; 40 labelled training sentences use 6 words of each group, the eval sentences only the
+other 24, so only an encoder pre-trained on the unlabelled sentences can classify them.
 """
 
 import os
@@ -18,38 +15,22 @@ import pytest
 
 from conftest import read_metrics, run_cli
 from fmjax import configs, optim, runs
+from fmjax.data import word_groups
 from fmjax.errors import UserError
 from fmjax.metrics import eval_details
 from fmjax.train import prepare, restore_or_init, train_and_evaluate
 from fmjax.tree_paths import path_name
 
-WORDS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SEQ_LEN = 32
 ENCODER = dict(name="bert", max_len=SEQ_LEN, num_layers=2, num_heads=4, embed_dim=64)
 
 
-def word_groups(seed: int = 0, per_group: int = 30) -> list[list[str]]:
-    words = np.random.default_rng(seed).permutation(list(WORDS))
-    return [list(words[:per_group]), list(words[per_group:2 * per_group])]
-
-
-def write_word_group_task(root, seed: int = 0, num_unlabelled: int = 3000, num_train: int = 40,
-                          num_eval: int = 400, seen: int = 6):
-    """corpus.txt (unlabelled), train.tsv and eval.tsv ('A' or 'B', a tab, a sentence)."""
-    rng = np.random.default_rng(seed + 1)
-    groups = word_groups(seed)
-
-    def sentence(words):
-        return "".join(rng.choice(words, rng.integers(8, 16)))
-
-    lines = [sentence(groups[rng.integers(2)]) for _ in range(num_unlabelled)]
-    (root / "corpus.txt").write_text("\n".join(lines) + "\n")
-    train = [f"{'AB'[i % 2]}\t{sentence(groups[i % 2][:seen])}" for i in range(num_train)]
-    # Text the tokenizer cannot encode (never in the corpus) must not stop fine-tuning.
-    train[0] += " é☃"
-    (root / "train.tsv").write_text("\n".join(train) + "\n")
-    evals = [f"{'AB'[i % 2]}\t{sentence(groups[i % 2][seen:])}" for i in range(num_eval)]
-    (root / "eval.tsv").write_text("\n".join(evals) + "\n")
+def write_word_group_task(root, seed: int = 0) -> None:
+    """The task's files (fmjax/data/word_groups.py), and text the tokenizer cannot encode (never
+    in the corpus) in the first training sentence: it must not stop fine-tuning."""
+    word_groups.write_task(root, seed)
+    first, rest = (root / "train.tsv").read_text().split("\n", 1)
+    (root / "train.tsv").write_text(f"{first} é☃\n{rest}")
 
 
 def mlm_config(root, num_steps=200):

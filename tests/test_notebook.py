@@ -20,7 +20,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import EXPERIMENTS, REPO
+from conftest import EXPERIMENTS, REPO, cell_text, notebook_kernelspec
 
 NOTEBOOK = REPO / "colab" / "quickstart.ipynb"
 # What building the wheel reads; pip builds in the source tree, so it builds a copy.
@@ -97,28 +97,9 @@ def test_the_install_cell_asks_for_a_restart_when_pip_changed_an_imported_packag
         cell_functions["pip_install"]("fmjax")
 
 
-def _cell_text(cell) -> str:
-    """The stream and text/plain output of one executed code cell."""
-    parts = []
-    for out in cell.get("outputs", []):
-        parts.append(out.get("text", ""))
-        parts.append(out.get("data", {}).get("text/plain", ""))
-    return "".join(parts)
-
-
-def _kernelspec(root, python) -> None:
-    """A `python3` kernelspec under `root`/kernels that runs `python`: put first on JUPYTER_PATH,
-    it shadows any user-level python3 spec that points at another Python."""
-    spec_dir = root / "kernels" / "python3"
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (fmjax tests)", "language": "python"}))
-
-
 def test_quickstart_installs_the_wheel_in_a_fresh_venv_and_learns(monkeypatch, tmp_path,
                                                                   fresh_venv, wheel):
-    _kernelspec(tmp_path / "jupyter", fresh_venv / "bin" / "python")
+    notebook_kernelspec(tmp_path / "jupyter", fresh_venv / "bin" / "python")
     # The kernel inherits os.environ when it starts; monkeypatch restores everything afterwards.
     # FMJAX_CACHE_DIR (set by conftest) shares the generated MNIST-1D dataset with other tests.
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
@@ -135,18 +116,18 @@ def test_quickstart_installs_the_wheel_in_a_fresh_venv_and_learns(monkeypatch, t
     client.execute()   # raises CellExecutionError (with the traceback) if any cell fails
 
     code_cells = [c for c in notebook.cells if c.cell_type == "code"]
-    install, config = _cell_text(code_cells[0]), _cell_text(code_cells[1])
+    install, config = cell_text(code_cells[0]), cell_text(code_cells[1])
     installed = next(fresh_venv.glob("lib/python*/site-packages/fmjax"))
     assert f"installing fmjax from {wheel}\n" in install, install
     assert f"from {installed}\n" in install, install
     assert f"config from {installed / 'experiments' / 'mnist1d' / 'cnn.py'}" in config, config
-    final = [c for c in code_cells if "final eval/accuracy:" in _cell_text(c)]
-    assert len(final) == 1, [_cell_text(c)[-500:] for c in code_cells]
-    accuracy = float(re.search(r"final eval/accuracy: ([\d.]+)", _cell_text(final[0])).group(1))
-    assert accuracy > 0.6, _cell_text(final[0])
-    checked = _cell_text(code_cells[-2])
+    final = [c for c in code_cells if "final eval/accuracy:" in cell_text(c)]
+    assert len(final) == 1, [cell_text(c)[-500:] for c in code_cells]
+    accuracy = float(re.search(r"final eval/accuracy: ([\d.]+)", cell_text(final[0])).group(1))
+    assert accuracy > 0.6, cell_text(final[0])
+    checked = cell_text(code_cells[-2])
     assert "OK: the restored checkpoint reproduces the logged final eval accuracy" in checked
-    assert "%tensorboard --logdir" in _cell_text(code_cells[-1])
+    assert "%tensorboard --logdir" in cell_text(code_cells[-1])
 
 
 def test_the_installed_command_trains_a_shipped_experiment_from_any_directory(tmp_path,
