@@ -196,7 +196,19 @@ def test_bad_requests_are_one_line_user_errors(run_dirs, plot, family, options, 
     assert str(error.value) == message.format(**{family: str(run_dirs(family))})
 
 
-def test_one_run_per_attention_or_latent_plot(run_dirs):
-    for plot in (attention, latent):
-        with pytest.raises(UserError, match=r"^a \w+ plot shows one run; got 2 workdirs$"):
-            plot.figure([run_dirs("gpt"), run_dirs("vae")], PlotOptions())
+def test_one_run_per_attention_or_latent_plot(run_dirs, tmp_path):
+    """The same checks as every one-run kind (fmjax/plots/workdirs.py), before any restore."""
+    (tmp_path / "file").write_text("not a run")
+    (tmp_path / "sweep" / "trials").mkdir(parents=True)
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    for kind, plot in (("attention", attention), ("latent", latent)):
+        for paths, message in [
+                ([run_dirs("gpt"), run_dirs("vae")], f"--kind {kind} draws one run; got 2 "
+                 "directories"),
+                ([tmp_path / "file"], f"{tmp_path / 'file'} is not a directory (give a run's "
+                 "workdir)"),
+                ([tmp_path / "sweep"], f"{tmp_path / 'sweep'} holds a sweep, not a run: give one "
+                 f"of its trials ({tmp_path / 'sweep' / 'trials'}/NNNN)")]:
+            with pytest.raises(UserError) as error:
+                plot.figure(paths, PlotOptions())
+            assert str(error.value) == message

@@ -8,13 +8,13 @@ import numpy as np
 
 from fmjax import runs
 from fmjax.errors import UserError
+from fmjax.plots import workdirs as plot_workdirs
 
 
 def check(workdirs: Sequence[pathlib.Path], kind: str, fits: Callable, needs: str):
-    """(workdir, config) of the one run in `workdirs`; UserError unless `fits(config)`."""
-    if len(workdirs) != 1:
-        raise UserError(f"a {kind} plot shows one run; got {len(workdirs)} workdirs")
-    workdir = pathlib.Path(workdirs[0])
+    """(workdir, config) of the one run in `workdirs` (`workdirs.one_run`); UserError unless
+    `fits(config)`."""
+    workdir = plot_workdirs.one_run(list(workdirs), kind)
     config = runs.read_config(workdir)
     if not fits(config):
         raise UserError(f"{workdir} holds a '{config.task}' run with model "
