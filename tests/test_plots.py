@@ -139,17 +139,38 @@ def test_bad_input_is_one_readable_error(run, tmp_path):
         with pytest.raises(UserError) as e:
             plots.figure(kind, workdirs, plots.PlotOptions(**options))
         assert str(e.value) == message
+    shutil.copytree(run, tmp_path / "overwritten")
+    for text in ("[1, 2]", '{"step": 40, "split": "eval"}', '{"step": 40, "confu'):
+        eval_details.path(tmp_path / "overwritten", "eval", 40).write_text(text)
+        with pytest.raises(UserError, match=r"^\S+/eval_details/eval_00000040\.json is damaged "
+                           r"\(the eval details of step 40\): not (a JSON object with "
+                           r"num_classes, confusion, roc, pr|valid JSON: .*); restore it"):
+            plots.figure("confusion", [tmp_path / "overwritten"])
     shutil.copytree(run, tmp_path / "old", ignore=shutil.ignore_patterns("eval_details"))
     with pytest.raises(UserError, match=r"has no eval details \(eval_details/eval_\*\.json\): "
                        "the run is not a classifier, predates them, or has not evaluated yet"):
         plots.figure("confusion", [tmp_path / "old"])
+    (tmp_path / "empty.png").mkdir()
     for out, message in [(tmp_path / "a.jpg", f"--out {tmp_path / 'a.jpg'} must name a .png "
                           "file"),
                          (tmp_path / "no" / "a.png", f"--out {tmp_path / 'no' / 'a.png'}: its "
-                          f"directory {tmp_path / 'no'} does not exist")]:
+                          f"directory {tmp_path / 'no'} does not exist"),
+                         (tmp_path / "empty.png", f"--out {tmp_path / 'empty.png'} is a "
+                          "directory; name the .png file to write in it")]:
         with pytest.raises(UserError) as e:
             plots.check_out(out)
         assert str(e.value) == message
+
+
+def test_an_unwritable_out_is_one_error_and_leaves_nothing(run, tmp_path, monkeypatch):
+    """A read-only directory (simulated: the tests may run as root, who may write anywhere)."""
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(plots.workdir_files, "write_atomic", refuse)
+    with pytest.raises(UserError) as e:
+        plots.save(plots.figure("confusion", [run]), tmp_path / "c.png")
+    assert str(e.value) == f"cannot write --out {tmp_path / 'c.png'}: Permission denied"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_writes_the_png_or_one_error_line(run, tmp_path):

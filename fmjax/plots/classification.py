@@ -11,6 +11,7 @@ from fmjax.metrics.classifier_images import row_normalised
 from fmjax.plots import PlotOptions, workdirs
 
 MAX_LEGEND_CLASSES = 20   # more classes: curves without a legend, and a matrix without counts
+DETAILS = ("num_classes", "confusion", "roc", "pr")   # what the three kinds read
 
 
 def class_names(details: dict) -> list[str]:
@@ -22,7 +23,7 @@ def figure(kind: str, paths: list[pathlib.Path], options: PlotOptions):
     from matplotlib.figure import Figure
 
     run = workdirs.one_run(paths, kind)
-    details = eval_details.read(run, options.split, options.step)
+    details = eval_details.read(run, options.split, options.step, DETAILS)
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax = fig.subplots()
     {"roc": _roc, "pr": _pr, "confusion": _confusion}[kind](fig, ax, details)
