@@ -187,6 +187,8 @@ def test_latent_figure(run_dirs):
      "example 4 is out of range: the eval split holds 4 examples (0 to 3)"),
     pytest.param(attention, "vit", PlotOptions(input="a cat"), "a ViT reads images, not text: "
                  "choose an eval image with --example instead of --input", marks=SLOW),
+    pytest.param(attention, "seq2seq", PlotOptions(input="   "), "the input text holds no "
+                 "tokens (only spaces?)", marks=SLOW),
     (latent, "vae", PlotOptions(split="val"), "{vae} holds no val split "
      "(config.data.validation_fraction)"),
 ])

@@ -93,8 +93,17 @@ def _check_text(text: str) -> str:
     return text
 
 
+def _check_tokens(ids_T: np.ndarray) -> np.ndarray:
+    """`ids_T`, unless the tokenizer made nothing of the text (e.g. only spaces for a word
+    tokenizer): a map of no tokens cannot be drawn."""
+    if not ids_T.size:
+        raise UserError("the input text holds no tokens (only spaces?)")
+    return ids_T
+
+
 def _encode(run: runs.Run, text: str) -> np.ndarray:
-    return np.asarray(run.tokenizer.encode(_check_text(text)), np.int32)[:MAX_TOKENS]
+    return _check_tokens(np.asarray(run.tokenizer.encode(_check_text(text)),
+                                    np.int32)[:MAX_TOKENS])
 
 
 def _text_maps(run: runs.Run, options: PlotOptions) -> tuple[list[Maps], str]:
@@ -119,7 +128,7 @@ def _translation_maps(run: runs.Run, options: PlotOptions) -> tuple[list[Maps], 
         source_S = task.encode_sources([_check_text(options.input)])[0]
     else:
         source_S = one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
-    source_S = source_S[source_S != PAD_ID][:MAX_TOKENS]
+    source_S = _check_tokens(source_S[source_S != PAD_ID][:MAX_TOKENS])
     target_T = _greedy_translation(run, source_S)
     decoder_in_T = np.asarray(task.shift_right(target_T[None]))[0]
     specials = {task.eos: "</s>", task.bos: "<s>"}
