@@ -80,6 +80,17 @@ def test_features_are_standardised_with_the_training_split_only():
     assert info.target_std == pytest.approx((a.y_train.std(),))
 
 
+def test_a_feature_constant_over_a_tiny_training_split_stays_finite(tmp_path):
+    """validation_fraction=0.99 leaves 3 training patients, all of one sex."""
+    config = experiment_config(DIABETES)
+    config.data.validation_fraction = 0.99
+    config.train.update(num_steps=2, eval_every=2, log_every=1, steps_per_call=1)
+    arrays = data.build_pipeline(config.data, seed=0).arrays
+    assert arrays.x_train.shape[0] == 3 and np.isfinite(arrays.x_val).all()
+    final = train_and_evaluate(config, tmp_path, show_progress=False)
+    assert np.isfinite(final["val/mse"]) and np.isfinite(final["eval/r2"])
+
+
 @pytest.fixture(scope="module")
 def diabetes_run(tmp_path_factory):
     """The shipped experiment, its real settings (1000 steps, about 2 s), and its final metrics."""
