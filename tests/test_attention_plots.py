@@ -2,6 +2,7 @@
 `latent` plots drawn from real short runs: valid, non-blank PNGs, and one-line errors."""
 
 import io
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -44,9 +45,23 @@ RUNS = {
                 {**ONE_LAYER, "num_decoder_layers": 1},
                 lambda text: dict(data=dict(num_train=1000, num_eval=4),
                                   task_options=dict(beam_size=1), **FAST)),
+    # Trains its own char tokenizer on train.tsv; eval.tsv's "Z" becomes [MASK].
+    "bert_classify": ("experiments/text/bert_classify.py", "runlocal",
+                      {**ONE_LAYER, "max_len": 32},
+                      lambda text: dict(data=dict(seq_len=32, tokenizer_from="", **_tsv_files(text)),
+                                       **FAST)),
     "vae": ("experiments/mnist/vae.py", "digits,latent2", dict(hidden_size=32),
             lambda text: dict(task_options=dict(iw_samples=2))),
 }
+
+
+def _tsv_files(text_path: str) -> dict:
+    """train_path and eval_path: two labelled sentences each, beside `text_path`."""
+    folder = pathlib.Path(text_path).parent
+    for name, rows in (("train", "pos\tthe cat sat\nneg\ta dog ran\n"),
+                       ("eval", "pos\tZed sat\nneg\ta cat ran\n")):
+        (folder / f"{name}.tsv").write_text(rows)
+    return dict(train_path=str(folder / "train.tsv"), eval_path=str(folder / "eval.tsv"))
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +182,14 @@ def test_attention_figure(run_dirs, family, options):
     _assert_picture(fig)
     if family == "gpt" and options.input:   # tick labels are the characters
         assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list("the␣quick␣cat")
+
+
+def test_a_classifiers_unknown_characters_show_as_mask(run_dirs):
+    workdir = run_dirs("bert_classify")
+    fig = attention.figure([workdir], PlotOptions(example=0))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [
+        "[MASK]", "e", "d", "␣", "s", "a", "t"]
+    _assert_picture(fig)
 
 
 def test_latent_figure(run_dirs):

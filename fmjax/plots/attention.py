@@ -114,7 +114,10 @@ def _text_maps(run: runs.Run, options: PlotOptions) -> tuple[list[Maps], str]:
         tokens_T = one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
         tokens_T = tokens_T[tokens_T != PAD_ID][:MAX_TOKENS]
     tokens_T = tokens_T[:run.task.model.max_len]
-    specials = {run.task.mask_id: "[MASK]"} if hasattr(run.task, "mask_id") else {}
+    # BERT's [MASK] is one id past the tokenizer's: pre-training's mask, and in a classifier's
+    # char-tokenised examples every character the tokenizer lacks (fmjax/data/text_classification)
+    mask_id = getattr(run.task, "mask_id", run.tokenizer.vocab_size)
+    specials = {mask_id: "[MASK]"} if run.config.model.name == "bert" else {}
     labels = _token_labels(run, tokens_T, specials)
     maps = _layer_maps(_apply(run, tokens_T[None]), {"": (labels, labels)})
     return maps, run.tokenizer.decode([t for t in tokens_T.tolist() if t not in specials])
