@@ -120,6 +120,15 @@ def test_eval_of_the_saved_run_reports_the_same_numbers(diabetes_run):
     assert reported == {"step": 1000, **{k: pytest.approx(final[k], rel=1e-6) for k in NAMES}}
 
 
+def test_classifier_plots_of_a_regression_run_are_one_error_line(diabetes_run, tmp_path):
+    workdir, _ = diabetes_run
+    proc = run_cli("plot", workdir, "--kind", "roc", "--out", tmp_path / "roc.png", check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (f"fmjax: error: {workdir} holds a 'regression' run with model 'mlp'; "
+                           "roc plots need a classifier (task 'classification')\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_selection_reads_the_validation_split_in_either_direction(tmp_path):
     """Best checkpoint by the lowest val/mse; early stopping by val/r2 (maximised) stops once it
     has not improved by min_delta for `patience` evals."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from fmjax.metrics import eval_details
 from fmjax.metrics.classifier_images import row_normalised
-from fmjax.plots import PlotOptions, workdirs
+from fmjax.plots import PlotOptions, one_run
 
 MAX_LEGEND_CLASSES = 20   # more classes: curves without a legend, and a matrix without counts
 DETAILS = ("num_classes", "confusion", "roc", "pr")   # what the three kinds read
@@ -22,7 +22,8 @@ def figure(kind: str, paths: list[pathlib.Path], options: PlotOptions):
     """`kind` is roc, pr or confusion."""
     from matplotlib.figure import Figure
 
-    run = workdirs.one_run(paths, kind)
+    run, _ = one_run.check(paths, kind, lambda c: c.task == "classification",
+                           "a classifier (task 'classification')")
     details = eval_details.read(run, options.split, options.step, DETAILS)
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax = fig.subplots()
