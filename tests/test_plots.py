@@ -111,6 +111,12 @@ def test_a_sweep_stands_for_its_trials(run, tmp_path):
         "sweep/0000 eval", "sweep/0001 eval"]
     with pytest.raises(UserError, match="holds a sweep, not a run: give one of its trials"):
         plots.figure("roc", [sweep])
+    shutil.copytree(sweep, tmp_path / "copy" / "sweep")   # the same name: every trial still drawn
+    fig = plots.figure("curves", [sweep, tmp_path / "copy" / "sweep"],
+                       plots.PlotOptions(metrics=("eval/accuracy",)))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "sweep/0000 eval", "sweep/0001 eval", f"{tmp_path / 'copy' / 'sweep'}/0000 eval",
+        f"{tmp_path / 'copy' / 'sweep'}/0001 eval"]
 
 
 def test_bad_input_is_one_readable_error(run, tmp_path):

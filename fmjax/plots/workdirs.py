@@ -31,15 +31,20 @@ def one_run(paths: list[pathlib.Path], kind: str) -> pathlib.Path:
 
 def named_runs(paths: list[pathlib.Path]) -> dict[str, pathlib.Path]:
     """{legend name: run directory}: a run is named by its directory, a sweep's trial by the
-    sweep's and its own (`sweep/0003`)."""
+    sweep's and its own (`sweep/0003`); by the whole path where that name is taken (two
+    `runs/cnn` of different parents), so no run is dropped."""
     runs = {}
+
+    def add(short: str, full: str, run: pathlib.Path) -> None:
+        runs[short if short and short not in runs else full] = run
+
     for path in paths:
         if (path / SWEEP_SPEC).exists():
             trials = sorted(p for p in (path / "trials").glob("*") if (p / "config.json").exists())
             if not trials:
                 raise UserError(f"{path} is a sweep with no trials started yet")
-            runs.update({f"{path.name}/{t.name}": t for t in trials})
+            for trial in trials:
+                add(f"{path.name}/{trial.name}", f"{path}/{trial.name}", trial)
         else:
-            name = path.name if path.name and path.name not in runs else str(path)
-            runs[name] = run_dir(path)
+            add(path.name, str(path), run_dir(path))
     return runs
