@@ -90,8 +90,8 @@ def test_each_kind_draws_a_png(run, tmp_path, kind):
 def test_curves_of_two_runs_share_panels(run, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(run, other)
-    fig = plots.figure("curves", [run, other], plots.PlotOptions(metrics=("train/loss",
-                                                                          "val/loss")))
+    fig = plots.figure("curves", [run, other], plots.PlotOptions(metrics=(
+        "train/loss", "val/loss", "train/loss")))   # named twice, drawn once
     (ax,) = [ax for ax in fig.axes if ax.get_visible()]
     assert ax.get_title() == "loss" and ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
@@ -137,6 +137,9 @@ def test_bad_input_is_one_readable_error(run, tmp_path):
          "eval/accuracy, eval/f1_macro, eval/loss, eval/precision_macro, eval/recall_macro, "
          "eval/roc_auc_ovr, val/accuracy, val/f1_macro, val/loss, val/precision_macro, "
          "val/recall_macro, val/roc_auc_ovr, perf/..."),
+        ("curves", [run], {"metrics": ("perf/nope",)}, "no run logged the metric perf/nope; "
+         "they logged: " + ", ".join(sorted({k for r in read_metrics(run) for k in r
+                                             if k.startswith("perf/")}))),
         ("violin", [run], {}, "unknown plot kind 'violin'; choose one of curves, roc, pr, "
          "confusion, attention, latent"),
         ("curves", [], {}, "give at least one run directory to plot"),
