@@ -212,6 +212,10 @@ def test_latent_figure(run_dirs):
                  "choose an eval image with --example instead of --input", marks=SLOW),
     pytest.param(attention, "seq2seq", PlotOptions(input="   "), "the input text holds no "
                  "tokens (only spaces?)", marks=SLOW),
+    (attention, "gpt", PlotOptions(split="val"), "{gpt} holds no val split: "
+     "config.data.validation_fraction holds out a validation split for mnist1d, digits, "
+     "diabetes, tfds and text_classification only; a text source's eval split already is one "
+     "(its size: config.data.val_fraction); use --split eval"),
     (latent, "vae", PlotOptions(split="val"), "{vae} holds no val split "
      "(config.data.validation_fraction)"),
 ])

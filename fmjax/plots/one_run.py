@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fmjax import runs
+from fmjax.data.validation import NO_VALIDATION_FRACTION
 from fmjax.errors import UserError
 from fmjax.plots import workdirs as plot_workdirs
 
@@ -29,6 +30,9 @@ def examples(run: runs.Run, split: str, index_N: np.ndarray) -> dict:
     if split not in ("eval", "val"):
         raise UserError(f"split must be eval or val, not '{split}'")
     n = pipeline.info.num_eval if split == "eval" else pipeline.info.num_val
+    if n == 0 and "validation_fraction" not in run.config.data:   # text: eval is validation
+        raise UserError(f"{run.workdir} holds no val split: {NO_VALIDATION_FRACTION}; use "
+                        "--split eval")
     if n == 0:
         raise UserError(f"{run.workdir} holds no {split} split (config.data.validation_fraction)")
     bad = index_N[(index_N < 0) | (index_N >= n)]
