@@ -48,8 +48,8 @@ RUNS = {
     # Trains its own char tokenizer on train.tsv; eval.tsv's "Z" becomes [MASK].
     "bert_classify": ("experiments/text/bert_classify.py", "runlocal",
                       {**ONE_LAYER, "max_len": 32},
-                      lambda text: dict(data=dict(seq_len=32, tokenizer_from="", **_tsv_files(text)),
-                                       **FAST)),
+                      lambda text: dict(data=dict(seq_len=32, tokenizer_from="",
+                                                  **_tsv_files(text)), **FAST)),
     "vae": ("experiments/mnist/vae.py", "digits,latent2", dict(hidden_size=32),
             lambda text: dict(task_options=dict(iw_samples=2))),
 }

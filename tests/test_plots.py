@@ -79,6 +79,15 @@ def test_tensorboard_gets_the_confusion_matrix_roc_and_config(run):
     assert "config/text_summary" in text_tags
 
 
+def test_a_run_given_as_dot_is_named_by_its_directory(run, monkeypatch):
+    monkeypatch.chdir(run)
+    fig = plots.figure("roc", ["."])
+    assert fig.axes[0].get_title().startswith("mlp, eval at step 40: ROC")
+    fig = plots.figure("curves", [".", run], plots.PlotOptions(metrics=("eval/loss",)))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "mlp eval", f"{run} eval"]
+
+
 @pytest.mark.parametrize("kind", ["curves", "roc", "pr", "confusion"])
 def test_each_kind_draws_a_png(run, tmp_path, kind):
     out = plots.save(plots.figure(kind, [run]), tmp_path / f"{kind}.png")

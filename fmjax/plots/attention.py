@@ -16,7 +16,7 @@ import numpy as np
 
 from fmjax import runs
 from fmjax.errors import UserError
-from fmjax.plots import PlotOptions, one_run
+from fmjax.plots import PlotOptions, one_run, workdirs
 from fmjax.token_ids import PAD_ID
 
 MODELS = ("gpt", "bert", "vit", "seq2seq")
@@ -34,9 +34,9 @@ class Maps:
     keys: list[str] | None
 
 
-def figure(workdirs: list[pathlib.Path], options: PlotOptions = PlotOptions()):
-    """The attention maps of the one run in `workdirs` (see the module docstring)."""
-    workdir, config = one_run.check(workdirs, "attention", lambda c: c.model.name in MODELS,
+def figure(paths: list[pathlib.Path], options: PlotOptions = PlotOptions()):
+    """The attention maps of the one run in `paths` (see the module docstring)."""
+    workdir, config = one_run.check(paths, "attention", lambda c: c.model.name in MODELS,
                                     "a Transformer (model " + ", ".join(MODELS) + ")")
     if config.model.name == "vit" and options.input is not None:
         raise UserError("a ViT reads images, not text: choose an eval image with --example "
@@ -198,8 +198,8 @@ def _draw(run: runs.Run, maps: list[Maps], what: str, image_YXC=None):
         axes[0, 0].set_title("input", fontsize=8)
     shown = what.replace("\n", " ⏎ ")
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    fig.suptitle(f"{run.workdir.name}: {run.config.model.name} attention at step {run.step}\n"
-                 f"{shown}", fontsize=9)
+    fig.suptitle(f"{workdirs.name(run.workdir)}: {run.config.model.name} attention at step "
+                 f"{run.step}\n{shown}", fontsize=9)
     return fig
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from fmjax.metrics import eval_details
 from fmjax.metrics.classifier_images import row_normalised
-from fmjax.plots import PlotOptions, one_run
+from fmjax.plots import PlotOptions, one_run, workdirs
 
 MAX_LEGEND_CLASSES = 20   # more classes: curves without a legend, and a matrix without counts
 DETAILS = ("num_classes", "confusion", "roc", "pr")   # what the three kinds read
@@ -28,8 +28,8 @@ def figure(kind: str, paths: list[pathlib.Path], options: PlotOptions):
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax = fig.subplots()
     {"roc": _roc, "pr": _pr, "confusion": _confusion}[kind](fig, ax, details)
-    ax.set_title(f"{run.name}, {details['split']} at step {details['step']}: {ax.get_title()}",
-                 fontsize="medium")
+    ax.set_title(f"{workdirs.name(run)}, {details['split']} at step {details['step']}: "
+                 f"{ax.get_title()}", fontsize="medium")
     return fig
 
 

@@ -9,13 +9,13 @@ import numpy as np
 from fmjax import runs
 from fmjax.data.validation import NO_VALIDATION_FRACTION
 from fmjax.errors import UserError
-from fmjax.plots import workdirs as plot_workdirs
+from fmjax.plots import workdirs
 
 
-def check(workdirs: Sequence[pathlib.Path], kind: str, fits: Callable, needs: str):
-    """(workdir, config) of the one run in `workdirs` (`workdirs.one_run`); UserError unless
+def check(paths: Sequence[pathlib.Path], kind: str, fits: Callable, needs: str):
+    """(workdir, config) of the one run in `paths` (`workdirs.one_run`); UserError unless
     `fits(config)`."""
-    workdir = plot_workdirs.one_run(list(workdirs), kind)
+    workdir = workdirs.one_run(list(paths), kind)
     config = runs.read_config(workdir)
     if not fits(config):
         raise UserError(f"{workdir} holds a '{config.task}' run with model "

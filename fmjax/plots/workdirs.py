@@ -8,6 +8,11 @@ from fmjax.errors import UserError
 SWEEP_SPEC = "sweep.json"   # fmjax/sweep: what marks a sweep directory
 
 
+def name(path: pathlib.Path) -> str:
+    """The directory's own name, also for `.` or `..` (whose `Path.name` is empty or `..`)."""
+    return path.name if path.name not in ("", "..") else pathlib.Path(path).resolve().name
+
+
 def run_dir(path: pathlib.Path) -> pathlib.Path:
     """`path`, if it holds an fmjax run (its `config.json`); UserError otherwise."""
     if not path.exists():
@@ -36,7 +41,7 @@ def named_runs(paths: list[pathlib.Path]) -> dict[str, pathlib.Path]:
     runs = {}
 
     def add(short: str, full: str, run: pathlib.Path) -> None:
-        runs[short if short and short not in runs else full] = run
+        runs[short if short not in runs else full] = run
 
     for path in paths:
         if (path / SWEEP_SPEC).exists():
@@ -44,7 +49,7 @@ def named_runs(paths: list[pathlib.Path]) -> dict[str, pathlib.Path]:
             if not trials:
                 raise UserError(f"{path} is a sweep with no trials started yet")
             for trial in trials:
-                add(f"{path.name}/{trial.name}", f"{path}/{trial.name}", trial)
+                add(f"{name(path)}/{trial.name}", f"{path}/{trial.name}", trial)
         else:
-            add(path.name, str(path), run_dir(path))
+            add(name(path), str(path), run_dir(path))
     return runs
