@@ -2,7 +2,9 @@
 `latent` plots drawn from real short runs: valid, non-blank PNGs, and one-line errors."""
 
 import io
+import json
 import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -223,6 +225,18 @@ def test_bad_requests_are_one_line_user_errors(run_dirs, plot, family, options, 
     with pytest.raises(UserError) as error:
         plot.figure([run_dirs(family)], options)
     assert str(error.value) == message.format(**{family: str(run_dirs(family))})
+
+
+def test_a_vae_with_one_latent_is_one_error_line(run_dirs, tmp_path):
+    """Checked in the config, before the run is restored (the copy's checkpoint has 2)."""
+    workdir = shutil.copytree(run_dirs("vae"), tmp_path / "vae1")
+    config = json.loads((workdir / "config.json").read_text())
+    config["model"]["latent_dim"] = 1
+    (workdir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError) as error:
+        latent.figure([workdir], PlotOptions())
+    assert str(error.value) == (f"{workdir}: a latent plot draws a plane and needs at least 2 "
+                                "latents; this VAE has 1 (config.model.latent_dim)")
 
 
 def test_one_run_per_attention_or_latent_plot(run_dirs, tmp_path):

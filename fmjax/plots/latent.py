@@ -12,6 +12,7 @@ import pathlib
 import numpy as np
 
 from fmjax import runs
+from fmjax.errors import UserError
 from fmjax.plots import PlotOptions, one_run, workdirs
 
 MAX_POINTS = 2000
@@ -20,7 +21,11 @@ GRID = 15
 
 def figure(paths: list[pathlib.Path], options: PlotOptions = PlotOptions()):
     """The latent-space picture of the one VAE run in `paths`."""
-    workdir, _ = one_run.check(paths, "latent", lambda c: c.task == "vae", "a VAE (task 'vae')")
+    workdir, config = one_run.check(paths, "latent", lambda c: c.task == "vae",
+                                    "a VAE (task 'vae')")
+    if config.model.latent_dim < 2:   # the picture is a plane: two latents, or two components
+        raise UserError(f"{workdir}: a latent plot draws a plane and needs at least 2 latents; "
+                        f"this VAE has {config.model.latent_dim} (config.model.latent_dim)")
     run = runs.load(workdir, options.step, with_data=True, one_device=True)
     n = (run.exp.pipeline.info.num_eval if options.split == "eval"
          else run.exp.pipeline.info.num_val)
