@@ -191,6 +191,19 @@ def test_an_unwritable_out_is_one_error_and_leaves_nothing(run, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_damaged_metrics_lines_are_left_out_like_torn_ones(run, tmp_path):
+    damaged = shutil.copytree(run, tmp_path / "damaged")
+    with open(damaged / "metrics.jsonl", "ab") as f:
+        f.write(b'{"step": 50, "train/lo\n\xff\xfe\n[1, 2]\n{"train/loss": 1.0}\n')
+    fig = plots.figure("curves", [damaged], plots.PlotOptions(metrics=("train/loss",)))
+    assert list(fig.axes[0].get_lines()[0].get_data()[0]) == [10, 20, 30, 40]
+    (damaged / "metrics.jsonl").unlink()
+    (damaged / "metrics.jsonl").mkdir()
+    with pytest.raises(UserError, match=r"^cannot read \S+/metrics.jsonl \(the run's metrics\): "
+                       "Is a directory$"):
+        plots.figure("curves", [damaged])
+
+
 def test_cli_writes_the_png_or_one_error_line(run, tmp_path):
     out = tmp_path / "confusion.png"
     out.write_bytes(b"an old picture")   # replaced
