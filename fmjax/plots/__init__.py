@@ -35,7 +35,7 @@ class PlotOptions:
     split: str = "eval"            # "eval" or "val"
     # attention: the text input (GPT, BERT, seq2seq source); None: an eval example
     input: str | None = None
-    example: int = 0               # attention/latent: the index of the eval example used
+    example: int = 0               # attention: the index of the example of `split` used
 
 
 def figure(kind: str, workdirs: Sequence[str | os.PathLike],
