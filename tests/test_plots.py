@@ -115,6 +115,8 @@ def test_a_sweep_stands_for_its_trials(run, tmp_path):
     for trial in ("0000", "0001"):
         shutil.copytree(run, sweep / "trials" / trial)
     (sweep / "sweep.json").write_text("{}")
+    (sweep / "trials" / "0002").mkdir()   # a running sweep's trial that has not logged yet
+    shutil.copy(run / "config.json", sweep / "trials" / "0002")
     fig = plots.figure("curves", [sweep], plots.PlotOptions(metrics=("eval/accuracy",)))
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
         "sweep/0000 eval", "sweep/0001 eval"]
@@ -130,6 +132,8 @@ def test_a_sweep_stands_for_its_trials(run, tmp_path):
 
 def test_bad_input_is_one_readable_error(run, tmp_path):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "sweep" / "trials" / "0000").mkdir(parents=True)
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
     (tmp_path / "unlogged").mkdir()
     shutil.copy(run / "config.json", tmp_path / "unlogged")
     cases = [
@@ -149,6 +153,8 @@ def test_bad_input_is_one_readable_error(run, tmp_path):
         ("curves", [run], {"metrics": ("perf/nope",)}, "no run logged the metric perf/nope; "
          "they logged: " + ", ".join(sorted({k for r in read_metrics(run) for k in r
                                              if k.startswith("perf/")}))),
+        ("curves", [tmp_path / "sweep"], {}, f"{tmp_path / 'sweep'} is a sweep none of whose "
+         "trials has logged yet"),
         ("violin", [run], {}, "unknown plot kind 'violin'; choose one of curves, roc, pr, "
          "confusion, attention, latent"),
         ("curves", [], {}, "give at least one run directory to plot"),

@@ -37,7 +37,8 @@ def one_run(paths: list[pathlib.Path], kind: str) -> pathlib.Path:
 def named_runs(paths: list[pathlib.Path]) -> dict[str, pathlib.Path]:
     """{legend name: run directory}: a run is named by its directory, a sweep's trial by the
     sweep's and its own (`sweep/0003`); by the whole path where that name is taken (two
-    `runs/cnn` of different parents), so no run is dropped."""
+    `runs/cnn` of different parents), so no run is dropped. A running sweep's trials that have
+    logged nothing yet are left out."""
     runs = {}
 
     def add(short: str, full: str, run: pathlib.Path) -> None:
@@ -45,9 +46,10 @@ def named_runs(paths: list[pathlib.Path]) -> dict[str, pathlib.Path]:
 
     for path in paths:
         if (path / SWEEP_SPEC).exists():
-            trials = sorted(p for p in (path / "trials").glob("*") if (p / "config.json").exists())
+            trials = sorted(p for p in (path / "trials").glob("*")
+                            if (p / "metrics.jsonl").exists())
             if not trials:
-                raise UserError(f"{path} is a sweep with no trials started yet")
+                raise UserError(f"{path} is a sweep none of whose trials has logged yet")
             for trial in trials:
                 add(f"{name(path)}/{trial.name}", f"{path}/{trial.name}", trial)
         else:
