@@ -180,7 +180,9 @@ def test_bad_input_is_one_readable_error(run, tmp_path):
                          (tmp_path / "no" / "a.png", f"--out {tmp_path / 'no' / 'a.png'}: its "
                           f"directory {tmp_path / 'no'} does not exist"),
                          (tmp_path / "empty.png", f"--out {tmp_path / 'empty.png'} is a "
-                          "directory; name the .png file to write in it")]:
+                          "directory; name the .png file to write in it"),
+                         (run / "config.json" / "a.png", f"--out {run / 'config.json' / 'a.png'}: "
+                          f"its directory {run / 'config.json'} is not a directory")]:
         with pytest.raises(UserError) as e:
             plots.check_out(out)
         assert str(e.value) == message

@@ -63,8 +63,10 @@ def check_out(out: str | os.PathLike) -> pathlib.Path:
         raise UserError(f"--out {out} must name a .png file")
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; name the .png file to write in it")
-    if not out.absolute().parent.is_dir():
-        raise UserError(f"--out {out}: its directory {out.absolute().parent} does not exist")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise UserError(f"--out {out}: its directory {parent} {why}")
     return out
 
 
