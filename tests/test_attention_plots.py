@@ -2,6 +2,9 @@
 `latent` plots drawn from real short runs: valid, non-blank PNGs, and one-line errors."""
 
 import io
+import json
+import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -44,9 +47,23 @@ RUNS = {
                 {**ONE_LAYER, "num_decoder_layers": 1},
                 lambda text: dict(data=dict(num_train=1000, num_eval=4),
                                   task_options=dict(beam_size=1), **FAST)),
+    # Trains its own char tokenizer on train.tsv; eval.tsv's "Z" becomes [MASK].
+    "bert_classify": ("experiments/text/bert_classify.py", "runlocal",
+                      {**ONE_LAYER, "max_len": 32},
+                      lambda text: dict(data=dict(seq_len=32, tokenizer_from="",
+                                                  **_tsv_files(text)), **FAST)),
     "vae": ("experiments/mnist/vae.py", "digits,latent2", dict(hidden_size=32),
             lambda text: dict(task_options=dict(iw_samples=2))),
 }
+
+
+def _tsv_files(text_path: str) -> dict:
+    """train_path and eval_path: two labelled sentences each, beside `text_path`."""
+    folder = pathlib.Path(text_path).parent
+    for name, rows in (("train", "pos\tthe cat sat\nneg\ta dog ran\n"),
+                       ("eval", "pos\tZed sat\nneg\ta cat ran\n")):
+        (folder / f"{name}.tsv").write_text(rows)
+    return dict(train_path=str(folder / "train.tsv"), eval_path=str(folder / "eval.tsv"))
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +186,14 @@ def test_attention_figure(run_dirs, family, options):
         assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list("the␣quick␣cat")
 
 
+def test_a_classifiers_unknown_characters_show_as_mask(run_dirs):
+    workdir = run_dirs("bert_classify")
+    fig = attention.figure([workdir], PlotOptions(example=0))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [
+        "[MASK]", "e", "d", "␣", "s", "a", "t"]
+    _assert_picture(fig)
+
+
 def test_latent_figure(run_dirs):
     fig = latent.figure([run_dirs("vae")], PlotOptions())
     assert fig.axes[0].get_xlabel() == "z1" and len(fig.axes[0].collections[0].get_offsets()) \
@@ -187,6 +212,12 @@ def test_latent_figure(run_dirs):
      "example 4 is out of range: the eval split holds 4 examples (0 to 3)"),
     pytest.param(attention, "vit", PlotOptions(input="a cat"), "a ViT reads images, not text: "
                  "choose an eval image with --example instead of --input", marks=SLOW),
+    pytest.param(attention, "seq2seq", PlotOptions(input="   "), "the input text holds no "
+                 "tokens (only spaces?)", marks=SLOW),
+    (attention, "gpt", PlotOptions(split="val"), "{gpt} holds no val split: "
+     "config.data.validation_fraction holds out a validation split for mnist1d, digits, "
+     "diabetes, tfds and text_classification only; a text source's eval split already is one "
+     "(its size: config.data.val_fraction); use --split eval"),
     (latent, "vae", PlotOptions(split="val"), "{vae} holds no val split "
      "(config.data.validation_fraction)"),
 ])
@@ -196,7 +227,31 @@ def test_bad_requests_are_one_line_user_errors(run_dirs, plot, family, options, 
     assert str(error.value) == message.format(**{family: str(run_dirs(family))})
 
 
-def test_one_run_per_attention_or_latent_plot(run_dirs):
-    for plot in (attention, latent):
-        with pytest.raises(UserError, match=r"^a \w+ plot shows one run; got 2 workdirs$"):
-            plot.figure([run_dirs("gpt"), run_dirs("vae")], PlotOptions())
+def test_a_vae_with_one_latent_is_one_error_line(run_dirs, tmp_path):
+    """Checked in the config, before the run is restored (the copy's checkpoint has 2)."""
+    workdir = shutil.copytree(run_dirs("vae"), tmp_path / "vae1")
+    config = json.loads((workdir / "config.json").read_text())
+    config["model"]["latent_dim"] = 1
+    (workdir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError) as error:
+        latent.figure([workdir], PlotOptions())
+    assert str(error.value) == (f"{workdir}: a latent plot draws a plane and needs at least 2 "
+                                "latents; this VAE has 1 (config.model.latent_dim)")
+
+
+def test_one_run_per_attention_or_latent_plot(run_dirs, tmp_path):
+    """The same checks as every one-run kind (fmjax/plots/workdirs.py), before any restore."""
+    (tmp_path / "file").write_text("not a run")
+    (tmp_path / "sweep" / "trials").mkdir(parents=True)
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    for kind, plot in (("attention", attention), ("latent", latent)):
+        for paths, message in [
+                ([run_dirs("gpt"), run_dirs("vae")], f"--kind {kind} draws one run; got 2 "
+                 "directories"),
+                ([tmp_path / "file"], f"{tmp_path / 'file'} is not a directory (give a run's "
+                 "workdir)"),
+                ([tmp_path / "sweep"], f"{tmp_path / 'sweep'} holds a sweep, not a run: give one "
+                 f"of its trials ({tmp_path / 'sweep' / 'trials'}/NNNN)")]:
+            with pytest.raises(UserError) as error:
+                plot.figure(paths, PlotOptions())
+            assert str(error.value) == message

@@ -79,6 +79,15 @@ def test_tensorboard_gets_the_confusion_matrix_roc_and_config(run):
     assert "config/text_summary" in text_tags
 
 
+def test_a_run_given_as_dot_is_named_by_its_directory(run, monkeypatch):
+    monkeypatch.chdir(run)
+    fig = plots.figure("roc", ["."])
+    assert fig.axes[0].get_title().startswith("mlp, eval at step 40: ROC")
+    fig = plots.figure("curves", [".", run], plots.PlotOptions(metrics=("eval/loss",)))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "mlp eval", f"{run} eval"]
+
+
 @pytest.mark.parametrize("kind", ["curves", "roc", "pr", "confusion"])
 def test_each_kind_draws_a_png(run, tmp_path, kind):
     out = plots.save(plots.figure(kind, [run]), tmp_path / f"{kind}.png")
@@ -90,8 +99,8 @@ def test_each_kind_draws_a_png(run, tmp_path, kind):
 def test_curves_of_two_runs_share_panels(run, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(run, other)
-    fig = plots.figure("curves", [run, other], plots.PlotOptions(metrics=("train/loss",
-                                                                          "val/loss")))
+    fig = plots.figure("curves", [run, other], plots.PlotOptions(metrics=(
+        "train/loss", "val/loss", "train/loss")))   # named twice, drawn once
     (ax,) = [ax for ax in fig.axes if ax.get_visible()]
     assert ax.get_title() == "loss" and ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
@@ -106,15 +115,25 @@ def test_a_sweep_stands_for_its_trials(run, tmp_path):
     for trial in ("0000", "0001"):
         shutil.copytree(run, sweep / "trials" / trial)
     (sweep / "sweep.json").write_text("{}")
+    (sweep / "trials" / "0002").mkdir()   # a running sweep's trial that has not logged yet
+    shutil.copy(run / "config.json", sweep / "trials" / "0002")
     fig = plots.figure("curves", [sweep], plots.PlotOptions(metrics=("eval/accuracy",)))
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
         "sweep/0000 eval", "sweep/0001 eval"]
     with pytest.raises(UserError, match="holds a sweep, not a run: give one of its trials"):
         plots.figure("roc", [sweep])
+    shutil.copytree(sweep, tmp_path / "copy" / "sweep")   # the same name: every trial still drawn
+    fig = plots.figure("curves", [sweep, tmp_path / "copy" / "sweep"],
+                       plots.PlotOptions(metrics=("eval/accuracy",)))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "sweep/0000 eval", "sweep/0001 eval", f"{tmp_path / 'copy' / 'sweep'}/0000 eval",
+        f"{tmp_path / 'copy' / 'sweep'}/0001 eval"]
 
 
 def test_bad_input_is_one_readable_error(run, tmp_path):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "sweep" / "trials" / "0000").mkdir(parents=True)
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
     (tmp_path / "unlogged").mkdir()
     shutil.copy(run / "config.json", tmp_path / "unlogged")
     cases = [
@@ -131,6 +150,11 @@ def test_bad_input_is_one_readable_error(run, tmp_path):
          "eval/accuracy, eval/f1_macro, eval/loss, eval/precision_macro, eval/recall_macro, "
          "eval/roc_auc_ovr, val/accuracy, val/f1_macro, val/loss, val/precision_macro, "
          "val/recall_macro, val/roc_auc_ovr, perf/..."),
+        ("curves", [run], {"metrics": ("perf/nope",)}, "no run logged the metric perf/nope; "
+         "they logged: " + ", ".join(sorted({k for r in read_metrics(run) for k in r
+                                             if k.startswith("perf/")}))),
+        ("curves", [tmp_path / "sweep"], {}, f"{tmp_path / 'sweep'} is a sweep none of whose "
+         "trials has logged yet"),
         ("violin", [run], {}, "unknown plot kind 'violin'; choose one of curves, roc, pr, "
          "confusion, attention, latent"),
         ("curves", [], {}, "give at least one run directory to plot"),
@@ -139,17 +163,53 @@ def test_bad_input_is_one_readable_error(run, tmp_path):
         with pytest.raises(UserError) as e:
             plots.figure(kind, workdirs, plots.PlotOptions(**options))
         assert str(e.value) == message
+    shutil.copytree(run, tmp_path / "overwritten")
+    for text in ("[1, 2]", '{"step": 40, "split": "eval"}', '{"step": 40, "confu'):
+        eval_details.path(tmp_path / "overwritten", "eval", 40).write_text(text)
+        with pytest.raises(UserError, match=r"^\S+/eval_details/eval_00000040\.json is damaged "
+                           r"\(the eval details of step 40\): not (a JSON object with "
+                           r"num_classes, confusion, roc, pr|valid JSON: .*); restore it"):
+            plots.figure("confusion", [tmp_path / "overwritten"])
     shutil.copytree(run, tmp_path / "old", ignore=shutil.ignore_patterns("eval_details"))
     with pytest.raises(UserError, match=r"has no eval details \(eval_details/eval_\*\.json\): "
                        "the run is not a classifier, predates them, or has not evaluated yet"):
         plots.figure("confusion", [tmp_path / "old"])
+    (tmp_path / "empty.png").mkdir()
     for out, message in [(tmp_path / "a.jpg", f"--out {tmp_path / 'a.jpg'} must name a .png "
                           "file"),
                          (tmp_path / "no" / "a.png", f"--out {tmp_path / 'no' / 'a.png'}: its "
-                          f"directory {tmp_path / 'no'} does not exist")]:
+                          f"directory {tmp_path / 'no'} does not exist"),
+                         (tmp_path / "empty.png", f"--out {tmp_path / 'empty.png'} is a "
+                          "directory; name the .png file to write in it"),
+                         (run / "config.json" / "a.png", f"--out {run / 'config.json' / 'a.png'}: "
+                          f"its directory {run / 'config.json'} is not a directory")]:
         with pytest.raises(UserError) as e:
             plots.check_out(out)
         assert str(e.value) == message
+
+
+def test_an_unwritable_out_is_one_error_and_leaves_nothing(run, tmp_path, monkeypatch):
+    """A read-only directory (simulated: the tests may run as root, who may write anywhere)."""
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(plots.workdir_files, "write_atomic", refuse)
+    with pytest.raises(UserError) as e:
+        plots.save(plots.figure("confusion", [run]), tmp_path / "c.png")
+    assert str(e.value) == f"cannot write --out {tmp_path / 'c.png'}: Permission denied"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_metrics_lines_are_left_out_like_torn_ones(run, tmp_path):
+    damaged = shutil.copytree(run, tmp_path / "damaged")
+    with open(damaged / "metrics.jsonl", "ab") as f:
+        f.write(b'{"step": 50, "train/lo\n\xff\xfe\n[1, 2]\n{"train/loss": 1.0}\n')
+    fig = plots.figure("curves", [damaged], plots.PlotOptions(metrics=("train/loss",)))
+    assert list(fig.axes[0].get_lines()[0].get_data()[0]) == [10, 20, 30, 40]
+    (damaged / "metrics.jsonl").unlink()
+    (damaged / "metrics.jsonl").mkdir()
+    with pytest.raises(UserError, match=r"^cannot read \S+/metrics.jsonl \(the run's metrics\): "
+                       "Is a directory$"):
+        plots.figure("curves", [damaged])
 
 
 def test_cli_writes_the_png_or_one_error_line(run, tmp_path):

@@ -80,6 +80,17 @@ def test_features_are_standardised_with_the_training_split_only():
     assert info.target_std == pytest.approx((a.y_train.std(),))
 
 
+def test_a_feature_constant_over_a_tiny_training_split_stays_finite(tmp_path):
+    """validation_fraction=0.99 leaves 3 training patients, all of one sex."""
+    config = experiment_config(DIABETES)
+    config.data.validation_fraction = 0.99
+    config.train.update(num_steps=2, eval_every=2, log_every=1, steps_per_call=1)
+    arrays = data.build_pipeline(config.data, seed=0).arrays
+    assert arrays.x_train.shape[0] == 3 and np.isfinite(arrays.x_val).all()
+    final = train_and_evaluate(config, tmp_path, show_progress=False)
+    assert np.isfinite(final["val/mse"]) and np.isfinite(final["eval/r2"])
+
+
 @pytest.fixture(scope="module")
 def diabetes_run(tmp_path_factory):
     """The shipped experiment, its real settings (1000 steps, about 2 s), and its final metrics."""
@@ -107,6 +118,15 @@ def test_eval_of_the_saved_run_reports_the_same_numbers(diabetes_run):
     workdir, final = diabetes_run
     reported = json.loads(run_cli("eval", "--workdir", workdir).stdout.splitlines()[-1])
     assert reported == {"step": 1000, **{k: pytest.approx(final[k], rel=1e-6) for k in NAMES}}
+
+
+def test_classifier_plots_of_a_regression_run_are_one_error_line(diabetes_run, tmp_path):
+    workdir, _ = diabetes_run
+    proc = run_cli("plot", workdir, "--kind", "roc", "--out", tmp_path / "roc.png", check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (f"fmjax: error: {workdir} holds a 'regression' run with model 'mlp'; "
+                           "roc plots need a classifier (task 'classification')\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_selection_reads_the_validation_split_in_either_direction(tmp_path):

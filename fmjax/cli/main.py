@@ -149,8 +149,8 @@ flags.DEFINE_string("kind", "curves", "plot: what to draw: curves, roc, pr, conf
 flags.DEFINE_string("metrics", None, "plot (curves): the metric keys to draw, comma-separated "
                     "(default: train/loss and every eval/ and val/ metric).")
 flags.DEFINE_string("split", "eval", "plot: the split whose eval is drawn: eval or val.")
-flags.DEFINE_integer("example", 0, "plot (attention, latent): the index of the eval example "
-                     "drawn.")
+flags.DEFINE_integer("example", 0, "plot (attention, without --input): the index of the "
+                     "example of --split drawn (latent draws up to 2000 of them).")
 flags.DEFINE_bool("vectorize", False, "sweep: train the trials of a grid or random sweep over "
                   "seeds and optimizer numbers as members of one process per worker.")
 

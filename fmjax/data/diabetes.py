@@ -40,6 +40,9 @@ class Diabetes:
             self.validation_fraction, self.split_seed)
         # Statistics of the training split after the hold-out: none from val or test examples.
         mean_F, std_F = arrays.x_train.mean(0), arrays.x_train.std(0)
+        # A feature constant over a few training examples (sex, with validation_fraction=0.99)
+        # has nothing to scale; dividing by its 0 would make every input NaN.
+        std_F = np.where(std_F > 0, std_F, 1.0)
         scaled = {name: ((getattr(arrays, name) - mean_F) / std_F).astype(np.float32)
                   for name in ("x_train", "x_eval", "x_val")}
         return ArrayPipeline(dataclasses.replace(arrays, **scaled), seed)

@@ -40,9 +40,11 @@ def steps(workdir, split: str) -> list[int]:
     return sorted(int(m[1]) for p in directory.iterdir() if (m := pattern.fullmatch(p.name)))
 
 
-def read(workdir, split: str = "eval", step: int | None = None) -> dict:
+def read(workdir, split: str = "eval", step: int | None = None, keys: tuple[str, ...] = ()
+         ) -> dict:
     """The details of `split` at `step` (None: the latest eval); UserError naming the run when
-    it has none (a run that predates them, or not a classifier) or not that step."""
+    it has none (a run that predates them, or not a classifier) or not that step, and naming the
+    file when it is not a JSON object holding `keys` (overwritten, or copied from elsewhere)."""
     evaluated = steps(workdir, split)
     if not evaluated and split == "val" and steps(workdir, "eval"):
         raise UserError(f"{workdir} has no val details: the run holds out no validation split "
@@ -55,5 +57,9 @@ def read(workdir, split: str = "eval", step: int | None = None) -> dict:
     elif step not in evaluated:
         raise UserError(f"{workdir} has no {split} details of step {step}; evaluated steps: "
                         f"{', '.join(map(str, evaluated))}")
-    return workdir_files.read_json(path(workdir, split, step), f"the {split} details of step "
-                                   f"{step}")
+    file, what = path(workdir, split, step), f"the {split} details of step {step}"
+    details = workdir_files.read_json(file, what)
+    if not isinstance(details, dict) or not set(keys) <= details.keys():
+        wanted = f" with {', '.join(keys)}" if keys else ""
+        raise workdir_files.damaged(file, what, f"not a JSON object{wanted}")
+    return details

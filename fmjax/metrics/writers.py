@@ -60,13 +60,17 @@ def _shown(value) -> str:
 
 def read_jsonl(path) -> list[dict]:
     """All records of a `metrics.jsonl` file; a line torn by a killed run (which its resume
-    drops) is left out, so the file of a running or crashed run can be read too."""
+    drops), or any other line that is no record with a step, is left out, so the file of a
+    running or crashed run can be read too. UserError if the file cannot be read."""
+    data = workdir_files.read_bytes(path, "the run's metrics")
     records = []
-    for line in workdir_files.as_path(path).read_text().splitlines():
+    for line in data.decode("utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            pass
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
     return records
 
 

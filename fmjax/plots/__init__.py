@@ -35,7 +35,7 @@ class PlotOptions:
     split: str = "eval"            # "eval" or "val"
     # attention: the text input (GPT, BERT, seq2seq source); None: an eval example
     input: str | None = None
-    example: int = 0               # attention/latent: the index of the eval example used
+    example: int = 0               # attention: the index of the example of `split` used
 
 
 def figure(kind: str, workdirs: Sequence[str | os.PathLike],
@@ -57,12 +57,16 @@ def figure(kind: str, workdirs: Sequence[str | os.PathLike],
 
 def check_out(out: str | os.PathLike) -> pathlib.Path:
     """`out` as a path a PNG can be written to (an existing file there is replaced); UserError
-    if it does not end in .png or its directory does not exist."""
+    if it does not end in .png, is a directory or its directory does not exist."""
     out = pathlib.Path(out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out} must name a .png file")
-    if not out.absolute().parent.is_dir():
-        raise UserError(f"--out {out}: its directory {out.absolute().parent} does not exist")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; name the .png file to write in it")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        why = "is not a directory" if parent.exists() else "does not exist"
+        raise UserError(f"--out {out}: its directory {parent} {why}")
     return out
 
 
@@ -71,5 +75,8 @@ def save(fig, out: str | os.PathLike) -> pathlib.Path:
     out = check_out(out)
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
-    workdir_files.write_atomic(out, png.getvalue())
+    try:
+        workdir_files.write_atomic(out, png.getvalue())
+    except OSError as e:   # no permission, a full disk: write_atomic left nothing behind
+        raise UserError(f"cannot write --out {out}: {e.strerror or e}") from e
     return out

@@ -16,7 +16,7 @@ import numpy as np
 
 from fmjax import runs
 from fmjax.errors import UserError
-from fmjax.plots import PlotOptions, one_run
+from fmjax.plots import PlotOptions, one_run, workdirs
 from fmjax.token_ids import PAD_ID
 
 MODELS = ("gpt", "bert", "vit", "seq2seq")
@@ -34,9 +34,9 @@ class Maps:
     keys: list[str] | None
 
 
-def figure(workdirs: list[pathlib.Path], options: PlotOptions = PlotOptions()):
-    """The attention maps of the one run in `workdirs` (see the module docstring)."""
-    workdir, config = one_run.check(workdirs, "attention", lambda c: c.model.name in MODELS,
+def figure(paths: list[pathlib.Path], options: PlotOptions = PlotOptions()):
+    """The attention maps of the one run in `paths` (see the module docstring)."""
+    workdir, config = one_run.check(paths, "attention", lambda c: c.model.name in MODELS,
                                     "a Transformer (model " + ", ".join(MODELS) + ")")
     if config.model.name == "vit" and options.input is not None:
         raise UserError("a ViT reads images, not text: choose an eval image with --example "
@@ -93,8 +93,17 @@ def _check_text(text: str) -> str:
     return text
 
 
+def _check_tokens(ids_T: np.ndarray) -> np.ndarray:
+    """`ids_T`, unless the tokenizer made nothing of the text (e.g. only spaces for a word
+    tokenizer): a map of no tokens cannot be drawn."""
+    if not ids_T.size:
+        raise UserError("the input text holds no tokens (only spaces?)")
+    return ids_T
+
+
 def _encode(run: runs.Run, text: str) -> np.ndarray:
-    return np.asarray(run.tokenizer.encode(_check_text(text)), np.int32)[:MAX_TOKENS]
+    return _check_tokens(np.asarray(run.tokenizer.encode(_check_text(text)),
+                                    np.int32)[:MAX_TOKENS])
 
 
 def _text_maps(run: runs.Run, options: PlotOptions) -> tuple[list[Maps], str]:
@@ -105,7 +114,10 @@ def _text_maps(run: runs.Run, options: PlotOptions) -> tuple[list[Maps], str]:
         tokens_T = one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
         tokens_T = tokens_T[tokens_T != PAD_ID][:MAX_TOKENS]
     tokens_T = tokens_T[:run.task.model.max_len]
-    specials = {run.task.mask_id: "[MASK]"} if hasattr(run.task, "mask_id") else {}
+    # BERT's [MASK] is one id past the tokenizer's: pre-training's mask, and in a classifier's
+    # char-tokenised examples every character the tokenizer lacks (fmjax/data/text_classification)
+    mask_id = getattr(run.task, "mask_id", run.tokenizer.vocab_size)
+    specials = {mask_id: "[MASK]"} if run.config.model.name == "bert" else {}
     labels = _token_labels(run, tokens_T, specials)
     maps = _layer_maps(_apply(run, tokens_T[None]), {"": (labels, labels)})
     return maps, run.tokenizer.decode([t for t in tokens_T.tolist() if t not in specials])
@@ -119,7 +131,7 @@ def _translation_maps(run: runs.Run, options: PlotOptions) -> tuple[list[Maps], 
         source_S = task.encode_sources([_check_text(options.input)])[0]
     else:
         source_S = one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
-    source_S = source_S[source_S != PAD_ID][:MAX_TOKENS]
+    source_S = _check_tokens(source_S[source_S != PAD_ID][:MAX_TOKENS])
     target_T = _greedy_translation(run, source_S)
     decoder_in_T = np.asarray(task.shift_right(target_T[None]))[0]
     specials = {task.eos: "</s>", task.bos: "<s>"}
@@ -186,8 +198,8 @@ def _draw(run: runs.Run, maps: list[Maps], what: str, image_YXC=None):
         axes[0, 0].set_title("input", fontsize=8)
     shown = what.replace("\n", " ⏎ ")
     shown = shown if len(shown) <= 80 else shown[:77] + "..."
-    fig.suptitle(f"{run.workdir.name}: {run.config.model.name} attention at step {run.step}\n"
-                 f"{shown}", fontsize=9)
+    fig.suptitle(f"{workdirs.name(run.workdir)}: {run.config.model.name} attention at step "
+                 f"{run.step}\n{shown}", fontsize=9)
     return fig
 
 

@@ -8,9 +8,10 @@ import numpy as np
 
 from fmjax.metrics import eval_details
 from fmjax.metrics.classifier_images import row_normalised
-from fmjax.plots import PlotOptions, workdirs
+from fmjax.plots import PlotOptions, one_run, workdirs
 
 MAX_LEGEND_CLASSES = 20   # more classes: curves without a legend, and a matrix without counts
+DETAILS = ("num_classes", "confusion", "roc", "pr")   # what the three kinds read
 
 
 def class_names(details: dict) -> list[str]:
@@ -21,13 +22,14 @@ def figure(kind: str, paths: list[pathlib.Path], options: PlotOptions):
     """`kind` is roc, pr or confusion."""
     from matplotlib.figure import Figure
 
-    run = workdirs.one_run(paths, kind)
-    details = eval_details.read(run, options.split, options.step)
+    run, _ = one_run.check(paths, kind, lambda c: c.task == "classification",
+                           "a classifier (task 'classification')")
+    details = eval_details.read(run, options.split, options.step, DETAILS)
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax = fig.subplots()
     {"roc": _roc, "pr": _pr, "confusion": _confusion}[kind](fig, ax, details)
-    ax.set_title(f"{run.name}, {details['split']} at step {details['step']}: {ax.get_title()}",
-                 fontsize="medium")
+    ax.set_title(f"{workdirs.name(run)}, {details['split']} at step {details['step']}: "
+                 f"{ax.get_title()}", fontsize="medium")
     return fig
 
 

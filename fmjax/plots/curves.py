@@ -33,9 +33,13 @@ def chosen_metrics(records: dict[str, list[dict]], asked: tuple[str, ...] | None
         return [k for k in logged if k == "train/loss" or k.startswith(("eval/", "val/"))]
     unknown = [k for k in asked if k not in logged]
     if unknown:
-        shown = [k for k in logged if not k.startswith(PERF_PREFIX)] + [f"{PERF_PREFIX}..."]
-        raise UserError(f"no run logged the metric {unknown[0]}; they logged: {', '.join(shown)}")
-    return list(asked)
+        # The perf/* keys only for a perf/ key asked for: else they would crowd the list.
+        perf = unknown[0].startswith(PERF_PREFIX)
+        shown = [k for k in logged if k.startswith(PERF_PREFIX) == perf]
+        shown = shown if perf else shown + [f"{PERF_PREFIX}..."]
+        raise UserError(f"no run logged the metric {unknown[0]}; they logged: "
+                        f"{', '.join(shown) or 'none'}")
+    return list(dict.fromkeys(asked))   # a key named twice is drawn once
 
 
 def _split_first(key: str) -> tuple:

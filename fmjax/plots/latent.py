@@ -12,15 +12,20 @@ import pathlib
 import numpy as np
 
 from fmjax import runs
-from fmjax.plots import PlotOptions, one_run
+from fmjax.errors import UserError
+from fmjax.plots import PlotOptions, one_run, workdirs
 
 MAX_POINTS = 2000
 GRID = 15
 
 
-def figure(workdirs: list[pathlib.Path], options: PlotOptions = PlotOptions()):
-    """The latent-space picture of the one VAE run in `workdirs`."""
-    workdir, _ = one_run.check(workdirs, "latent", lambda c: c.task == "vae", "a VAE (task 'vae')")
+def figure(paths: list[pathlib.Path], options: PlotOptions = PlotOptions()):
+    """The latent-space picture of the one VAE run in `paths`."""
+    workdir, config = one_run.check(paths, "latent", lambda c: c.task == "vae",
+                                    "a VAE (task 'vae')")
+    if config.model.latent_dim < 2:   # the picture is a plane: two latents, or two components
+        raise UserError(f"{workdir}: a latent plot draws a plane and needs at least 2 latents; "
+                        f"this VAE has {config.model.latent_dim} (config.model.latent_dim)")
     run = runs.load(workdir, options.step, with_data=True, one_device=True)
     n = (run.exp.pipeline.info.num_eval if options.split == "eval"
          else run.exp.pipeline.info.num_val)
@@ -82,6 +87,6 @@ def _draw(run: runs.Run, split: str, coords_N2, labels_N, axis_names, images_BYX
     grid_ax.axis("off")
     grid_ax.set_title(f"decoded at Gaussian quantiles 0.05-0.95 along {axis_names[0][:3]} "
                       f"(right) and {axis_names[1][:3]} (up)", fontsize=9)
-    fig.suptitle(f"{run.workdir.name}: VAE latent space ({run.task.model.latent_dim} latents) "
-                 f"at step {run.step}", fontsize=10)
+    fig.suptitle(f"{workdirs.name(run.workdir)}: VAE latent space "
+                 f"({run.task.model.latent_dim} latents) at step {run.step}", fontsize=10)
     return fig

@@ -7,14 +7,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fmjax import runs
+from fmjax.data.validation import NO_VALIDATION_FRACTION
 from fmjax.errors import UserError
+from fmjax.plots import workdirs
 
 
-def check(workdirs: Sequence[pathlib.Path], kind: str, fits: Callable, needs: str):
-    """(workdir, config) of the one run in `workdirs`; UserError unless `fits(config)`."""
-    if len(workdirs) != 1:
-        raise UserError(f"a {kind} plot shows one run; got {len(workdirs)} workdirs")
-    workdir = pathlib.Path(workdirs[0])
+def check(paths: Sequence[pathlib.Path], kind: str, fits: Callable, needs: str):
+    """(workdir, config) of the one run in `paths` (`workdirs.one_run`); UserError unless
+    `fits(config)`."""
+    workdir = workdirs.one_run(list(paths), kind)
     config = runs.read_config(workdir)
     if not fits(config):
         raise UserError(f"{workdir} holds a '{config.task}' run with model "
@@ -29,6 +30,9 @@ def examples(run: runs.Run, split: str, index_N: np.ndarray) -> dict:
     if split not in ("eval", "val"):
         raise UserError(f"split must be eval or val, not '{split}'")
     n = pipeline.info.num_eval if split == "eval" else pipeline.info.num_val
+    if n == 0 and "validation_fraction" not in run.config.data:   # text: eval is validation
+        raise UserError(f"{run.workdir} holds no val split: {NO_VALIDATION_FRACTION}; use "
+                        "--split eval")
     if n == 0:
         raise UserError(f"{run.workdir} holds no {split} split (config.data.validation_fraction)")
     bad = index_N[(index_N < 0) | (index_N >= n)]

@@ -8,6 +8,11 @@ from fmjax.errors import UserError
 SWEEP_SPEC = "sweep.json"   # fmjax/sweep: what marks a sweep directory
 
 
+def name(path: pathlib.Path) -> str:
+    """The directory's own name, also for `.` or `..` (whose `Path.name` is empty or `..`)."""
+    return path.name if path.name not in ("", "..") else pathlib.Path(path).resolve().name
+
+
 def run_dir(path: pathlib.Path) -> pathlib.Path:
     """`path`, if it holds an fmjax run (its `config.json`); UserError otherwise."""
     if not path.exists():
@@ -31,15 +36,22 @@ def one_run(paths: list[pathlib.Path], kind: str) -> pathlib.Path:
 
 def named_runs(paths: list[pathlib.Path]) -> dict[str, pathlib.Path]:
     """{legend name: run directory}: a run is named by its directory, a sweep's trial by the
-    sweep's and its own (`sweep/0003`)."""
+    sweep's and its own (`sweep/0003`); by the whole path where that name is taken (two
+    `runs/cnn` of different parents), so no run is dropped. A running sweep's trials that have
+    logged nothing yet are left out."""
     runs = {}
+
+    def add(short: str, full: str, run: pathlib.Path) -> None:
+        runs[short if short not in runs else full] = run
+
     for path in paths:
         if (path / SWEEP_SPEC).exists():
-            trials = sorted(p for p in (path / "trials").glob("*") if (p / "config.json").exists())
+            trials = sorted(p for p in (path / "trials").glob("*")
+                            if (p / "metrics.jsonl").exists())
             if not trials:
-                raise UserError(f"{path} is a sweep with no trials started yet")
-            runs.update({f"{path.name}/{t.name}": t for t in trials})
+                raise UserError(f"{path} is a sweep none of whose trials has logged yet")
+            for trial in trials:
+                add(f"{name(path)}/{trial.name}", f"{path}/{trial.name}", trial)
         else:
-            name = path.name if path.name and path.name not in runs else str(path)
-            runs[name] = run_dir(path)
+            add(name(path), str(path), run_dir(path))
     return runs
