@@ -158,6 +158,12 @@ def test_bad_input_is_one_readable_error(run, tmp_path):
         ("violin", [run], {}, "unknown plot kind 'violin'; choose one of curves, roc, pr, "
          "confusion, attention, latent"),
         ("curves", [], {}, "give at least one run directory to plot"),
+        ("curves", [run], {"step": 20}, "--step does not apply to --kind curves (it reads "
+         "--metrics)"),
+        ("roc", [run], {"input": "x"}, "--input does not apply to --kind roc (it reads --step, "
+         "--split)"),
+        ("latent", [run], {"example": 3}, "--example does not apply to --kind latent (it reads "
+         "--step, --split)"),
     ]
     for kind, workdirs, options, message in cases:
         with pytest.raises(UserError) as e:

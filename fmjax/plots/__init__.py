@@ -23,6 +23,10 @@ KINDS = ("curves", "roc", "pr", "confusion", "attention", "latent")
 # The module of fmjax.plots that draws each kind.
 _MODULES = {"curves": "curves", "roc": "classification", "pr": "classification",
             "confusion": "classification", "attention": "attention", "latent": "latent"}
+# The PlotOptions each kind reads: another one set is refused, not silently ignored.
+_READS = {"curves": ("metrics",), "roc": ("step", "split"), "pr": ("step", "split"),
+          "confusion": ("step", "split"), "attention": ("step", "split", "input", "example"),
+          "latent": ("step", "split")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +52,21 @@ def figure(kind: str, workdirs: Sequence[str | os.PathLike],
         raise UserError("give at least one run directory to plot")
     if options.split not in ("eval", "val"):
         raise UserError(f"unknown split {options.split!r}; choose eval or val")
+    _check_applies(kind, options)
     paths = [workdir_files.as_path(w) for w in workdirs]
     module = importlib.import_module(f"fmjax.plots.{_MODULES[kind]}")
     if module.__name__ == "fmjax.plots.classification":
         return module.figure(kind, paths, options)
     return module.figure(paths, options)
+
+
+def _check_applies(kind: str, options: PlotOptions) -> None:
+    defaults = PlotOptions()
+    for field in dataclasses.fields(PlotOptions):
+        if (getattr(options, field.name) != getattr(defaults, field.name)
+                and field.name not in _READS[kind]):
+            reads = ", ".join(f"--{name}" for name in _READS[kind])
+            raise UserError(f"--{field.name} does not apply to --kind {kind} (it reads {reads})")
 
 
 def check_out(out: str | os.PathLike) -> pathlib.Path:
