@@ -97,9 +97,11 @@ def decay_mask(params):
 def muon_dimensions(params):
     """How muon sees each parameter as a matrix (reduction axes x output axes), None for AdamW:
     2-D kernels inside `block_i` are (in, out); the attention's 3-D kernels are (D, N, H) ->
-    (in, heads x head) and `out_kernel` (N, H, D) -> (heads x head, out)."""
+    (in, heads x head) and `out_kernel` (N, H, D) -> (heads x head, out). Frozen parameters
+    (`optax.MaskedNode`) are None."""
     def spec(path, x):
-        if not (_BLOCK.match(path) and path.endswith("kernel") and jnp.ndim(x) in (2, 3)):
+        if isinstance(x, optax.MaskedNode) or not (
+                _BLOCK.match(path) and path.endswith("kernel") and jnp.ndim(x) in (2, 3)):
             return None
         if jnp.ndim(x) == 2:
             return optax.contrib.MuonDimensionNumbers(0, 1)
