@@ -14,7 +14,7 @@ Variants:
              --speedrun times both). What changes, and where it comes from: rotary positions (Su
              et al., RoFormer; modded-nanogpt) instead of a learned table; Muon for the block
              matrices (Keller Jordan's modded-nanogpt, optax.contrib.muon: lr 0.03, momentum 0.95,
-             Nesterov) and AdamW for embeddings, biases and norms at 6e-3; batch 24 for 270
+             Nesterov) and AdamW for embeddings, biases and norms at 6e-3; batch 24 for 225
              steps, warm-up 30 then linear decay to 0 (the speedruns' trapezoid); no weight decay;
              one eval and one checkpoint, at the end. Val loss (whole split): see RESULTS.md.
   :runlocal  the :cpu model for 100 steps (fmjax/variants.py), 256 eval windows, a smoke test.
@@ -23,7 +23,7 @@ Split: first 90% of the characters train, the last 10% validation (eval: all of 
 
 from fmjax import configs
 
-SPEEDRUN_STEPS = 270
+SPEEDRUN_STEPS = 225
 RUNLOCAL = dict(data=dict(eval_windows=256))
 
 
