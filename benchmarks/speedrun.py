@@ -97,7 +97,7 @@ def main(args, preexec_fn) -> None:
     if args.out:
         body = (provenance("lm.py", sys.argv[1:], ("jax", "flax", "optax", "torch")) +
                 f"Each run is one whole process (start-up, compilation and evals included), "
-                f"{args.threads} threads, seed {args.seed}, {args.repeats} interleaved "
+                f"{args.threads} thread(s), seed {args.seed}, {args.repeats} interleaved "
                 f"repeat(s). Goal: fmjax's whole-split val loss <= {GOAL_LOSS} in <= "
                 f"{GOAL_RATIO}x the wall time of nanoGPT's recipe. Load average before the "
                 f"runs (1, 5, 15 min): {load}.\n\n{md}")
