@@ -29,6 +29,12 @@ Goal: fmjax >= 1.5x PyTorch's tokens/s. Run it on an otherwise idle machine.
                             [--out benchmarks/RESULTS.md]
 
 Prints a markdown table; with --out, replaces (or appends) this benchmark's section of that file.
+
+With --speedrun it times something else, whole processes to a val loss instead (speedrun.py):
+nanoGPT's CPU recipe in PyTorch vs fmjax's `gpt_char.py:cpu_speedrun`.
+
+    python benchmarks/lm.py --speedrun --text <text> [--repeats 1] [--threads 2] [--seed 0]
+                            [--out benchmarks/RESULTS.md]
 """
 
 import argparse
@@ -39,6 +45,7 @@ import statistics
 import sys
 import tempfile
 
+import speedrun
 from fmjax.metrics.writers import read_jsonl
 from report import fmt, fmjax_env, provenance, run_checked, write_section
 
@@ -112,14 +119,19 @@ def main():
     parser.add_argument("--no_bias", action="store_true", help="linear layers without biases")
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile run")
     parser.add_argument("--out", help="markdown file whose benchmark section to replace or append")
+    parser.add_argument("--speedrun", action="store_true",
+                        help="time nanoGPT's CPU recipe and gpt_char.py:cpu_speedrun to val 1.88")
+    parser.add_argument("--seed", type=int, default=0, help="--speedrun: both runs' seed")
     args = parser.parse_args()
+    args.text = str(pathlib.Path(args.text).expanduser().resolve())
+    if not pathlib.Path(args.text).is_file():
+        parser.error(f"--text: no such file: {args.text}")
+    if args.speedrun:
+        return speedrun.main(args, pin(args.threads))
     if args.steps < 2 * LOG_EVERY or args.steps % LOG_EVERY:
         parser.error(f"--steps must be a multiple of {LOG_EVERY}, at least {2 * LOG_EVERY}")
     if not 0 <= args.warmup_steps < args.steps:
         parser.error("--warmup_steps must be less than --steps")
-    args.text = str(pathlib.Path(args.text).expanduser().resolve())
-    if not pathlib.Path(args.text).is_file():
-        parser.error(f"--text: no such file: {args.text}")
 
     runners = [("fmjax", lambda: run_fmjax(args)),
                ("PyTorch eager", lambda: run_torch(args, False))]

@@ -16,6 +16,10 @@ the very batches fmjax's text pipeline draws.
 
     python benchmarks/lm_torch.py --text /path/to/tinyshakespeare.txt [--steps 500]
                                   [--log_every 50] [--threads 2] [--seed 0] [--no_bias] [--compile]
+                                  [--eval] [--estimate_every 250 --estimate_iters 20]
+
+`--estimate_every` adds nanoGPT's loss estimates (as its train.py: at step 0 and every that many
+steps, `--estimate_iters` random batches of each split); `--eval` the whole validation split.
 
 Throughput is measured like fmjax's `perf/tokens_per_sec`: wall time per window of `--log_every`
 steps; the first window (warm-up; with --compile, compilation) is left out and the median of the
@@ -144,6 +148,15 @@ def val_loss(model, val_ids, seq_len, batch_size=128):
     return total / len(starts)
 
 
+@torch.no_grad()
+def estimate_loss(model, ids, iters, batch_size, seq_len, seed):
+    """nanoGPT's `estimate_loss` on one split: the mean loss of `iters` random batches."""
+    model.eval()
+    losses = [model(*batch(ids, i, seed, batch_size, seq_len)).item() for i in range(iters)]
+    model.train()
+    return sum(losses) / iters
+
+
 def batch(ids, step, seed, batch_size, seq_len):
     starts = np.random.default_rng([seed, step]).integers(0, len(ids) - seq_len, size=batch_size)
     window = torch.from_numpy(ids[starts[:, None] + np.arange(seq_len + 1)])
@@ -164,6 +177,10 @@ def main():
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--eval", action="store_true",
                         help="report the validation loss after training, as fmjax evaluates it")
+    parser.add_argument("--estimate_every", type=int, default=0,
+                        help="nanoGPT's eval_interval: estimate both splits' loss at step 0 and "
+                             "every this many steps (0: never)")
+    parser.add_argument("--estimate_iters", type=int, default=20, help="nanoGPT's eval_iters")
     args = parser.parse_args()
     if args.steps < 2 * args.log_every:
         parser.error("--steps must be at least 2 * --log_every (the first window is warm-up)")
@@ -188,7 +205,16 @@ def main():
     tokens_per_step = args.batch_size * args.seq_len
     window_rates = []
     window_start = time.perf_counter()
-    for step in range(args.steps):
+    estimates = []
+    for step in range(args.steps + 1):
+        if args.estimate_every and step % args.estimate_every == 0:
+            estimates.append([estimate_loss(model, split_ids, args.estimate_iters,
+                                            args.batch_size, args.seq_len, [args.seed, 1, step])
+                              for split_ids in (ids, val_ids)])
+            print(f"step {step}: estimated train loss {estimates[-1][0]:.4f}, "
+                  f"val loss {estimates[-1][1]:.4f}", file=sys.stderr)
+        if step == args.steps:
+            break
         inputs, targets = batch(ids, step, args.seed, args.batch_size, args.seq_len)
         loss = forward(inputs, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -204,7 +230,9 @@ def main():
             print(f"step {step + 1}: train loss {loss_value:.4f}, "
                   f"{window_rates[-1]:.0f} tokens/s", file=sys.stderr)
     final_loss = loss.item()
+    eval_start = time.perf_counter()
     final_val_loss = val_loss(model, val_ids, args.seq_len) if args.eval else None
+    eval_seconds = time.perf_counter() - eval_start
 
     timed = window_rates[1:]   # the first window includes warm-up (and compilation)
     print(json.dumps({
@@ -213,7 +241,9 @@ def main():
         "tokens_per_sec": statistics.median(timed),
         "tokens_per_sec_windows": [round(r, 1) for r in timed],
         "first_window_tokens_per_sec": round(window_rates[0], 1),
-        "final_train_loss": final_loss, "val_loss": final_val_loss, "threads": torch.get_num_threads(),
+        "final_train_loss": final_loss, "val_loss": final_val_loss,
+        "val_loss_estimate": estimates[-1][1] if estimates else None,
+        "eval_seconds": round(eval_seconds, 3), "threads": torch.get_num_threads(),
         "torch_version": torch.__version__}))
 
 

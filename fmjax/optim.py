@@ -1,5 +1,8 @@
 """Optax optimizers and learning-rate schedules built from `config.optimizer`.
 
+`muon` (Keller Jordan's modded-nanogpt; `optax.contrib.muon`) orthogonalizes the momentum of the
+matrices inside `block_i`; embeddings, heads, biases and norm scales keep AdamW.
+
 Fine-tuning knobs: `freeze` (regexes over parameter paths such as 'block_0/attention/query_kernel';
 frozen parameters get no update and no optimizer state) and `layer_decay` (BEiT/ELECTRA layer-wise
 learning-rate decay: the blocks nearest the input learn slowest).
@@ -19,7 +22,7 @@ from fmjax.errors import UserError
 from fmjax.ranges import Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, Range
 from fmjax.tree_paths import check_each_matches, check_patterns, map_params
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adafactor")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adafactor", "muon")
 SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "step")
 
 
@@ -27,15 +30,17 @@ SCHEDULES = ("constant", "warmup_cosine", "warmup_linear", "step")
 class OptimizerOptions:
     """Every key of `config.optimizer` (and of a GAN's `task_options.discriminator_optimizer`),
     with its default and the valid range of each number (fmjax/ranges.py)."""
-    name: str = "adam"                 # sgd | adam | adamw | rmsprop | adafactor
+    name: str = "adam"                 # sgd | adam | adamw | rmsprop | adafactor | muon
     learning_rate: PositiveFloat = 1e-3
     schedule: str = "constant"         # constant | warmup_cosine | warmup_linear | step
     warmup_steps: NonNegativeInt = 0
     end_learning_rate: NonNegativeFloat = 0.0   # where cosine/linear decay ends
     decay_boundaries: Sequence[NonNegativeInt] = ()   # step schedule: lr *= decay_factor here
     decay_factor: PositiveFloat = 0.1
-    momentum: Fraction = 0.9           # sgd (0 = plain sgd), rmsprop
+    momentum: Fraction = 0.9           # sgd (0 = plain sgd), rmsprop, muon (its beta)
     nesterov: bool = False
+    # muon: the AdamW learning rate of what is not a block matrix (0 = learning_rate)
+    adam_learning_rate: NonNegativeFloat = 0.0
     b1: Fraction = 0.9
     b2: Fraction = 0.999
     eps: PositiveFloat = 1e-8
@@ -85,10 +90,28 @@ def decay_mask(params):
     """True for weights that should decay: matrices, kernels and embeddings; not biases (even
     per-head ones, which are 2-D) or norm scales. (Frozen parameters, `optax.MaskedNode`s inside
     the trained partition, hold no array and stay as they are.)"""
-    return map_params(lambda path, x: jnp.ndim(x) > 1 and not path.endswith("bias"), params)
+    return map_params(lambda path, x: not isinstance(x, optax.MaskedNode) and jnp.ndim(x) > 1
+                      and not path.endswith("bias"), params)
 
 
-def _base(opt, v, lr, mask) -> optax.GradientTransformation:
+def muon_dimensions(params):
+    """How muon sees each parameter as a matrix (reduction axes x output axes), None for AdamW:
+    2-D kernels inside `block_i` are (in, out); the attention's 3-D kernels are (D, N, H) ->
+    (in, heads x head) and `out_kernel` (N, H, D) -> (heads x head, out). Frozen parameters
+    (`optax.MaskedNode`) are None."""
+    def spec(path, x):
+        if isinstance(x, optax.MaskedNode) or not (
+                _BLOCK.match(path) and path.endswith("kernel") and jnp.ndim(x) in (2, 3)):
+            return None
+        if jnp.ndim(x) == 2:
+            return optax.contrib.MuonDimensionNumbers(0, 1)
+        if path.endswith("out_kernel"):
+            return optax.contrib.MuonDimensionNumbers((0, 1), 2)
+        return optax.contrib.MuonDimensionNumbers(0, (1, 2))
+    return map_params(spec, params)
+
+
+def _base(opt, v, lr, mask, num_steps: int) -> optax.GradientTransformation:
     """The update rule itself; adamw and adafactor apply their own (decoupled) weight decay.
     Structure comes from `opt` (a momentum or weight decay of 0 is left out), numbers from `v`
     (`opt` itself, or `opt` with injected values)."""
@@ -102,6 +125,13 @@ def _base(opt, v, lr, mask) -> optax.GradientTransformation:
                            mask=mask)
     if opt.name == "rmsprop":
         return optax.rmsprop(lr, eps=v.eps, momentum=momentum, nesterov=opt.nesterov)
+    if opt.name == "muon":
+        adam_lr = schedule(_Injected(v, {"learning_rate": v.adam_learning_rate}), num_steps) \
+            if opt.adam_learning_rate else lr
+        return optax.contrib.muon(
+            lr, beta=v.momentum, weight_decay=v.weight_decay, weight_decay_mask=mask,
+            nesterov=opt.nesterov, adam_b1=v.b1, adam_b2=v.b2, adam_weight_decay=v.weight_decay,
+            adam_learning_rate=adam_lr, muon_weight_dimension_numbers=muon_dimensions)
     return optax.adafactor(lr, weight_decay_rate=v.weight_decay if opt.weight_decay else None,
                            weight_decay_mask=mask)
 
@@ -208,7 +238,7 @@ def _build(opt, v, num_steps: int, clip_grad_norm: float) -> optax.GradientTrans
     parts = [optax.clip_by_global_norm(clip_grad_norm)] if clip_grad_norm > 0 else []
     if opt.weight_decay and opt.name in ("sgd", "adam", "rmsprop"):
         parts.append(optax.add_decayed_weights(v.weight_decay, mask))
-    parts.append(_base(opt, v, schedule(v, num_steps), mask))
+    parts.append(_base(opt, v, schedule(v, num_steps), mask, num_steps))
     tx = optax.chain(*parts)
     if opt.freeze:
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},

@@ -96,3 +96,48 @@ def test_every_optimizer_trains_the_mlp(tmp_path, name, lr):
                        weight_decay=1e-4),
         checkpoint=dict(every=200))
     assert train_and_evaluate(config, tmp_path, show_progress=False)["eval/accuracy"] > 0.25
+
+
+def singular_values(x_MN):
+    return np.linalg.svd(np.asarray(x_MN), compute_uv=False)
+
+
+def test_muon_orthogonalizes_block_matrices_and_leaves_the_rest_to_adamw():
+    """A block's kernels (2-D, the attention's (D, N, H) and out (N, H, D)) move by a near-
+    orthogonal matrix (every singular value ~1 x lr, the gradient's spread 30x); embeddings and
+    biases get AdamW's first step, lr x sign(gradient)."""
+    rng = np.random.default_rng(0)
+    u_8x8, v_8x8 = (np.linalg.qr(rng.normal(size=(8, 8)))[0] for _ in range(2))
+    grad_8x8 = u_8x8 @ np.diag(np.geomspace(1.0, 30.0, 8)) @ v_8x8
+    grads = {"block_0": {"mlp": {"kernel": grad_8x8},
+                         "attention": {"query_kernel": grad_8x8.reshape(8, 2, 4),
+                                       "out_kernel": grad_8x8.reshape(2, 4, 8),
+                                       "out_bias": grad_8x8[0]}},
+             "token_embed": {"embedding": grad_8x8}}
+    grads = jax.tree.map(jnp.float32, grads)
+    assert singular_values(grad_8x8).max() / singular_values(grad_8x8).min() > 29
+    tx = optim.build(opt_config(name="muon", learning_rate=0.1, adam_learning_rate=0.01), 10)
+    params = jax.tree.map(jnp.zeros_like, grads)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    block = updates["block_0"]
+    for update_8x8 in (block["mlp"]["kernel"], block["attention"]["query_kernel"].reshape(8, 8),
+                       block["attention"]["out_kernel"].reshape(8, 8)):
+        np.testing.assert_allclose(singular_values(update_8x8), 0.1, rtol=0.35)
+    for name, update in (("out_bias", block["attention"]["out_bias"]),
+                         ("embedding", updates["token_embed"]["embedding"])):
+        grad = grads["block_0"]["attention"]["out_bias"] if name == "out_bias" \
+            else grads["token_embed"]["embedding"]
+        np.testing.assert_allclose(update, -0.01 * np.sign(grad), rtol=1e-3, err_msg=name)
+
+
+def test_the_speedrun_variant_trains(tmp_path, text_file):
+    """gpt_char.py:cpu_speedrun's recipe (Muon + AdamW) learns a small text in 30 steps (one
+    layer of its model, to compile fast)."""
+    config = configs.load_experiment("experiments/shakespeare/gpt_char.py:cpu_speedrun")
+    config.data.update(path=str(text_file), eval_windows=64)
+    config.model.num_layers = 1
+    config.train.update(num_steps=30, eval_every=30, log_every=30, steps_per_call=30)
+    config.checkpoint.every = 30
+    config.optimizer.warmup_steps = 5
+    metrics = train_and_evaluate(config, tmp_path, show_progress=False)
+    assert metrics["eval/loss"] < 1.5   # chance: ln(vocabulary of ~30 characters) = 3.4
