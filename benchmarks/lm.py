@@ -11,7 +11,7 @@ the same `--threads` CPUs (when the machine has more), runs sequential:
            --config.train.eval_every=<steps> --config.checkpoint.every=<steps>
            --config.train.log_every=50 --config.train.steps_per_call=50 --noprogress
            --config.optimizer.warmup_steps=<warmup_steps>
-           [--config.model.use_bias=False]   (XLA_FLAGS unset)
+           [--config.model.use_bias=False]   (XLA_FLAGS unset, or --xla_cpu_max_isa=AVX2)
            tokens/s = median of `perf/tokens_per_sec` over the records of <tmp>/metrics.jsonl
            but the first (which includes compilation); loss = the last record's `train/loss`.
   PyTorch: python benchmarks/lm_torch.py --text <text> --steps <steps> --log_every 50
@@ -25,7 +25,7 @@ Goal: fmjax >= 1.5x PyTorch's tokens/s. Run it on an otherwise idle machine.
 
     python benchmarks/lm.py --text /work/shared/data/tinyshakespeare.txt [--steps 1000]
                             [--repeats 1] [--threads 2] [--warmup_steps 100] [--no_bias]
-                            [--no_compile]
+                            [--no_compile] [--max_isa avx2]
                             [--out benchmarks/RESULTS.md]
 
 Prints a markdown table; with --out, replaces (or appends) this benchmark's section of that file.
@@ -51,6 +51,11 @@ from report import fmt, fmjax_env, provenance, run_checked, write_section
 
 HEADING = "## Character GPT on CPU: fmjax vs PyTorch tokens/s"
 LOG_EVERY = 50
+# --max_isa: caps on the vector extensions each side's code may use, to measure an AVX2-only CPU
+# on an AVX-512 one: XLA's code generation (and YNNPACK's dots, through avx2_only.py); PyTorch's
+# ATen kernels and oneDNN (its fp32 matmuls run MKL's Zen kernel, which is AVX2 either way).
+ISA_ENV = {"avx2": ({"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"},
+                    {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})}
 
 
 def pin(threads):
@@ -66,7 +71,8 @@ def run_fmjax(args):
     n = args.steps
     with tempfile.TemporaryDirectory() as tmp:
         workdir = pathlib.Path(tmp) / "workdir"
-        cmd = [sys.executable, "-m", "fmjax", "train",
+        launcher = ["benchmarks/avx2_only.py"] if args.max_isa == "avx2" else []
+        cmd = [sys.executable, *launcher, "-m", "fmjax", "train",
                "--config", "experiments/shakespeare/gpt_char.py:cpu",
                f"--config.data.path={args.text}", "--workdir", str(workdir),
                f"--config.train.num_steps={n}", f"--config.train.eval_every={n}",
@@ -75,7 +81,8 @@ def run_fmjax(args):
                f"--config.optimizer.warmup_steps={args.warmup_steps}", "--noprogress"]
         if args.no_bias:
             cmd.append("--config.model.use_bias=False")
-        run_checked(cmd, fmjax_env(), preexec_fn=pin(args.threads))
+        env = {**fmjax_env(), **ISA_ENV.get(args.max_isa, ({}, {}))[0]}
+        run_checked(cmd, env, preexec_fn=pin(args.threads))
         records = read_jsonl(workdir / "metrics.jsonl")
     perf = [r for r in records if "perf/tokens_per_sec" in r]
     if len(perf) < 2:
@@ -90,7 +97,8 @@ def run_torch(args, compile_):
            str(args.steps), "--log_every", str(LOG_EVERY), "--threads", str(args.threads),
            "--warmup_steps", str(args.warmup_steps)]
     cmd += ["--no_bias"] * args.no_bias + ["--compile"] * compile_
-    out = json.loads(run_checked(cmd, preexec_fn=pin(args.threads)).strip().splitlines()[-1])
+    env = {**os.environ, **ISA_ENV.get(args.max_isa, ({}, {}))[1]}
+    out = json.loads(run_checked(cmd, env, preexec_fn=pin(args.threads)).strip().splitlines()[-1])
     return out["tokens_per_sec"], out["final_train_loss"], out["tokens_per_sec_windows"]
 
 
@@ -118,6 +126,8 @@ def main():
                         help="learning-rate warm-up (the config's 100; fmjax needs fewer than --steps)")
     parser.add_argument("--no_bias", action="store_true", help="linear layers without biases")
     parser.add_argument("--no_compile", action="store_true", help="skip the torch.compile run")
+    parser.add_argument("--max_isa", choices=sorted(ISA_ENV),
+                        help="cap both sides' vector extensions (AVX2: as on an AVX2-only CPU)")
     parser.add_argument("--out", help="markdown file whose benchmark section to replace or append")
     parser.add_argument("--speedrun", action="store_true",
                         help="time nanoGPT's CPU recipe and gpt_char.py:cpu_speedrun to val 1.88")
@@ -168,7 +178,8 @@ def main():
         body = (provenance("lm.py", sys.argv[1:], ("jax", "flax", "torch")) +
                 f"`gpt_char.py:cpu` shape ({bias}), batch 12 x context 64 = 768 tokens per step, "
                 f"{args.steps} steps (lr warm-up {args.warmup_steps}, then cosine to 1e-4), "
-                f"{args.threads} threads each, the same training windows. "
+                f"{args.threads} threads each, the same training windows"
+                f"{', vector extensions capped at ' + args.max_isa if args.max_isa else ''}. "
                 f"tokens/s: median over {LOG_EVERY}-step windows, the first (compilation, "
                 f"warm-up) left out; median over {args.repeats} run(s). Final train loss: the "
                 f"loss of step {args.steps}. Goal: fmjax >= 1.5x PyTorch.\n\n{md}"
