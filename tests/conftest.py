@@ -58,9 +58,11 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: first.get(item.path.stem, len(first)))   # stable: modules whole
 
 
-def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO) -> subprocess.CompletedProcess:
-    """Run `python -m fmjax ARGS` with `devices` forced CPU devices."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(JAX_CACHE))
+def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m fmjax ARGS` with `devices` forced CPU devices (and `env` set)."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE),
+           **(env or {})}
     env.pop("XLA_FLAGS", None)
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"

@@ -394,7 +394,8 @@ def _run(argv: list[str]) -> None:
     if argv[1:2] == ["launch_local"]:
         from fmjax.runtime import launch
         sys.exit(launch.main(argv[2:], tuple(COMMANDS)))
-    from fmjax.runtime import preemption
+    from fmjax.runtime import compilation_cache, preemption
+    compilation_cache.enable()   # a run that compiles what an earlier one did loads it instead
     preemption.take_over_signals()
     # Before the config file loads: importing fmjax's tasks already runs JAX code.
     from fmjax.runtime import distributed
