@@ -32,3 +32,12 @@ def test_a_second_run_loads_the_first_runs_programs_with_equal_metrics(tmp_path,
     assert HIT in (tmp_path / "second" / "library.log").read_text()
     first, second = (_without_perf(read_metrics(tmp_path / run)) for run in ("first", "second"))
     assert second == first and first[-1]["eval/accuracy"] > 0
+
+
+def test_bad_input_writes_nothing_to_the_cache(tmp_path):
+    """Nothing compiles before the input is checked (no JAX work at import, fmjax/tasks)."""
+    env = {"FMJAX_CACHE_DIR": str(tmp_path / "cache"), "JAX_COMPILATION_CACHE_DIR": ""}
+    proc = run_cli("eval", "--workdir", tmp_path / "none", check=False, env=env)
+    assert (proc.returncode, proc.stderr) == (
+        2, f"fmjax: error: {tmp_path / 'none'} holds no fmjax run (no config.json)\n")
+    assert not (tmp_path / "cache").exists()

@@ -395,7 +395,6 @@ def _run(argv: list[str]) -> None:
         from fmjax.runtime import launch
         sys.exit(launch.main(argv[2:], tuple(COMMANDS)))
     from fmjax.runtime import compilation_cache, preemption
-    compilation_cache.enable()   # a run that compiles what an earlier one did loads it instead
     preemption.take_over_signals()
     # Before the config file loads: importing fmjax's tasks already runs JAX code.
     from fmjax.runtime import distributed
@@ -407,6 +406,9 @@ def _run(argv: list[str]) -> None:
     with distributed.failures_exit_at_once():
         try:
             command, positional = _parse(argv)
+            # A run that compiles what an earlier one did loads it instead; enabled once the flags
+            # and config are read, and nothing compiles on import, so bad input writes nothing.
+            compilation_cache.enable()
             if command == "sweep":
                 cmd_sweep(argv)
             elif command == "plot":
