@@ -396,7 +396,7 @@ def _run(argv: list[str]) -> None:
         sys.exit(launch.main(argv[2:], tuple(COMMANDS)))
     from fmjax.runtime import compilation_cache, preemption
     preemption.take_over_signals()
-    # Before the config file loads: importing fmjax's tasks already runs JAX code.
+    # Before the config file loads: it may run JAX code, and JAX must start knowing its processes.
     from fmjax.runtime import distributed
     try:
         if argv[1:2] != ["sweep"]:   # its trials are runs of their own; the sweep joins none
