@@ -11,7 +11,9 @@ dataset loading, compilation, evaluation and (for fmjax) checkpointing and metri
   PyTorch: python benchmarks/mnist1d_torch.py --model <model> --steps <steps>   (CPU, 2 threads)
 
 Both read the dataset cached by fmjax ($FMJAX_CACHE_DIR or ~/.cache/fmjax/mnist1d.npz) when it
-exists. Runs are sequential; run it on an otherwise idle machine.
+exists. fmjax keeps its compiled programs there too (fmjax/runtime/compilation_cache.py), as for any
+user: the first repeat compiles them if no earlier run did, the others load them (the wall times
+of every repeat are printed). Runs are sequential; run it on an otherwise idle machine.
 
     python benchmarks/mnist1d.py [--models cnn,gru,lstm,mlp,logreg] [--steps 6000] [--repeats 3]
                                  [--out benchmarks/RESULTS.md]
@@ -108,7 +110,8 @@ def main():
     elif args.out:
         body = (provenance("mnist1d.py", sys.argv[1:], ("jax", "torch")) +
                 f"Median over {args.repeats} runs of the wall time of each whole process, start to "
-                "exit (start-up, imports, compilation, evaluation and checkpointing included), "
+                "exit (start-up, imports, compilation, evaluation and checkpointing included; "
+                "fmjax loads the programs an earlier run compiled from its compilation cache), "
                 f"{args.steps} steps. {note}\n\n{md}")
         write_section(args.out, f"## MNIST-1D: fmjax vs PyTorch (whole {args.steps}-step runs)", body)
     sys.exit(1 if failed else 0)

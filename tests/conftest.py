@@ -58,13 +58,22 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: first.get(item.path.stem, len(first)))   # stable: modules whole
 
 
-def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO) -> subprocess.CompletedProcess:
-    """Run `python -m fmjax ARGS` with `devices` forced CPU devices."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(JAX_CACHE))
+def cli_env(devices: int = 1, env: dict | None = None) -> dict:
+    """The environment of an `fmjax` subprocess: CPU with `devices` forced devices, the session's
+    compilation cache, then `env`."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(JAX_CACHE),
+           **(env or {})}
     env.pop("XLA_FLAGS", None)
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    proc = subprocess.run([sys.executable, "-m", "fmjax", *map(str, args)], env=env,
+    return env
+
+
+def run_cli(*args, devices: int = 1, check: bool = True, cwd=REPO,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m fmjax ARGS` with `devices` forced CPU devices (and `env` set)."""
+    proc = subprocess.run([sys.executable, "-m", "fmjax", *map(str, args)],
+                          env=cli_env(devices, env),
                           cwd=cwd, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"fmjax {' '.join(map(str, args))} failed ({proc.returncode}):\n"

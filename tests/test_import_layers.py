@@ -2,14 +2,21 @@
 runtime/, metrics/ and decoding/ folders) never imports a higher one (tasks, configs, the train
 loop, the command line), directly or through another module, at import time or late inside a
 function; the train loop never reaches matplotlib. Read from the source (no imports), so a new
-upward import fails here with the chain that makes it."""
+upward import fails here with the chain that makes it.
+
+And the default run imports only what it uses: a short MNIST-1D CNN run, watched from inside its
+process, never loads the libraries other families, commands or sinks need (start-up time:
+`benchmarks/mnist1d.py` times the whole process)."""
 
 import ast
+import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cli_env
 
 PACKAGE = REPO / "fmjax"
 HIGH = ("fmjax.tasks", "fmjax.configs", "fmjax.train", "fmjax.runs", "fmjax.cli")
@@ -102,3 +109,33 @@ def test_a_layer_never_imports_a_higher_one(layer):
 def test_the_rules_name_real_modules():
     named = {*RULES, *(n for names in RULES.values() for n in names)} - {*ORBAX, *MATPLOTLIB}
     assert named <= set(MODULES), named - set(MODULES)
+
+
+# Libraries a default `fmjax train` (the MNIST-1D CNN) has no use for, each loaded only where it is
+# needed: TFDS and its readers, text tokenizers and BLEU, sweeps, compression, plots, rotations,
+# tensorboardX's optional torch and Cloud Storage client (fmjax/metrics/writers.py).
+UNUSED_BY_THE_CNN = ("tensorflow", "tensorflow_datasets", "grain", "sentencepiece", "sacrebleu",
+                     "optuna", "qwix", "matplotlib", "scipy", "sklearn", "torch",
+                     "google.cloud.storage", "wandb")
+# Runs `fmjax ARGS` in this process, then writes the names of all loaded modules to OUT.
+_RUN_AND_LIST_MODULES = """
+import json, runpy, sys
+out = sys.argv.pop(1)
+try:
+    runpy.run_module("fmjax", run_name="__main__", alter_sys=True)
+finally:
+    open(out, "w").write(json.dumps(sorted(m for m in sys.modules if sys.modules[m])))
+"""
+
+
+def test_the_default_cnn_run_never_loads_what_it_does_not_use(tmp_path):
+    from fmjax.data import mnist1d
+    mnist1d.load_arrays()   # cached, as in every run but the first (generating it needs scipy)
+    out = tmp_path / "modules.json"
+    subprocess.run([sys.executable, "-c", _RUN_AND_LIST_MODULES, str(out), "train",
+                    "--config", "experiments/mnist1d/cnn.py:runlocal", "--workdir",
+                    str(tmp_path / "run"), "--config.train.num_steps=10", "--noprogress"],
+                   env=cli_env(), cwd=REPO, check=True, capture_output=True, timeout=600)
+    loaded = json.loads(out.read_text())
+    assert "fmjax.train" in loaded and "tensorboardX" in loaded   # the run did run
+    assert [m for m in loaded if _in(m, UNUSED_BY_THE_CNN)] == []

@@ -394,9 +394,9 @@ def _run(argv: list[str]) -> None:
     if argv[1:2] == ["launch_local"]:
         from fmjax.runtime import launch
         sys.exit(launch.main(argv[2:], tuple(COMMANDS)))
-    from fmjax.runtime import preemption
+    from fmjax.runtime import compilation_cache, preemption
     preemption.take_over_signals()
-    # Before the config file loads: importing fmjax's tasks already runs JAX code.
+    # Before the config file loads: it may run JAX code, and JAX must start knowing its processes.
     from fmjax.runtime import distributed
     try:
         if argv[1:2] != ["sweep"]:   # its trials are runs of their own; the sweep joins none
@@ -406,6 +406,9 @@ def _run(argv: list[str]) -> None:
     with distributed.failures_exit_at_once():
         try:
             command, positional = _parse(argv)
+            # A run that compiles what an earlier one did loads it instead; enabled once the flags
+            # and config are read, and nothing compiles on import, so bad input writes nothing.
+            compilation_cache.enable()
             if command == "sweep":
                 cmd_sweep(argv)
             elif command == "plot":

@@ -33,17 +33,22 @@ from fmjax.runtime import workdir_files
 PERF_PREFIX = "perf/"
 
 
+# What tensorboardX imports if it can and fmjax never needs: torch (over a second on machines that
+# have it, e.g. Colab) only to accept torch tensors, as fmjax logs floats; Google Cloud Storage's
+# client (0.17 CPU s) for gs:// event files, which fmjax writes itself (tensorboard_files.py).
+_UNUSED_BY_TENSORBOARDX = ("torch", "google.cloud.storage")
+
+
 def summary_writer_class():
-    """tensorboardX's SummaryWriter, kept from importing torch (over a second on machines that
-    have it, e.g. Colab) only to accept torch tensors: fmjax logs floats."""
-    hide_torch = "torch" not in sys.modules
-    if hide_torch:
-        sys.modules["torch"] = None   # `import torch` raises ImportError inside tensorboardX
+    """tensorboardX's SummaryWriter, imported without `_UNUSED_BY_TENSORBOARDX`."""
+    hidden = [name for name in _UNUSED_BY_TENSORBOARDX if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None   # `import name` raises ImportError inside tensorboardX
     try:
         from tensorboardX import SummaryWriter
     finally:
-        if hide_torch:
-            del sys.modules["torch"]
+        for name in hidden:
+            del sys.modules[name]
     tensorboard_files.register()
     return SummaryWriter
 

@@ -52,7 +52,7 @@ def _session_end(state: str):
 def write(hparams_dir, table: list[dict], param_keys, metrics) -> None:
     """The trials of `table` (rows of fmjax/sweep/results.py) as hparams sessions under
     `hparams_dir`: each of `param_keys`, and each of `metrics` at the trial's best eval."""
-    summary_writer_class()   # imports tensorboardX without torch
+    summary_writer_class()   # imports tensorboardX without torch or Cloud Storage
     from tensorboardX import summary
 
     hparams_dir = workdir_files.as_path(hparams_dir)

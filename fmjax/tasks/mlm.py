@@ -3,7 +3,7 @@
 
 The text pipeline is the language-model one (windows of a token stream; its targets are unused).
 [MASK] is one extra id after the tokenizer's vocabulary. Eval masks with
-`fold_in(EVAL_KEY, window index)`, so eval numbers do not depend on batch size or mesh.
+`fold_in(key(EVAL_SEED), window index)`, so eval numbers do not depend on batch size or mesh.
 """
 
 import dataclasses
@@ -18,7 +18,7 @@ from fmjax.models import build_model
 from fmjax.ranges import OpenFraction
 from fmjax.tasks.base import Task
 
-EVAL_KEY = jax.random.key(20260104)
+EVAL_SEED = 20260104   # a key made at import would compile there
 
 
 @dataclasses.dataclass
@@ -69,8 +69,9 @@ class MaskedLanguageModel(Task):
 
     def eval_outputs(self, params, extra, batch):
         tokens_BT = batch["inputs"]
+        key = jax.random.key(EVAL_SEED)
         corrupted, chosen = jax.vmap(
-            lambda t, i: self.corrupt(t[None], jax.random.fold_in(EVAL_KEY, i)))(
+            lambda t, i: self.corrupt(t[None], jax.random.fold_in(key, i)))(
             tokens_BT, batch["index"])
         corrupted, chosen = corrupted[:, 0], chosen[:, 0]
         logits = self.model.apply({"params": params, **extra}, corrupted, train=False)

@@ -24,8 +24,8 @@ from fmjax.models import build_model
 from fmjax.ranges import INT32_MAX, PositiveInt, Range
 from fmjax.tasks.base import GeneratesImages
 
-EVAL_KEY = jax.random.key(20260101)
-SAMPLE_KEY = jax.random.key(20260102)
+# Seeds of eval's fixed draws (keys made at import would compile there)
+EVAL_SEED, SAMPLE_SEED = 20260101, 20260102
 
 
 @dataclasses.dataclass
@@ -94,10 +94,12 @@ class VAE(GeneratesImages):
         return log_px + log_pz - log_qz, kl_to_standard_normal(mean, logvar)[0]
 
     def eval_outputs(self, params, extra, batch):
+        eval_key, sample_key = jax.random.key(EVAL_SEED), jax.random.key(SAMPLE_SEED)
+
         def one(x_YXC, index):
-            w_I, kl = self._log_weights(params, x_YXC[None], jax.random.fold_in(EVAL_KEY, index))
+            w_I, kl = self._log_weights(params, x_YXC[None], jax.random.fold_in(eval_key, index))
             k = w_I.shape[0]
-            sample = self.prior_samples(params, jax.random.fold_in(SAMPLE_KEY, index), 1)[1][0]
+            sample = self.prior_samples(params, jax.random.fold_in(sample_key, index), 1)[1][0]
             return {"neg_elbo": -w_I.mean(), "kl": kl,
                     "iw_nll": -(jax.nn.logsumexp(w_I) - math.log(k)), "sample": sample}
         return {**jax.vmap(one)(batch["inputs"], batch["index"]), "real": batch["inputs"]}
@@ -112,7 +114,7 @@ class VAE(GeneratesImages):
         recon = jax.nn.sigmoid(self.model.apply({"params": params}, mean, method="decode"))
         pairs = jnp.stack([real_BYXC, recon], axis=1).reshape(-1, *real_BYXC.shape[1:])
         return {"reconstructions": pairs,
-                "prior_samples": self.prior_samples(params, SAMPLE_KEY,
+                "prior_samples": self.prior_samples(params, jax.random.key(SAMPLE_SEED),
                                                     self.options.num_eval_images)[0]}
 
     def eval_images(self, params, extra):
