@@ -24,6 +24,9 @@ os.environ.setdefault("FMJAX_CACHE_DIR", str(REPO / ".pytest_cache" / "fmjax-dat
 # after the first) loads the executable instead (a 20-step GAN run: 32 s -> 11 s). The loaded
 # executable is the compiled one: the metrics are equal bit for bit with and without the cache.
 JAX_CACHE = REPO / ".pytest_cache" / "jax-compilation-cache"
+# ... and so do subprocesses that build their own environment from os.environ (fmjax turns the
+# cache on by default: without this they would keep one under FMJAX_CACHE_DIR across sessions).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE))
 
 
 def pytest_configure(config):
