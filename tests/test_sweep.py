@@ -194,6 +194,8 @@ def test_the_sweep_process_takes_no_accelerator_and_its_trials_get_the_environme
                             str(tmp_path / "alone")], cwd=REPO, env=env, text=True,
                            capture_output=True)
     assert alone.returncode == 2
+    assert alone.stderr.startswith("fmjax: error: JAX cannot start the backend of "
+                                   "JAX_PLATFORMS='cuda': ") and alone.stderr.count("\n") == 1
     assert trial.user_attrs["error"] == alone.stderr.strip()
 
 

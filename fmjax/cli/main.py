@@ -375,6 +375,24 @@ def _help(command: str) -> str:
     return usage.main_help(COMMANDS, launch.SUMMARY)
 
 
+# The commands that run the model: their backend starts before any other work.
+ON_DEVICES = ("train", "eval", "sample", "translate", "compress")
+
+
+def _start_backend() -> None:
+    """Start JAX's backend, so that a JAX_PLATFORMS naming a platform this machine cannot start
+    (no GPU, or its JAX plugin not installed: JAX raises a bare AssertionError) is one line."""
+    import jax
+    try:
+        jax.devices()
+    except (RuntimeError, AssertionError) as e:
+        from fmjax.errors import first_line
+        platforms = os.environ.get("JAX_PLATFORMS", "")
+        why = (str(e) and first_line(e)) or "its plugin is not installed or finds no device"
+        fail(f"JAX cannot start the backend of JAX_PLATFORMS={platforms!r}: {why}"
+             if platforms else f"JAX cannot start a backend: {why}")
+
+
 def _stopped(e: BaseException):
     """Ctrl-C or SIGTERM outside the train loop, where there is nothing to save: one line."""
     from fmjax.errors import stopped_by
@@ -409,6 +427,8 @@ def _run(argv: list[str]) -> None:
             # A run that compiles what an earlier one did loads it instead; enabled once the flags
             # and config are read, and nothing compiles on import, so bad input writes nothing.
             compilation_cache.enable()
+            if command in ON_DEVICES:
+                _start_backend()
             if command == "sweep":
                 cmd_sweep(argv)
             elif command == "plot":
