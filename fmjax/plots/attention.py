@@ -87,6 +87,11 @@ def _token_labels(run: runs.Run, ids_T, specials: dict[int, str]) -> list[str]:
     return labels
 
 
+def _example_inputs(run: runs.Run, options: PlotOptions) -> np.ndarray:
+    """The inputs of example `options.example` of `options.split`."""
+    return one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
+
+
 def _check_text(text: str) -> str:
     if not text:
         raise UserError("the input text is empty")
@@ -111,7 +116,7 @@ def _text_maps(run: runs.Run, options: PlotOptions) -> tuple[list[Maps], str]:
     if options.input is not None:
         tokens_T = _encode(run, options.input)
     else:
-        tokens_T = one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
+        tokens_T = _example_inputs(run, options)
         tokens_T = tokens_T[tokens_T != PAD_ID][:MAX_TOKENS]
     tokens_T = tokens_T[:run.task.model.max_len]
     # BERT's [MASK] is one id past the tokenizer's: pre-training's mask, and in a classifier's
@@ -130,7 +135,7 @@ def _translation_maps(run: runs.Run, options: PlotOptions) -> tuple[list[Maps], 
     if options.input is not None:
         source_S = task.encode_sources([_check_text(options.input)])[0]
     else:
-        source_S = one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
+        source_S = _example_inputs(run, options)
     source_S = _check_tokens(source_S[source_S != PAD_ID][:MAX_TOKENS])
     target_T = _greedy_translation(run, source_S)
     decoder_in_T = np.asarray(task.shift_right(target_T[None]))[0]
@@ -166,7 +171,7 @@ def _greedy_translation(run: runs.Run, source_S) -> np.ndarray:
 def _vit_maps(run: runs.Run, options: PlotOptions) -> tuple[np.ndarray, list[Maps]]:
     """ViT: per layer, what the class token (mean pooling: every patch, averaged) attends to,
     as [N, 1, patches]."""
-    image_YXC = one_run.examples(run, options.split, np.array([options.example]))["inputs"][0]
+    image_YXC = _example_inputs(run, options)
     maps = _layer_maps(_apply(run, image_YXC[None]), {})
     for m in maps:
         m.probs_NTS = (m.probs_NTS[:, :1, 1:] if run.task.model.pool == "cls"

@@ -27,8 +27,6 @@ def examples(run: runs.Run, split: str, index_N: np.ndarray) -> dict:
     """The examples numbered `index_N` of the run's `split` (eval | val) as one numpy batch;
     UserError for an index out of range. `run` must be loaded `with_data`."""
     pipeline = run.exp.pipeline
-    if split not in ("eval", "val"):
-        raise UserError(f"split must be eval or val, not '{split}'")
     n = pipeline.info.num_eval if split == "eval" else pipeline.info.num_val
     if n == 0 and "validation_fraction" not in run.config.data:   # text: eval is validation
         raise UserError(f"{run.workdir} holds no val split: {NO_VALIDATION_FRACTION}; use "
