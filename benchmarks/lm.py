@@ -18,6 +18,9 @@ the same `--threads` CPUs (when the machine has more), runs sequential:
            --threads <threads> --warmup_steps <warmup_steps> [--no_bias] [--compile]
            (eager, and torch.compile unless --no_compile; the same median over 50-step windows,
            the first left out)
+  bound:   python benchmarks/lm_matmul_bound.py (the step's matmuls alone through XLA, same caps
+           and CPUs): an upper bound on fmjax's tokens/s, as the model's other work only adds
+           time; bound / PyTorch is the largest fmjax/PyTorch ratio this machine allows
 
 Both sides draw the same training windows (the first 90% of the text, offsets from
 `numpy.random.default_rng([0, step])`), so their final train losses are comparable.
@@ -50,6 +53,7 @@ from fmjax.metrics.writers import read_jsonl
 from report import fmt, fmjax_env, provenance, run_checked, write_section
 
 HEADING = "## Character GPT on CPU: fmjax vs PyTorch tokens/s"
+BOUND = "bound: fmjax's matmuls alone"
 LOG_EVERY = 50
 # --max_isa: caps on the vector extensions each side's code may use, to measure an AVX2-only CPU
 # on an AVX-512 one: XLA's code generation (and YNNPACK's dots, through avx2_only.py); PyTorch's
@@ -92,6 +96,15 @@ def run_fmjax(args):
     return statistics.median(rates), perf[-1]["train/loss"], rates
 
 
+def run_bound(args):
+    """lm_matmul_bound.py under the same caps and CPUs: tokens/s of the step's matmuls alone."""
+    script = (["benchmarks/avx2_only.py", "-m", "lm_matmul_bound"] if args.max_isa == "avx2"
+              else ["benchmarks/lm_matmul_bound.py"])
+    env = {**fmjax_env(), **ISA_ENV.get(args.max_isa, ({}, {}))[0]}
+    out = run_checked([sys.executable, *script], env, preexec_fn=pin(args.threads))
+    return json.loads(out.strip().splitlines()[-1])["tokens_per_sec"], None, []
+
+
 def run_torch(args, compile_):
     cmd = [sys.executable, "benchmarks/lm_torch.py", "--text", args.text, "--steps",
            str(args.steps), "--log_every", str(LOG_EVERY), "--threads", str(args.threads),
@@ -112,7 +125,8 @@ def table(rows):
             ratio = "—"
         else:
             ratio = fmt(fmjax_rate / rate if fmjax_rate and rate else None, ".2f")
-        lines.append(f"| {name} | {fmt(rate, ',.0f')} | {ratio} | {fmt(loss, '.4f')} |")
+        loss = "—" if name == BOUND else fmt(loss, ".4f")
+        lines.append(f"| {name} | {fmt(rate, ',.0f')} | {ratio} | {loss} |")
     return "\n".join(lines)
 
 
@@ -147,26 +161,41 @@ def main():
                ("PyTorch eager", lambda: run_torch(args, False))]
     if not args.no_compile:
         runners.append(("PyTorch torch.compile", lambda: run_torch(args, True)))
+    runners.append((BOUND, lambda: run_bound(args)))
+    runs, errors = {name: [] for name, _ in runners}, {}
+    for _ in range(args.repeats):   # interleaved, so that a noisy spell hits every side alike
+        for name, runner in runners:
+            if name in errors:
+                continue
+            try:
+                runs[name].append(runner())
+            except Exception as e:  # report, and go on with the other runs
+                print(f"{name} failed: {e}", file=sys.stderr)
+                errors[name] = e
     rows, failed, notes = [], False, []
-    for name, runner in runners:
-        try:
-            runs = [runner() for _ in range(args.repeats)]
-            rate, loss = statistics.median(r for r, _, _ in runs), runs[-1][1]
-            for _, _, windows in runs:
-                print(f"{name}: tokens/s per {LOG_EVERY}-step window "
-                      f"{[round(w) for w in windows]}", file=sys.stderr)
-        except Exception as e:  # report, and go on with the other runs
-            print(f"{name} failed: {e}", file=sys.stderr)
-            rate = loss = None
+    for name, _ in runners:
+        rate = loss = None
+        if name in errors:
             if "compile" in name:   # an optional extra: note it, keep the other results
-                first = next((l for l in reversed(str(e).strip().splitlines()) if l.strip()), "")
+                lines = str(errors[name]).strip().splitlines()
+                first = next((line for line in reversed(lines) if line.strip()), "")
                 notes.append(f"torch.compile failed on this machine ({first[:200]}); skipped.")
             else:
                 failed = True
-        print(f"{name}: {fmt(rate, ',.0f')} tokens/s, final train loss {fmt(loss, '.4f')}",
-              file=sys.stderr)
+        else:
+            rate, loss = statistics.median(r for r, _, _ in runs[name]), runs[name][-1][1]
+            for _, _, windows in filter(lambda run: run[2], runs[name]):
+                print(f"{name}: tokens/s per {LOG_EVERY}-step window "
+                      f"{[round(w) for w in windows]}", file=sys.stderr)
+        trained = "" if name == BOUND else f", final train loss {fmt(loss, '.4f')}"
+        print(f"{name}: {fmt(rate, ',.0f')} tokens/s{trained}", file=sys.stderr)
         rows.append((name, rate, loss))
 
+    rates = {name: rate for name, rate, _ in rows}
+    if rates[BOUND] and rates["PyTorch eager"]:
+        notes.append(f"The matmuls alone (lm_matmul_bound.py) run at "
+                     f"{rates[BOUND] / rates['PyTorch eager']:.2f}x PyTorch eager's tokens/s: "
+                     "fmjax's ratio cannot exceed that here.")
     md = table(rows)
     print(md)
     for note in notes:
@@ -181,7 +210,7 @@ def main():
                 f"{args.threads} threads each, the same training windows"
                 f"{', vector extensions capped at ' + args.max_isa if args.max_isa else ''}. "
                 f"tokens/s: median over {LOG_EVERY}-step windows, the first (compilation, "
-                f"warm-up) left out; median over {args.repeats} run(s). Final train loss: the "
+                f"warm-up) left out; median over {args.repeats} interleaved run(s). Final train loss: the "
                 f"loss of step {args.steps}. Goal: fmjax >= 1.5x PyTorch.\n\n{md}"
                 + "".join(f"\n\n{note}" for note in notes))
         write_section(args.out, HEADING, body)

@@ -6,14 +6,13 @@ such as the seeds' 784 -> 2048 -> 1024 -> 10 DNN; a model's older `hidden_size` 
 experiment keeps its parameter names and numbers.
 """
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
 
 from fmjax.errors import UserError
-from fmjax.models.layers import dense
+from fmjax.models.layers import dense, gelu_exact
 
 # GELU is the exact erf form, as in fmjax's Transformers and PyTorch's default; leaky ReLU has
 # slope 0.01 for negative inputs (PyTorch's default too).
@@ -21,7 +20,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu,
     "tanh": nn.tanh,
     "sigmoid": nn.sigmoid,
-    "gelu": functools.partial(nn.gelu, approximate=False),
+    "gelu": gelu_exact,
     "leaky_relu": nn.leaky_relu,
 }
 

@@ -3,7 +3,9 @@
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec as P
 
 Dtype = Any
@@ -12,6 +14,14 @@ Dtype = Any
 def partitioned(init, axes: Sequence[str | None]):
     """An initializer whose parameter is boxed with logical axis names."""
     return nn.with_logical_partitioning(init, tuple(axes))
+
+
+def gelu_exact(x):
+    """GELU's exact form x * Phi(x), written as PyTorch writes it, 0.5 x (1 + erf(x / sqrt 2)):
+    faster on CPUs than `jax.nn.gelu(approximate=False)`, whose erfc costs several times erf's
+    work (3-4% of the char GPT's AVX2 training step). The two differ by at most 1e-6 in float32,
+    value and gradient (as each does from PyTorch's GELU)."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
 
 
 def dense(features: int, axes: tuple[str | None, str | None], dtype: Dtype = jnp.float32,

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fmjax.errors import UserError
-from fmjax.models.layers import partitioned
+from fmjax.models.layers import gelu_exact, partitioned
 
 Dtype = Any
 REMAT_POLICIES = {
@@ -261,7 +261,7 @@ class MLP(nn.Module):
             gate = self._dense(self.hidden_size, ("embed", "mlp"), self.init_std, "gate")
             h_BTF = nn.silu(gate(x_BTD)) * up(x_BTD)
         else:
-            h_BTF = nn.gelu(up(x_BTD), approximate=False)
+            h_BTF = gelu_exact(up(x_BTD))
         h_BTF = constrain(h_BTF, BTF_AXES)
         return self._dense(x_BTD.shape[-1], ("mlp", "embed"), self.out_init_std, "down")(h_BTF)
 
