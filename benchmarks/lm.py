@@ -150,6 +150,8 @@ def main():
     args.text = str(pathlib.Path(args.text).expanduser().resolve())
     if not pathlib.Path(args.text).is_file():
         parser.error(f"--text: no such file: {args.text}")
+    if args.repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be at least 1")
     if args.speedrun:
         return speedrun.main(args, pin(args.threads))
     if args.steps < 2 * LOG_EVERY or args.steps % LOG_EVERY:
