@@ -102,7 +102,10 @@ def run_bound(args):
               else ["benchmarks/lm_matmul_bound.py"])
     env = {**fmjax_env(), **ISA_ENV.get(args.max_isa, ({}, {}))[0]}
     out = run_checked([sys.executable, *script], env, preexec_fn=pin(args.threads))
-    return json.loads(out.strip().splitlines()[-1])["tokens_per_sec"], None, []
+    result = json.loads(out.strip().splitlines()[-1])
+    if not result["finite"]:
+        raise RuntimeError("lm_matmul_bound.py: the values overflowed; its timing is not the model's")
+    return result["tokens_per_sec"], None, []
 
 
 def run_torch(args, compile_):
