@@ -104,7 +104,8 @@ def run_bound(args):
     out = run_checked([sys.executable, *script], env, preexec_fn=pin(args.threads))
     result = json.loads(out.strip().splitlines()[-1])
     if not result["finite"]:
-        raise RuntimeError("lm_matmul_bound.py: the values overflowed; its timing is not the model's")
+        raise RuntimeError("lm_matmul_bound.py: its values overflowed; the timing is not the "
+                           "model's")
     return result["tokens_per_sec"], None, []
 
 
@@ -215,8 +216,9 @@ def main():
                 f"{args.threads} threads each, the same training windows"
                 f"{', vector extensions capped at ' + args.max_isa if args.max_isa else ''}. "
                 f"tokens/s: median over {LOG_EVERY}-step windows, the first (compilation, "
-                f"warm-up) left out; median over {args.repeats} interleaved run(s). Final train loss: the "
-                f"loss of step {args.steps}. Goal: fmjax >= 1.5x PyTorch.\n\n{md}"
+                f"warm-up) left out; median over {args.repeats} interleaved run(s). Final "
+                f"train loss: the loss of step {args.steps}. Goal: fmjax >= 1.5x PyTorch."
+                f"\n\n{md}"
                 + "".join(f"\n\n{note}" for note in notes))
         write_section(args.out, HEADING, body)
     sys.exit(1 if failed else 0)

@@ -31,6 +31,9 @@ def test_gelu_exact_equals_jax_gelu_exact_form():
     np.testing.assert_allclose(jax.vmap(jax.grad(gelu_exact))(x),
                                jax.vmap(jax.grad(jax_exact))(x), atol=1e-6, rtol=0)
     assert float(jnp.abs(gelu_exact(x) - jax.nn.gelu(x, approximate=True)).max()) > 1e-4
+    x_bf16 = x.astype(jnp.bfloat16)   # computed wide, rounded once: the tail keeps its digits
+    np.testing.assert_allclose(gelu_exact(x_bf16).astype(jnp.float32),
+                               jax_exact(x_bf16.astype(jnp.float32)), rtol=1e-2, atol=1e-6)
 
 
 def test_einsum_attention_equals_jax_dot_product_attention():
