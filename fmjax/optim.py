@@ -63,6 +63,9 @@ def validate(opt, key: str = "optimizer") -> None:
     if opt.schedule not in SCHEDULES:
         raise UserError(f"unknown schedule '{opt.schedule}' (known: {', '.join(SCHEDULES)})")
     ranges.check_dataclass(opt, OptimizerOptions, key)
+    if opt.adam_learning_rate and opt.name != "muon":
+        raise UserError(f"config.{key}.adam_learning_rate is muon's (the rate of what is not a "
+                        f"block matrix); {opt.name!r} has one rate: set learning_rate")
     check_patterns(f"{key}.freeze", opt.freeze)
 
 
@@ -108,7 +111,11 @@ def muon_dimensions(params):
         if path.endswith("out_kernel"):
             return optax.contrib.MuonDimensionNumbers((0, 1), 2)
         return optax.contrib.MuonDimensionNumbers(0, (1, 2))
-    return map_params(spec, params)
+    specs = map_params(spec, params)
+    if not jax.tree.leaves(specs):   # runs in optimizer init, before the workdir is touched
+        raise UserError("optimizer 'muon' found no trained matrices inside block_i (it is for "
+                        "Transformer blocks; the rest would silently get AdamW): use adamw")
+    return specs
 
 
 def _base(opt, v, lr, mask, num_steps: int) -> optax.GradientTransformation:

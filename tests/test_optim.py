@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import run_cli
 from fmjax import configs, optim
 from fmjax.train import train_and_evaluate
 
@@ -141,3 +142,20 @@ def test_the_speedrun_variant_trains(tmp_path, text_file):
     config.optimizer.warmup_steps = 5
     metrics = train_and_evaluate(config, tmp_path, show_progress=False)
     assert metrics["eval/loss"] < 1.5   # chance: ln(vocabulary of ~30 characters) = 3.4
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.optimizer.name=muon",
+     "fmjax: error: optimizer 'muon' found no trained matrices inside block_i (it is for "
+     "Transformer blocks; the rest would silently get AdamW): use adamw\n"),
+    ("--config.optimizer.adam_learning_rate=0.01",
+     "fmjax: error: config.optimizer.adam_learning_rate is muon's (the rate of what is not a "
+     "block matrix); 'adam' has one rate: set learning_rate\n"),
+])
+def test_muon_options_where_they_would_do_nothing_are_one_line(tmp_path, override, message):
+    """Muon on a model without Transformer blocks (the CNN), or muon's AdamW rate with another
+    optimizer, would train silently as something else: refused before the workdir exists."""
+    proc = run_cli("train", "--config", "experiments/mnist1d/cnn.py", override, "--workdir",
+                   tmp_path / "run", "--noprogress", check=False)
+    assert (proc.returncode, proc.stderr) == (2, message)
+    assert not (tmp_path / "run").exists()
