@@ -5,6 +5,7 @@ validation split)."""
 
 import io
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ from conftest import read_metrics, run_cli, tensorboard_events
 from fmjax import configs, plots
 from fmjax.errors import UserError
 from fmjax.metrics import eval_details
+from fmjax.plots import workdirs
 from fmjax.train import train_and_evaluate
 
 EVAL_STEPS = (20, 40)
@@ -79,13 +81,14 @@ def test_tensorboard_gets_the_confusion_matrix_roc_and_config(run):
     assert "config/text_summary" in text_tags
 
 
-def test_a_run_given_as_dot_is_named_by_its_directory(run, monkeypatch):
+def test_a_run_given_as_dot_is_named_by_its_directory(run, tmp_path, monkeypatch):
     monkeypatch.chdir(run)
     fig = plots.figure("roc", ["."])
     assert fig.axes[0].get_title().startswith("mlp, eval at step 40: ROC")
-    fig = plots.figure("curves", [".", run], plots.PlotOptions(metrics=("eval/loss",)))
+    other = shutil.copytree(run, tmp_path / "other")
+    fig = plots.figure("curves", [".", other], plots.PlotOptions(metrics=("eval/loss",)))
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
-        "mlp eval", f"{run} eval"]
+        "mlp eval", "other eval"]
 
 
 @pytest.mark.parametrize("kind", ["curves", "roc", "pr", "confusion"])
@@ -130,6 +133,17 @@ def test_a_sweep_stands_for_its_trials(run, tmp_path):
         f"{tmp_path / 'copy' / 'sweep'}/0001 eval"]
 
 
+def test_every_run_is_drawn_once_whatever_the_names(run, tmp_path, monkeypatch):
+    """Three runs named cnn: the first by its name, the second by its path, the third (whose path
+    is the name taken first) numbered; a run given twice is drawn once."""
+    for parent in ("a", "b", "."):
+        shutil.copytree(run, tmp_path / parent / "cnn")
+    monkeypatch.chdir(tmp_path)
+    given = [pathlib.Path(p) for p in ("a/cnn", "b/cnn", "cnn", "a/cnn", "./a/cnn")]
+    assert workdirs.named_runs(given) == {
+        "cnn": given[0], "b/cnn": given[1], "cnn (2)": given[2]}
+
+
 def test_bad_input_is_one_readable_error(run, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "sweep" / "trials" / "0000").mkdir(parents=True)
@@ -170,12 +184,21 @@ def test_bad_input_is_one_readable_error(run, tmp_path):
             plots.figure(kind, workdirs, plots.PlotOptions(**options))
         assert str(e.value) == message
     shutil.copytree(run, tmp_path / "overwritten")
-    for text in ("[1, 2]", '{"step": 40, "split": "eval"}', '{"step": 40, "confu'):
-        eval_details.path(tmp_path / "overwritten", "eval", 40).write_text(text)
-        with pytest.raises(UserError, match=r"^\S+/eval_details/eval_00000040\.json is damaged "
-                           r"\(the eval details of step 40\): not (a JSON object with "
-                           r"num_classes, confusion, roc, pr|valid JSON: .*); restore it"):
+    details_file = eval_details.path(tmp_path / "overwritten", "eval", 40)
+    good = json.loads(details_file.read_text())
+    for text, reason in [
+            ("[1, 2]", "not a JSON object with split, step, num_classes, confusion, roc, pr"),
+            ('{"step": 40, "split": "eval"}',
+             "not a JSON object with split, step, num_classes, confusion, roc, pr"),
+            ('{"step": 40, "confu', "not valid JSON: Unterminated string starting at (line 1, "
+             "column 14)"),
+            (json.dumps({**good, "confusion": "x"}), "its confusion cannot be drawn "
+             "(ValueError: could not convert string to float: np.str_('x'))")]:
+        details_file.write_text(text)
+        with pytest.raises(UserError) as e:
             plots.figure("confusion", [tmp_path / "overwritten"])
+        assert str(e.value) == (f"{details_file} is damaged (the eval details of step 40): "
+                                f"{reason}; restore it from a copy or use a new workdir")
     shutil.copytree(run, tmp_path / "old", ignore=shutil.ignore_patterns("eval_details"))
     with pytest.raises(UserError, match=r"has no eval details \(eval_details/eval_\*\.json\): "
                        "the run is not a classifier, predates them, or has not evaluated yet"):

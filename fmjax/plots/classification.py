@@ -9,9 +9,10 @@ import numpy as np
 from fmjax.metrics import eval_details
 from fmjax.metrics.classifier_images import row_normalised
 from fmjax.plots import PlotOptions, one_run, workdirs
+from fmjax.runtime import workdir_files
 
 MAX_LEGEND_CLASSES = 20   # more classes: curves without a legend, and a matrix without counts
-DETAILS = ("num_classes", "confusion", "roc", "pr")   # what the three kinds read
+DETAILS = ("split", "step", "num_classes", "confusion", "roc", "pr")   # what the kinds read
 
 
 def class_names(details: dict) -> list[str]:
@@ -27,7 +28,13 @@ def figure(kind: str, paths: list[pathlib.Path], options: PlotOptions):
     details = eval_details.read(run, options.split, options.step, DETAILS)
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax = fig.subplots()
-    {"roc": _roc, "pr": _pr, "confusion": _confusion}[kind](fig, ax, details)
+    try:
+        {"roc": _roc, "pr": _pr, "confusion": _confusion}[kind](fig, ax, details)
+    except (KeyError, TypeError, IndexError, ValueError) as e:   # the right keys, wrong contents
+        raise workdir_files.damaged(
+            eval_details.path(run, details["split"], details["step"]),
+            f"the {details['split']} details of step {details['step']}",
+            f"its {kind} cannot be drawn ({type(e).__name__}: {e})") from None
     ax.set_title(f"{workdirs.name(run)}, {details['split']} at step {details['step']}: "
                  f"{ax.get_title()}", fontsize="medium")
     return fig

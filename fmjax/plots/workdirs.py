@@ -37,12 +37,17 @@ def one_run(paths: list[pathlib.Path], kind: str) -> pathlib.Path:
 def named_runs(paths: list[pathlib.Path]) -> dict[str, pathlib.Path]:
     """{legend name: run directory}: a run is named by its directory, a sweep's trial by the
     sweep's and its own (`sweep/0003`); by the whole path where that name is taken (two
-    `runs/cnn` of different parents), so no run is dropped. A running sweep's trials that have
-    logged nothing yet are left out."""
+    `runs/cnn` of different parents), numbered if that is taken too, so no run is dropped; a run
+    given twice is drawn once. A running sweep's trials that have logged nothing yet are left out."""
     runs = {}
 
     def add(short: str, full: str, run: pathlib.Path) -> None:
-        runs[short if short not in runs else full] = run
+        if any(run.resolve() == other.resolve() for other in runs.values()):
+            return
+        key, copy = (short if short not in runs else full), 2
+        while key in runs:
+            key, copy = f"{full} ({copy})", copy + 1
+        runs[key] = run
 
     for path in paths:
         if (path / SWEEP_SPEC).exists():
