@@ -220,7 +220,8 @@ def main():
                 f"train loss: the loss of step {args.steps}. Goal: fmjax >= 1.5x PyTorch."
                 f"\n\n{md}"
                 + "".join(f"\n\n{note}" for note in notes))
-        write_section(args.out, HEADING, body)
+        capped = f", vector extensions capped at {args.max_isa}" if args.max_isa else ""
+        write_section(args.out, HEADING + capped, body)   # a capped run keeps its own section
     sys.exit(1 if failed else 0)
 
 

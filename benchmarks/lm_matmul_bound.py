@@ -2,9 +2,9 @@
 
 One step of `gpt_char.py:cpu`'s shape (batch 12 x context 64, 4 layers, 128 wide, 4 heads, MLP
 4x, tied 65-token head) reduced to its matmuls: the fused QKV, the two attention einsums, the
-output projection, the MLP's two, the head; forward and both backward matmuls of each (3.67
-GFLOP), with a ReLU where the model has a nonlinearity (so XLA cannot reassociate the chain), one
-scalar rescaling per layer (values stay of size ~1, as layer norms keep them: no denormals) and a
+output projection, the MLP's two, the head; forward and both backward matmuls of each (3.96
+GFLOP by XLA's cost analysis), with a ReLU where the model has a nonlinearity (so XLA cannot
+reassociate the chain), one scalar rescaling per layer (values stay of size ~1, as layer norms keep them: no denormals) and a
 tiny SGD update (so that steps depend on each other), 50 steps per call in a `lax.scan` as fmjax
 trains. No layer norm, softmax, GELU, biases, loss or AdamW: the model through XLA's matmuls takes
 at least this long, so tokens/s here bounds fmjax's (`benchmarks/lm.py` runs this too and reports
@@ -14,7 +14,6 @@ the ratio the bound allows against PyTorch).
     XLA_FLAGS=--xla_cpu_max_isa=AVX2 python benchmarks/avx2_only.py -m lm_matmul_bound
 """
 
-import importlib.util
 import json
 import pathlib
 import statistics
@@ -22,6 +21,8 @@ import time
 
 import jax
 import jax.numpy as jnp
+
+from fmjax import configs
 
 STEPS_PER_CALL = 50
 CALLS = 7
@@ -31,10 +32,7 @@ VOCAB = 65   # Tiny Shakespeare's characters
 
 def cpu_shape():
     """(batch, context, width, heads, layers) of gpt_char.py:cpu, read from the experiment."""
-    spec = importlib.util.spec_from_file_location("gpt_char", CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config(cpu=True)
+    c = configs.load_experiment(f"{CONFIG}:cpu")
     return (c.train.batch_size, c.data.seq_len, c.model.embed_dim, c.model.num_heads,
             c.model.num_layers)
 

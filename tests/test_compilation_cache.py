@@ -31,7 +31,7 @@ def test_a_second_run_loads_the_first_runs_programs_with_equal_metrics(tmp_path,
     assert HIT not in (tmp_path / "first" / "library.log").read_text()
     assert HIT in (tmp_path / "second" / "library.log").read_text()
     first, second = (_without_perf(read_metrics(tmp_path / run)) for run in ("first", "second"))
-    assert second == first and first[-1]["eval/accuracy"] > 0
+    assert second == first
 
 
 def test_bad_input_writes_nothing_to_the_cache(tmp_path):

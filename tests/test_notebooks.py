@@ -102,10 +102,13 @@ def test_language_model_notebook(run_notebook, text_file):
 
 
 def test_generative_notebook(run_notebook):
-    """The VAE's negative ELBO below an untrained decoder's 64 ln 2; the pictures' shapes."""
+    """The VAE learns (negative ELBO under 0.6 x an untrained decoder's 64 ln 2 = 26.6 nats, the
+    bound of test_generative; 22.7 measured in fast mode); the DCGAN's feature distance is a
+    number (fast mode's 50 steps are too few to ask more: ~102); the pictures' shapes."""
     cells = run_notebook("generative")
-    assert number(cells, r"VAE after \d+ steps: eval/neg_elbo ([\d.]+)") < 64 * math.log(2)
-    assert number(cells, r"DCGAN after \d+ steps: eval/feature_distance ([\d.]+)") > 0
+    neg_elbo = number(cells, r"VAE after \d+ steps: eval/neg_elbo ([\d.]+)")
+    assert neg_elbo < 0.6 * 64 * math.log(2)
+    assert math.isfinite(number(cells, r"DCGAN after \d+ steps: eval/feature_distance ([\d.]+)"))
     [samples], [strip], [latent], [gan] = picture_cells(cells)
     assert samples[0] == samples[1] and gan[0] == gan[1]   # 8 x 8 grids
     assert strip[0] > 8 * strip[1]                        # one row of 10

@@ -133,7 +133,8 @@ def test_muon_orthogonalizes_block_matrices_and_leaves_the_rest_to_adamw():
 
 def test_the_speedrun_variant_trains(tmp_path, text_file):
     """gpt_char.py:cpu_speedrun's recipe (Muon + AdamW) learns a small text in 30 steps (one
-    layer of its model, to compile fast)."""
+    layer of its model, to compile fast): eval/loss 0.885 measured; with Muon's block rate at
+    1e-9 (AdamW alone on embeddings and head) 1.70, so the bound shows Muon's share."""
     config = configs.load_experiment("experiments/shakespeare/gpt_char.py:cpu_speedrun")
     config.data.update(path=str(text_file), eval_windows=64)
     config.model.num_layers = 1
@@ -141,7 +142,7 @@ def test_the_speedrun_variant_trains(tmp_path, text_file):
     config.checkpoint.every = 30
     config.optimizer.warmup_steps = 5
     metrics = train_and_evaluate(config, tmp_path, show_progress=False)
-    assert metrics["eval/loss"] < 1.5   # chance: ln(vocabulary of ~30 characters) = 3.4
+    assert metrics["eval/loss"] < 1.1   # chance: ln(vocabulary of ~30 characters) = 3.4
 
 
 @pytest.mark.parametrize("override, message", [

@@ -218,10 +218,11 @@ def test_bad_input_is_one_readable_error(run, tmp_path):
 
 
 def test_an_unwritable_out_is_one_error_and_leaves_nothing(run, tmp_path, monkeypatch):
-    """A read-only directory (simulated: the tests may run as root, who may write anywhere)."""
-    def refuse(path, data):
-        raise PermissionError(13, "Permission denied", str(path))
-    monkeypatch.setattr(plots.workdir_files, "write_atomic", refuse)
+    """A read-only directory (simulated at the rename: the tests may run as root, who may write
+    anywhere); the real write_atomic runs, so its temporary file must be cleaned up too."""
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+    monkeypatch.setattr(plots.workdir_files.os, "replace", refuse)
     with pytest.raises(UserError) as e:
         plots.save(plots.figure("confusion", [run]), tmp_path / "c.png")
     assert str(e.value) == f"cannot write --out {tmp_path / 'c.png'}: Permission denied"

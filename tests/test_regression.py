@@ -87,6 +87,7 @@ def test_a_feature_constant_over_a_tiny_training_split_stays_finite(tmp_path):
     config.train.update(num_steps=2, eval_every=2, log_every=1, steps_per_call=1)
     arrays = data.build_pipeline(config.data, seed=0).arrays
     assert arrays.x_train.shape[0] == 3 and np.isfinite(arrays.x_val).all()
+    assert arrays.x_train[:, 1].std() == 0   # sex: constant here, so left unscaled
     final = train_and_evaluate(config, tmp_path, show_progress=False)
     assert np.isfinite(final["val/mse"]) and np.isfinite(final["eval/r2"])
 

@@ -150,7 +150,7 @@ flags.DEFINE_string("metrics", None, "plot (curves): the metric keys to draw, co
                     "(default: train/loss and every eval/ and val/ metric).")
 flags.DEFINE_string("split", "eval", "plot: the split whose eval is drawn: eval or val.")
 flags.DEFINE_integer("example", 0, "plot (attention, without --input): the index of the "
-                     "example of --split drawn (latent draws up to 2000 of them).")
+                     "example of --split drawn.")
 flags.DEFINE_bool("vectorize", False, "sweep: train the trials of a grid or random sweep over "
                   "seeds and optimizer numbers as members of one process per worker.")
 

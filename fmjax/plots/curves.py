@@ -36,7 +36,8 @@ def chosen_metrics(records: dict[str, list[dict]], asked: tuple[str, ...] | None
         # The perf/* keys only for a perf/ key asked for: else they would crowd the list.
         perf = unknown[0].startswith(PERF_PREFIX)
         shown = [k for k in logged if k.startswith(PERF_PREFIX) == perf]
-        shown = shown if perf else shown + [f"{PERF_PREFIX}..."]
+        if not perf and any(k.startswith(PERF_PREFIX) for k in logged):
+            shown = shown + [f"{PERF_PREFIX}..."]
         raise UserError(f"no run logged the metric {unknown[0]}; they logged: "
                         f"{', '.join(shown) or 'none'}")
     return list(dict.fromkeys(asked))   # a key named twice is drawn once

@@ -28,7 +28,7 @@ def examples(run: runs.Run, split: str, index_N: np.ndarray) -> dict:
     UserError for an index out of range. `run` must be loaded `with_data`."""
     pipeline = run.exp.pipeline
     n = pipeline.info.num_eval if split == "eval" else pipeline.info.num_val
-    if n == 0 and "validation_fraction" not in run.config.data:   # text: eval is validation
+    if n == 0 and split == "val" and "validation_fraction" not in run.config.data:   # text
         raise UserError(f"{run.workdir} holds no val split: {NO_VALIDATION_FRACTION}; use "
                         "--split eval")
     if n == 0:
