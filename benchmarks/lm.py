@@ -156,6 +156,13 @@ def main():
         parser.error(f"--text: no such file: {args.text}")
     if args.repeats < 1 or args.threads < 1:
         parser.error("--repeats and --threads must be at least 1")
+    # flags the other mode reads, refused rather than ignored
+    other = (("steps", "warmup_steps", "no_bias", "no_compile", "max_isa") if args.speedrun
+             else ("seed",))
+    given = [f"--{name}" for name in other if getattr(args, name) != parser.get_default(name)]
+    if given:
+        parser.error(f"{', '.join(given)} {'do' if len(given) > 1 else 'does'} not apply "
+                     f"{'to' if args.speedrun else 'without'} --speedrun")
     if args.speedrun:
         return speedrun.main(args, pin(args.threads))
     if args.steps < 2 * LOG_EVERY or args.steps % LOG_EVERY:

@@ -16,7 +16,7 @@ from conftest import read_metrics, run_cli, tensorboard_events
 from fmjax import configs, plots
 from fmjax.errors import UserError
 from fmjax.metrics import eval_details
-from fmjax.plots import workdirs
+from fmjax.plots.workdirs import named_runs
 from fmjax.train import train_and_evaluate
 
 EVAL_STEPS = (20, 40)
@@ -140,7 +140,7 @@ def test_every_run_is_drawn_once_whatever_the_names(run, tmp_path, monkeypatch):
         shutil.copytree(run, tmp_path / parent / "cnn")
     monkeypatch.chdir(tmp_path)
     given = [pathlib.Path(p) for p in ("a/cnn", "b/cnn", "cnn", "a/cnn", "./a/cnn")]
-    assert workdirs.named_runs(given) == {
+    assert named_runs(given) == {
         "cnn": given[0], "b/cnn": given[1], "cnn (2)": given[2]}
 
 
